@@ -1,0 +1,88 @@
+/* dispatch.c: CPU feature detection and the choice of kernel table, once at load.
+ * FL_HAVE_AVX2 / FL_HAVE_AVX512 / FL_HAVE_NEON say which levels this build compiled (CMake). */
+#include <stddef.h>
+#include "dispatch.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+static const fl_softmax_kernels *const softmax_tables[4] = {
+    &fl_softmax_kernels_scalar,
+#ifdef FL_HAVE_AVX2
+    &fl_softmax_kernels_avx2,
+#else
+    NULL,
+#endif
+#ifdef FL_HAVE_AVX512
+    &fl_softmax_kernels_avx512,
+#else
+    NULL,
+#endif
+#ifdef FL_HAVE_NEON
+    &fl_softmax_kernels_neon,
+#else
+    NULL,
+#endif
+};
+
+static const char *const names[4] = {"scalar", "avx2", "avx512", "neon"};
+
+const char *fl_simd_name(int level) { return level >= 0 && level < 4 ? names[level] : "unknown"; }
+
+int fl_simd_compiled(int level) { return level >= 0 && level < 4 && softmax_tables[level] != NULL; }
+
+static int cpu_has(int level) {
+    switch (level) {
+    case FL_SIMD_SCALAR: return 1;
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    /* __builtin_cpu_supports also checks that the OS saves the wide registers (XCR0). */
+    case FL_SIMD_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case FL_SIMD_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    case FL_SIMD_NEON: return fl_simd_compiled(FL_SIMD_NEON); /* baseline wherever it is compiled (arm64) */
+    default: return 0;
+    }
+}
+
+int fl_simd_supported(int level) { return fl_simd_compiled(level) && cpu_has(level); }
+
+static int best_level(void) {
+    if (fl_simd_supported(FL_SIMD_NEON)) return FL_SIMD_NEON;
+    if (fl_simd_supported(FL_SIMD_AVX512)) return FL_SIMD_AVX512;
+    if (fl_simd_supported(FL_SIMD_AVX2)) return FL_SIMD_AVX2;
+    return FL_SIMD_SCALAR;
+}
+
+static int active = -1;
+
+int fl_simd_active(void) {
+    if (active < 0) active = best_level();
+    return active;
+}
+
+int fl_simd_select(int level) {
+    if (!fl_simd_supported(level)) return FL_ERR_ARG;
+    active = level;
+    return FL_OK;
+}
+
+const fl_softmax_kernels *fl_softmax_active(void) { return softmax_tables[fl_simd_active()]; }
+
+int fl_openmp_enabled(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int fl_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}

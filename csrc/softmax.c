@@ -1,0 +1,85 @@
+/* softmax.c: public entry points of the softmax family. Checks arguments, validates targets and
+ * reduces over rows (serially, in row order, float64) around the per-SIMD-level row kernels. */
+#include <math.h>
+#include <stddef.h>
+#include "dispatch.h"
+
+static int rows_ok(const fl_rows *r, int has_output) {
+    if (!r || r->rows < 0 || r->cols < 0) return 0;
+    if (r->rows > 1 && r->x_stride < r->cols) return 0;
+    if (has_output && r->rows > 1 && r->y_stride < r->cols) return 0;
+    return 1;
+}
+static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
+
+int fl_logsumexp_f32(const float *x, const fl_rows *r, double inv_t, double *out) {
+    if (!rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
+    return fl_softmax_active()->logsumexp_f32(x, r, inv_t, out);
+}
+int fl_logsumexp_f64(const double *x, const fl_rows *r, double inv_t, double *out) {
+    if (!rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
+    return fl_softmax_active()->logsumexp_f64(x, r, inv_t, out);
+}
+int fl_softmax_f32(const float *x, float *y, const fl_rows *r, double inv_t, int log) {
+    if (!rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
+    return fl_softmax_active()->softmax_f32(x, y, r, inv_t, log);
+}
+int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_t, int log) {
+    if (!rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
+    return fl_softmax_active()->softmax_f64(x, y, r, inv_t, log);
+}
+
+/* Options, targets and the reduction's denominator, before anything is written.
+ * Sets *class_weight_sum = sum_c w_c and *scale = the gradient's factor. */
+static int xent_prepare(const fl_rows *r, int has_grad, fl_xent *p, double *class_weight_sum, double *scale) {
+    if (!rows_ok(r, has_grad) || !p || !p->targets || !p->row_loss) return FL_ERR_ARG;
+    if (!(p->label_smoothing >= 0 && p->label_smoothing <= 1) || !(p->z_loss >= 0 && isfinite(p->z_loss)) ||
+        !(p->softcap >= 0 && isfinite(p->softcap)) || !inv_t_ok(p->inv_temperature))
+        return FL_ERR_ARG;
+    if (p->reduction != FL_REDUCE_NONE && p->reduction != FL_REDUCE_SUM && p->reduction != FL_REDUCE_MEAN)
+        return FL_ERR_ARG;
+    if ((p->weight == NULL) != (p->weight_t == NULL)) return FL_ERR_ARG;
+    double wsum = 0;
+    for (int64_t i = 0; i < r->rows; i++) {
+        int64_t y = p->targets[i];
+        if (y == p->ignore_index) continue;
+        if (y < 0 || y >= r->cols) {
+            p->bad_index = i;
+            return FL_ERR_TARGET;
+        }
+        wsum += p->weight ? p->weight[y] : 1.0;
+    }
+    double cws = (double)r->cols;
+    if (p->weight) {
+        cws = 0;
+        for (int64_t c = 0; c < r->cols; c++) cws += p->weight[c];
+    }
+    p->weight_sum = wsum;
+    p->bad_index = -1;
+    *class_weight_sum = cws;
+    *scale = p->reduction == FL_REDUCE_MEAN ? (wsum != 0 ? 1.0 / wsum : 0.0) : 1.0;
+    return FL_OK;
+}
+
+static void xent_reduce(const fl_rows *r, fl_xent *p) {
+    double total = 0;
+    for (int64_t i = 0; i < r->rows; i++) total += p->row_loss[i];
+    p->loss = p->reduction == FL_REDUCE_MEAN ? total / p->weight_sum : total;
+}
+
+int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p) {
+    double cws, scale;
+    int st = xent_prepare(r, grad != NULL, p, &cws, &scale);
+    if (st != FL_OK) return st;
+    st = fl_softmax_active()->xent_f32(logits, grad, r, p, cws, scale);
+    xent_reduce(r, p);
+    return st;
+}
+int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p) {
+    double cws, scale;
+    int st = xent_prepare(r, grad != NULL, p, &cws, &scale);
+    if (st != FL_OK) return st;
+    st = fl_softmax_active()->xent_f64(logits, grad, r, p, cws, scale);
+    xent_reduce(r, p);
+    return st;
+}

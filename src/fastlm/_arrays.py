@@ -1,0 +1,118 @@
+"""Argument checking and array layout shared by the API modules.
+
+The kernels see 2-D row views: (rows, V), class axis contiguous, rows a non-negative whole number of
+elements apart. Inputs that already have that layout (any leading dims that collapse to one stride,
+read-only or not) are used without a copy; anything else is copied once.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+COMPUTE = {np.dtype(np.float16): np.dtype(np.float32), np.dtype(np.float32): np.dtype(np.float32),
+           np.dtype(np.float64): np.dtype(np.float64)}
+
+
+def float_array(x, name: str) -> np.ndarray:
+    """x as an ndarray of a supported float dtype (float16 / float32 / float64, native byte order)."""
+    a = np.asarray(x)
+    if a.dtype.kind != "f" or a.dtype.newbyteorder("=") not in COMPUTE:
+        raise TypeError(f"{name} must be a float16, float32 or float64 array, got dtype {a.dtype}")
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    return a
+
+
+def int_array(x, name: str) -> np.ndarray:
+    """x as an int64 ndarray; TypeError unless its dtype is an integer one (bool is not)."""
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
+        i = np.unravel_index(int(np.argmax(a > np.iinfo(np.int64).max)), a.shape)
+        raise ValueError(f"{name}{list(i)} = {a[i]} does not fit in int64")
+    return a.astype(np.int64, copy=False)
+
+
+def real(value, name: str, ok, valid: str) -> float:
+    """A finite real option with ok(value) true, as a float; `valid` words the rule for the message."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and ok(v)):
+        raise ValueError(f"{name} must be {valid}, got {value!r}")
+    return v
+
+
+def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {axis!r}")
+    axis = int(axis)
+    if not -ndim <= axis < ndim:
+        raise getattr(np, "exceptions", np).AxisError(axis, ndim, name)
+    return axis % ndim
+
+
+def row_view(a: np.ndarray):
+    """(rows, V) view of a (..., V) array without a copy, or None when its layout does not allow one."""
+    V = a.shape[-1]
+    lead = a.shape[:-1]
+    rows = math.prod(lead)
+    item = a.itemsize
+    if not a.flags.aligned or (V > 1 and a.strides[-1] != item):
+        return None
+    stride = None  # the one stride the non-trivial leading dims must collapse to
+    expected = None
+    for n, st in zip(reversed(lead), reversed(a.strides[:-1])):
+        if n == 1:
+            continue
+        if stride is None:
+            stride = st
+        elif st != expected:
+            return None
+        expected = st * n
+    if rows <= 1 or stride is None:
+        stride = V * item
+    if stride < 0 or stride % item or stride // item < V:
+        return None
+    return np.lib.stride_tricks.as_strided(a, shape=(rows, V), strides=(stride, item))
+
+
+def rows_in(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Row view of a in the compute dtype, copying only when needed."""
+    if a.dtype == dtype:
+        v = row_view(a)
+        if v is not None:
+            return v
+    return np.ascontiguousarray(a, dtype=dtype).reshape(math.prod(a.shape[:-1]), a.shape[-1])
+
+
+def check_out(out, shape, dtype, name: str = "out") -> np.ndarray:
+    """A caller-supplied output: an ndarray of exactly this shape and dtype, writeable."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return out
+
+
+def rows_out(out: np.ndarray, src_rows: np.ndarray, dtype: np.dtype):
+    """A row view of out the kernel can write directly: same dtype, row layout, and either the very same
+    rows as the input (in place) or no memory shared with it. None means: write a temporary and copy."""
+    if out.dtype != dtype:
+        return None
+    v = row_view(out)
+    if v is None:
+        return None
+    if np.may_share_memory(v, src_rows):
+        same = (v.__array_interface__["data"][0] == src_rows.__array_interface__["data"][0]
+                and v.strides == src_rows.strides and v.shape == src_rows.shape)
+        return v if same else None
+    return v

@@ -1,0 +1,208 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, initializedcheck=False
+"""Thin wrappers over the C kernels (csrc/fastlm.h).
+
+Each wrapper takes 2-D row views prepared by fastlm._arrays (class axis contiguous, rows a
+non-negative whole number of elements apart), re-checks what the C code relies on (so that a misuse of
+this private module raises instead of crashing), releases the GIL around the kernel call and maps the
+status code to an exception.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+cdef extern from "fastlm.h" nogil:
+    enum:
+        FL_OK
+        FL_ERR_ARG
+        FL_ERR_TARGET
+    ctypedef struct fl_rows:
+        int64_t rows
+        int64_t cols
+        int64_t x_stride
+        int64_t y_stride
+        int num_threads
+    ctypedef struct fl_xent:
+        const int64_t *targets
+        const double *weight
+        const void *weight_t
+        int64_t ignore_index
+        int reduction
+        double label_smoothing
+        double z_loss
+        double softcap
+        double inv_temperature
+        double *row_loss
+        double loss
+        double weight_sum
+        int64_t bad_index
+
+    const char *fl_simd_name(int level)
+    int fl_simd_compiled(int level)
+    int fl_simd_supported(int level)
+    int fl_simd_active()
+    int fl_simd_select(int level)
+    int fl_openmp_enabled()
+    int fl_max_threads()
+    int fl_logsumexp_f32(const float *x, const fl_rows *r, double inv_t, double *out)
+    int fl_logsumexp_f64(const double *x, const fl_rows *r, double inv_t, double *out)
+    int fl_softmax_f32(const float *x, float *y, const fl_rows *r, double inv_t, int log)
+    int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_t, int log)
+    int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p)
+    int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p)
+
+SIMD_LEVELS = ("scalar", "avx2", "avx512", "neon")
+REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
+
+
+def simd_compiled():
+    return [n for i, n in enumerate(SIMD_LEVELS) if fl_simd_compiled(i)]
+
+
+def simd_supported():
+    return [n for i, n in enumerate(SIMD_LEVELS) if fl_simd_supported(i)]
+
+
+def simd_active():
+    return fl_simd_name(fl_simd_active()).decode()
+
+
+def simd_select(str name):
+    """Make `name` the active SIMD level (process-wide). ValueError if this machine cannot run it."""
+    if name not in SIMD_LEVELS or fl_simd_select(SIMD_LEVELS.index(name)) != FL_OK:
+        raise ValueError(f"SIMD level {name!r} is not available here; available: {simd_supported()}")
+
+
+def openmp_enabled():
+    return bool(fl_openmp_enabled())
+
+
+def max_threads():
+    return fl_max_threads()
+
+
+cdef fl_rows _rows(cnp.ndarray x, cnp.ndarray y, int num_threads) except *:
+    """Row layout of x (and of the output y, same shape and dtype, when given)."""
+    cdef fl_rows r
+    if x.ndim != 2 or not (x.dtype.num == cnp.NPY_FLOAT32 or x.dtype.num == cnp.NPY_FLOAT64):
+        raise TypeError("internal: expected a 2-D float32/float64 array")
+    cdef int64_t item = x.itemsize
+    r.rows = x.shape[0]
+    r.cols = x.shape[1]
+    r.x_stride = _row_stride(x, item)
+    r.y_stride = r.cols
+    if y is not None:
+        if y.ndim != 2 or y.shape[0] != r.rows or y.shape[1] != r.cols or y.dtype.num != x.dtype.num:
+            raise ValueError("internal: output layout does not match the input")
+        if not y.flags.writeable:
+            raise ValueError("internal: output is read-only")
+        r.y_stride = _row_stride(y, item)
+    r.num_threads = num_threads
+    return r
+
+
+cdef int64_t _row_stride(cnp.ndarray a, int64_t item) except -1:
+    cdef int64_t cols = a.shape[1]
+    if cols > 1 and a.strides[1] != item:
+        raise ValueError("internal: class axis is not contiguous")
+    if not a.flags.aligned:
+        raise ValueError("internal: array is not aligned")
+    if a.shape[0] <= 1:
+        return cols
+    if a.strides[0] < 0 or a.strides[0] % item or a.strides[0] // item < cols:
+        raise ValueError("internal: rows overlap or are not a whole number of elements apart")
+    return a.strides[0] // item
+
+
+cdef int _check(int status) except -1:
+    if status == FL_ERR_ARG:
+        raise ValueError("invalid argument passed to a fastlm kernel")
+    return 0
+
+
+def logsumexp_rows(cnp.ndarray x, double inv_t, cnp.ndarray out, int num_threads):
+    """out[i] = log sum_j exp(x[i, j] * inv_t); out is float64 (rows,)."""
+    cdef fl_rows r = _rows(x, None, num_threads)
+    if out.ndim != 1 or out.shape[0] != r.rows or out.dtype.num != cnp.NPY_FLOAT64 or not out.flags.c_contiguous:
+        raise ValueError("internal: out must be float64 (rows,)")
+    cdef int st
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef double *op = <double *>cnp.PyArray_DATA(out)
+    with nogil:
+        if f32:
+            st = fl_logsumexp_f32(<const float *>xp, &r, inv_t, op)
+        else:
+            st = fl_logsumexp_f64(<const double *>xp, &r, inv_t, op)
+    _check(st)
+
+
+def softmax_rows(cnp.ndarray x, cnp.ndarray y, double inv_t, bint log, int num_threads):
+    """y = softmax(x * inv_t) (or log_softmax) row-wise; y may be x."""
+    cdef fl_rows r = _rows(x, y, num_threads)
+    cdef int st
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    with nogil:
+        if f32:
+            st = fl_softmax_f32(<const float *>xp, <float *>yp, &r, inv_t, log)
+        else:
+            st = fl_softmax_f64(<const double *>xp, <double *>yp, &r, inv_t, log)
+    _check(st)
+
+
+def xent_rows(cnp.ndarray x, cnp.ndarray targets, weight, weight_t, long long ignore_index, str reduction,
+              double label_smoothing, double z_loss, double softcap, double inv_t,
+              cnp.ndarray row_loss, grad, int num_threads):
+    """Fused cross-entropy over rows (see fl_xent in fastlm.h).
+
+    Returns (loss, weight_sum, bad_index): bad_index >= 0 is the first row whose target is invalid,
+    in which case nothing was written.
+    """
+    cdef fl_rows r = _rows(x, grad, num_threads)
+    cdef fl_xent p
+    if (targets.ndim != 1 or targets.shape[0] != r.rows or targets.dtype.num != cnp.NPY_INT64
+            or not targets.flags.c_contiguous):
+        raise ValueError("internal: targets must be int64 (rows,)")
+    if (row_loss.ndim != 1 or row_loss.shape[0] != r.rows or row_loss.dtype.num != cnp.NPY_FLOAT64
+            or not row_loss.flags.c_contiguous or not row_loss.flags.writeable):
+        raise ValueError("internal: row_loss must be writable float64 (rows,)")
+    cdef cnp.ndarray w, wt
+    p.weight = NULL
+    p.weight_t = NULL
+    if weight is not None:
+        w = weight
+        wt = weight_t
+        if (w.ndim != 1 or w.shape[0] != r.cols or w.dtype.num != cnp.NPY_FLOAT64 or not w.flags.c_contiguous
+                or wt.ndim != 1 or wt.shape[0] != r.cols or wt.dtype.num != x.dtype.num
+                or not wt.flags.c_contiguous):
+            raise ValueError("internal: weight must be float64 (cols,) with a copy in the logits dtype")
+        p.weight = <const double *>cnp.PyArray_DATA(w)
+        p.weight_t = cnp.PyArray_DATA(wt)
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"internal: reduction {reduction!r}")
+    p.targets = <const int64_t *>cnp.PyArray_DATA(targets)
+    p.ignore_index = ignore_index
+    p.reduction = REDUCTIONS[reduction]
+    p.label_smoothing = label_smoothing
+    p.z_loss = z_loss
+    p.softcap = softcap
+    p.inv_temperature = inv_t
+    p.row_loss = <double *>cnp.PyArray_DATA(row_loss)
+    p.bad_index = -1
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *gp = NULL
+    if grad is not None:
+        gp = cnp.PyArray_DATA(<cnp.ndarray>grad)
+    cdef int st
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    with nogil:
+        if f32:
+            st = fl_xent_f32(<const float *>xp, <float *>gp, &r, &p)
+        else:
+            st = fl_xent_f64(<const double *>xp, <double *>gp, &r, &p)
+    if st == FL_ERR_TARGET:
+        return float("nan"), 0.0, p.bad_index
+    _check(st)
+    return p.loss, p.weight_sum, -1

@@ -1,0 +1,175 @@
+"""Fused cross-entropy, its gradient with respect to the logits, and per-token log-probabilities."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _kernels
+from ._arrays import COMPUTE, check_out, float_array, int_array, real, rows_in, rows_out
+from ._config import resolve_threads
+
+__all__ = ["cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
+
+
+class _Args:
+    """Checked arguments of one cross-entropy call (everything is validated before any write)."""
+
+    def __init__(self, logits, targets, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
+                 temperature, num_threads):
+        self.logits = float_array(logits, "logits")
+        if self.logits.ndim == 0:
+            raise ValueError("logits must have at least one dimension (..., V)")
+        self.dtype = COMPUTE[self.logits.dtype]
+        self.V = self.logits.shape[-1]
+        t = int_array(targets, "targets")
+        if t.shape != self.logits.shape[:-1]:
+            raise ValueError(f"targets has shape {t.shape} but logits {self.logits.shape} needs targets of shape "
+                             f"{self.logits.shape[:-1]} (logits without its class axis)")
+        self.targets_shape = t.shape
+        self.targets = np.ascontiguousarray(t.reshape(-1))
+        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
+            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
+        self.ignore_index = int(ignore_index)
+        if not -2**63 <= self.ignore_index < 2**63:
+            raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        self.reduction = reduction
+        self.label_smoothing = real(label_smoothing, "label_smoothing", lambda v: 0 <= v <= 1, "in [0, 1]")
+        self.z_loss = real(z_loss, "z_loss", lambda v: v >= 0, "a finite number >= 0")
+        self.softcap = 0.0 if softcap is None else real(softcap, "softcap", lambda v: v > 0,
+                                                         "None or a finite number > 0")
+        self.inv_t = 1.0 / real(temperature, "temperature", lambda v: v > 0, "a finite number > 0")
+        self.num_threads = resolve_threads(num_threads)
+        self.weight = self.weight_t = None
+        if weight is not None:
+            w = np.asarray(weight)
+            if w.dtype.kind not in "fiu":
+                raise TypeError(f"weight must be a real array, got dtype {w.dtype}")
+            if w.shape != (self.V,):
+                raise ValueError(f"weight has shape {w.shape}, expected ({self.V},) (one per class)")
+            self.weight = np.ascontiguousarray(w, dtype=np.float64)
+            self.weight_t = self.weight.astype(self.dtype)
+        self.rows = rows_in(self.logits, self.dtype)  # (N, V) view, or a copy when the layout needs one
+
+    def run(self, grad_rows=None):
+        """Call the kernel; returns (loss, per-row losses float64). Raises on an invalid target."""
+        row_loss = np.empty(self.rows.shape[0], np.float64)
+        loss, _, bad = _kernels.xent_rows(
+            self.rows, self.targets, self.weight, self.weight_t, self.ignore_index, self.reduction,
+            self.label_smoothing, self.z_loss, self.softcap, self.inv_t, row_loss, grad_rows, self.num_threads)
+        if bad >= 0:
+            self.raise_bad_target(bad)
+        return loss, row_loss
+
+    def raise_bad_target(self, flat: int):
+        pos = np.unravel_index(flat, self.targets_shape)
+        where = "[" + ", ".join(str(int(i)) for i in pos) + "]"
+        raise ValueError(f"targets{where} = {int(self.targets[flat])} is not a class index in [0, {self.V}) "
+                         f"nor ignore_index ({self.ignore_index})")
+
+    def result(self, loss, row_loss):
+        if self.reduction == "none":
+            return row_loss.reshape(self.targets_shape).astype(self.logits.dtype)
+        return float(loss)
+
+
+_OPTIONS_DOC = """
+    Parameters
+    ----------
+    logits : array_like (..., V) of float16 / float32 / float64
+        Any leading dims; non-contiguous and read-only arrays work. float16 is computed in float32.
+    targets : array_like (...) of any integer dtype
+        Class index per position, or ignore_index.
+    weight : array_like (V,), optional
+        Per-class weight w (torch's `weight`).
+    ignore_index : int, default -100
+        Positions with this target contribute nothing (loss 0, gradient 0) and are not counted.
+    reduction : {"mean", "sum", "none"}
+        mean = sum_i l_i / sum_i w[y_i] over non-ignored positions (NaN when there are none);
+        sum = sum_i l_i (0 over nothing); none = l_i per position, in the logits' dtype.
+    label_smoothing : float in [0, 1]
+        e: l_i = (1-e) w[y] (-log p_y) + (e/V) sum_c w[c] (-log p_c), torch's definition.
+    z_loss : float >= 0
+        zl (PaLM): adds zl * w[y] * lse_i^2 per position, lse_i the row's log-sum-exp after softcap and
+        temperature.
+    softcap : float > 0, optional
+        c (Gemma 2): logits -> c * tanh(logits / c) first; the gradient flows through it.
+    temperature : float > 0
+        T: logits / T, after softcap.
+    num_threads : int, optional
+        Threads over rows (default fastlm.get_num_threads()); results are bitwise identical for any value.
+"""
+
+
+def cross_entropy(logits, targets, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                  z_loss=0.0, softcap=None, temperature=1.0, num_threads=None):
+    """Cross-entropy of softmax(logits) against integer targets, in one read pass over the logits.
+
+    Follows torch.nn.functional.cross_entropy (class axis last) for weight, ignore_index, reduction and
+    label_smoothing; adds z_loss, softcap and temperature.
+    {options}
+    Returns
+    -------
+    float for "mean" / "sum" (accumulated in float64), else an array shaped like targets.
+
+    Raises
+    ------
+    TypeError for non-float logits or non-integer targets; ValueError for a target outside [0, V) that
+    is not ignore_index (naming the first such position), mismatched shapes and invalid options.
+    Special values: NaN in a row makes that row's loss NaN; -inf logits have probability 0 (a target
+    whose logit is -inf gives +inf); a row holding +inf gives NaN, as torch.
+    """
+    a = _Args(logits, targets, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, temperature,
+              num_threads)
+    return a.result(*a.run())
+
+
+def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, reduction="mean",
+                            label_smoothing=0.0, z_loss=0.0, softcap=None, temperature=1.0, num_threads=None,
+                            grad_out=None):
+    """Cross-entropy and its gradient d loss / d logits, fused: two passes over each row.
+
+    Same options and loss as cross_entropy. For reduction="none" the gradient is that of the sum of the
+    per-position losses. The gradient of row i is
+    s * du/dx / T * (A p - (e/V) w - (1-e) w[y] onehot(y)), A = (1-e) w[y] + (e/V) sum(w) + 2 zl w[y] lse_i,
+    s = 1 / sum_i w[y_i] for "mean" (and 0 when every position is ignored), else 1; ignored rows get 0.
+    {options}
+    grad_out : ndarray, optional
+        Where to write the gradient: logits' shape and dtype. May be `logits` itself: the gradient then
+        overwrites the logits in place, row by row, with no (N, V) allocation (each row is read before
+        it is written).
+
+    Returns
+    -------
+    (loss, grad): loss as cross_entropy returns it; grad of logits' shape and dtype.
+    """
+    a = _Args(logits, targets, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, temperature,
+              num_threads)
+    grad = np.empty(a.logits.shape, a.logits.dtype) if grad_out is None else check_out(
+        grad_out, a.logits.shape, a.logits.dtype, "grad_out")
+    gr = rows_out(grad, a.rows, a.dtype)
+    if gr is None:
+        tmp = np.empty(a.rows.shape, a.dtype)
+        out = a.run(tmp)
+        np.copyto(grad, tmp.reshape(grad.shape), casting="same_kind")
+    else:
+        out = a.run(gr)
+    return a.result(*out), grad
+
+
+def token_logprobs(logits, targets, *, ignore_index=-100, temperature=1.0, num_threads=None):
+    """log p(target) per position: log_softmax(logits / T)[..., target], 0.0 at ignored positions.
+
+    logits (..., V) float, targets (...) integer; returns an array shaped like targets in the logits'
+    dtype (the value is computed in float64 from the row's log-sum-exp). Same errors as cross_entropy.
+    """
+    a = _Args(logits, targets, None, ignore_index, "none", 0.0, 0.0, None, temperature, num_threads)
+    _, row_loss = a.run()
+    return np.subtract(0.0, row_loss).reshape(a.targets_shape).astype(a.logits.dtype)
+
+
+cross_entropy.__doc__ = cross_entropy.__doc__.replace("{options}", _OPTIONS_DOC)
+cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace("{options}", _OPTIONS_DOC)
