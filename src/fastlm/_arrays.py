@@ -62,6 +62,8 @@ def row_view(a: np.ndarray):
     lead = a.shape[:-1]
     rows = math.prod(lead)
     item = a.itemsize
+    if a.size == 0:
+        return a.reshape(rows, V)
     if not a.flags.aligned or (V > 1 and a.strides[-1] != item):
         return None
     stride = None  # the one stride the non-trivial leading dims must collapse to

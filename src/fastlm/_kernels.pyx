@@ -103,6 +103,8 @@ cdef fl_rows _rows(cnp.ndarray x, cnp.ndarray y, int num_threads) except *:
 
 cdef int64_t _row_stride(cnp.ndarray a, int64_t item) except -1:
     cdef int64_t cols = a.shape[1]
+    if a.shape[0] == 0 or cols == 0:
+        return cols  # nothing is read or written
     if cols > 1 and a.strides[1] != item:
         raise ValueError("internal: class axis is not contiguous")
     if not a.flags.aligned:

@@ -1,0 +1,45 @@
+"""pytest-benchmark comparisons, grouped per case and shape: fastlm vs the NumPy reference vs torch
+(when installed) vs np.copyto of the same array (the memory floor). One thread by default.
+
+    pytest bench/ --benchmark-only                       # the full shapes of `fastlm bench`
+    FASTLM_BENCH_QUICK=1 pytest bench/ --benchmark-only  # the --quick shapes
+    FASTLM_BENCH_THREADS=4 ...                           # threads for fastlm and torch
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from fastlm import bench
+
+SHAPES = bench.QUICK_SHAPES if os.environ.get("FASTLM_BENCH_QUICK") else bench.FULL_SHAPES
+THREADS = int(os.environ.get("FASTLM_BENCH_THREADS", "1"))
+LABELS = ["fastlm", "torch", "numpy", "np.copyto"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _torch_threads():
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(THREADS)
+
+
+@pytest.mark.parametrize("label", LABELS)
+@pytest.mark.parametrize("case", list(bench.make_cases()))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_bench(benchmark, shape, case, label):
+    fns, x, _ = bench.make_cases()[case](shape, THREADS)
+    benchmark.group = f"{case} {shape[0]}x{shape[1]}"
+    if label == "np.copyto":
+        dst = np.empty_like(x)
+        benchmark(np.copyto, dst, x)
+        return
+    if label not in fns:
+        pytest.skip(f"{label} is not installed")
+    if label == "numpy":
+        benchmark.pedantic(fns[label], rounds=1, iterations=1)
+    else:
+        benchmark(fns[label])
