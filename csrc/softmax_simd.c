@@ -16,7 +16,9 @@
 #include "vmath.h"
 
 #define FL_BLOCK 2048
-#define FL_MAX_JUMP 64 /* exp(64) is far from overflow in float32 */
+#define FL_MAX_JUMP 64   /* a later block may raise the max by this much in one pass: exp(64) is finite */
+#define FL_REBASE_GAP 20 /* stored exponentials span at most exp(GAP + JUMP) < FLT_MAX */
+#define FL_MAX_MARKS 16
 
 static inline double fl_shift(double m) { return isfinite(m) ? m : 0.0; }
 
@@ -104,11 +106,12 @@ static inline FL_T FN(block_max)(const FL_T *z, int64_t n) {
     return VF(hmax)(VF(max)(a, b));
 }
 
-/* sum_j exp(z_j - m), for z_j - m <= FL_MAX_JUMP; with bmax != NULL also the block's max into *bmax.
- * Groups of four vectors are added pairwise in T (relative error <= 2 ulp(T) per group), the groups in
+/* sum_j exp(z_j - m), for z_j - m <= FL_MAX_JUMP; with bmax != NULL also the block's max into *bmax,
+ * with e != NULL also the terms exp(z_j - m) into e[j]. Groups of four vectors are added pairwise in T (relative error <= 2 ulp(T) per group), the groups in
  * float64. While it computes, it prefetches the same span of `next` (the next block of the row, or
  * NULL), so that the next block is in cache when it is reached. */
-static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL_T *next, FL_T *bmax) {
+static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL_T *next, FL_T *bmax,
+                                     FL_T *e) {
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m);
     FL_V mx = VF(set1)(-INFINITY);
@@ -121,12 +124,21 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL
         if (bmax) mx = VF(max)(mx, VF(max)(VF(max)(v0, v1), VF(max)(v2, v3)));
         FL_V e0 = VF(expn)(VF(sub)(v0, mv)), e1 = VF(expn)(VF(sub)(v1, mv));
         FL_V e2 = VF(expn)(VF(sub)(v2, mv)), e3 = VF(expn)(VF(sub)(v3, mv));
+        if (e) {
+            VF(store)(e + j, e0);
+            VF(store)(e + j + FL_W, e1);
+            VF(store)(e + j + 2 * FL_W, e2);
+            VF(store)(e + j + 3 * FL_W, e3);
+        }
         VF(acc)(acc, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
     }
     for (; j < n; j += FL_W) {
-        FL_V v = n - j >= FL_W ? VF(load)(z + j) : FN(load_part)(z + j, n - j, -INFINITY);
+        int64_t len = n - j < FL_W ? n - j : FL_W;
+        FL_V v = len == FL_W ? VF(load)(z + j) : FN(load_part)(z + j, len, -INFINITY);
         if (bmax) mx = VF(max)(mx, v);
-        VF(acc)(acc, VF(expn)(VF(sub)(v, mv)));
+        FL_V ev = VF(expn)(VF(sub)(v, mv));
+        if (e) FN(store_part)(e + j, len, ev);
+        VF(acc)(acc, ev);
     }
     if (bmax) *bmax = VF(hmax)(mx);
     return vf64_hsum(vf64_add(acc[0], acc[1]));
@@ -150,6 +162,43 @@ static int FN(has_nan)(const FL_T *x, int64_t n) {
     return 0;
 }
 
+/* Stored exponentials: out[start[k] .. start[k+1]) holds exp(z - shift[k]), shifts increasing. */
+typedef struct {
+    int count;
+    int64_t start[FL_MAX_MARKS];
+    FL_T shift[FL_MAX_MARKS];
+} FN(marks);
+
+/* out[j] = exp(z_j - F) * a + nb w_j for j < end (w == NULL: nb), from the stored exponentials;
+ * exp(shift_k - F) is a per-segment factor in [e^-(FL_REBASE_GAP + FL_MAX_JUMP), 1]. */
+static void FN(rescale)(FL_T *out, int64_t end, const FN(marks) *mk, FL_T F, FL_T a, FL_T nb, const FL_T *w) {
+    const FL_V av = VF(set1)(a), nbv = VF(set1)(nb);
+    for (int k = 0; k < (mk->count ? mk->count : 1); k++) {
+        int64_t lo = mk->count ? mk->start[k] : 0, hi = k + 1 < mk->count ? mk->start[k + 1] : end;
+        const FL_V f = VF(set1)(mk->count ? (FL_T)exp((double)mk->shift[k] - (double)F) : (FL_T)1);
+        for (int64_t j = lo; j < hi; j += FL_W) {
+            int64_t len = hi - j < FL_W ? hi - j : FL_W;
+            FL_V e = len == FL_W ? VF(load)(out + j) : FN(load_part)(out + j, len, 0);
+            FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : FN(load_part)(w + j, len, 0)) : nbv;
+            FL_V v = VF(fma)(VF(mul)(e, f), av, b);
+            if (len == FL_W) VF(store)(out + j, v);
+            else FN(store_part)(out + j, len, v);
+        }
+    }
+}
+
+/* Note that out[off ...] holds exp(z - sh). When the shifts would span more than FL_REBASE_GAP, or the
+ * table is full, first rebase everything stored to sh (a rare extra pass over out[0, off)). */
+static void FN(mark)(FN(marks) *mk, FL_T *out, int64_t off, FL_T sh) {
+    if (mk->count > 0 && mk->shift[mk->count - 1] == sh) return;
+    if (mk->count > 0 && (mk->count == FL_MAX_MARKS || sh - mk->shift[0] > FL_REBASE_GAP)) {
+        FN(rescale)(out, off, mk, sh, 1, 0, NULL);
+        mk->count = 0;
+    }
+    mk->start[mk->count] = mk->count ? off : 0; /* the first mark also covers a leading all -inf prefix */
+    mk->shift[mk->count++] = sh;
+}
+
 /* Row statistics. With s = sum_c exp(z_c - shift):
  *   p_c = exp(z_c - shift) * inv_s,  log p_c = (z_c - shift) - log_s = z_c - norm,  lse = log sum_c exp z_c.
  * norm equals lse except in a row holding +inf, where lse = +inf (NaN if the row also holds NaN) and
@@ -157,45 +206,72 @@ static int FN(has_nan)(const FL_T *x, int64_t n) {
 typedef struct {
     FL_T shift, log_s, inv_s;
     double lse, norm, zdot; /* zdot = sum_c w_c z_c when asked for */
+    int pinf;               /* the row holds +inf (then out, if given, is not filled) */
 } FN(stats);
 
-static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, const FL_T *w, int want_zdot) {
-    FL_T buf[FL_BLOCK];
+/* One read pass over a row. With out != NULL it also leaves exp(z_c - shift_k) in out (which may be x
+ * itself: each block is written only after it has been read), described by *mk, for FN(rescale). */
+static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, const FL_T *w, int want_zdot,
+                               FL_T *out, FN(marks) *mk) {
+    FL_T buf[FL_BLOCK], ebuf[FL_BLOCK];
     FL_T m = -INFINITY; /* running max; never NaN (NaN fails every comparison) */
     double s = 0, zdot = 0;
+    int nan_seen = 0;   /* tracked once the max is +inf, when s no longer tells */
+    if (mk) mk->count = 0;
     for (int64_t off = 0; off < n; off += FL_BLOCK) {
         int64_t len = n - off < FL_BLOCK ? n - off : FL_BLOCK;
         const FL_T *z = x + off, *next = off + FL_BLOCK < n ? x + off + FL_BLOCK : NULL;
+        /* exponentials go straight to out, or through ebuf when out is x itself (not yet read) */
+        FL_T *e = !out ? NULL : out == x ? ebuf : out + off, sh;
         if (!tf->identity) {
             FN(transform_block)(tf, z, len, buf);
             z = buf;
         }
         if (want_zdot) zdot += FN(block_dot)(z, w ? w + off : NULL, len);
+        if (m == INFINITY) { /* the row normalizes to NaN: only NaN vs +inf is left to tell for lse */
+            nan_seen |= FN(has_nan)(z, len);
+            continue;
+        }
         FL_T bm;
+        double bs = 0;
+        int done = 0;
         if (isfinite(m)) { /* one pass: the sum relative to the max so far, and the block's max */
-            double bs = FN(block_expsum)(z, len, m, next, &bm);
+            bs = FN(block_expsum)(z, len, m, next, &bm, e);
+            sh = m;
             if (!(bm > m)) { /* the usual case once the row's max has been met */
                 s += bs;
-                continue;
-            }
-            if (bm - m <= FL_MAX_JUMP) { /* exp(z - m) did not overflow: rescale to the new max */
+                done = 1;
+            } else if (bm - m <= FL_MAX_JUMP) { /* exp(z - m) did not overflow: rescale to the new max */
                 s = (s + bs) * exp((double)m - (double)bm);
+                m = bm;
+                done = 1;
+            }
+        }
+        if (!done) { /* first block, or a jump too large: max first, then the sum */
+            bm = FN(block_max)(z, len);
+            if (bm == INFINITY) {
+                nan_seen = s != s || FN(has_nan)(z, len);
                 m = bm;
                 continue;
             }
+            if (bm > m) {
+                if (s != 0) s *= exp(fl_shift(m) - fl_shift(bm));
+                m = bm;
+            }
+            sh = (FL_T)fl_shift(m);
+            s += FN(block_expsum)(z, len, sh, next, NULL, e);
         }
-        bm = FN(block_max)(z, len); /* first block, or a jump too large: max first, then the sum */
-        if (bm > m) {
-            if (s != 0) s *= exp(fl_shift(m) - fl_shift(bm));
-            m = bm;
+        if (out) {
+            if (isfinite(m)) FN(mark)(mk, out, off, sh);
+            if (e == ebuf) memcpy(out + off, ebuf, (size_t)len * sizeof(FL_T));
         }
-        s += FN(block_expsum)(z, len, (FL_T)fl_shift(m), next, NULL);
     }
     FN(stats) st;
     st.shift = (FL_T)fl_shift(m);
     st.zdot = zdot;
-    if (m == INFINITY) {
-        st.lse = FN(has_nan)(x, n) ? NAN : INFINITY;
+    st.pinf = m == INFINITY;
+    if (st.pinf) {
+        st.lse = nan_seen ? NAN : INFINITY;
         st.norm = NAN;
         st.log_s = st.inv_s = (FL_T)NAN;
     } else {
@@ -206,12 +282,17 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
     return st;
 }
 
+/* out[0, n) = NaN: the rows that normalize to NaN. */
+static void FN(fill_nan)(FL_T *out, int64_t n) {
+    for (int64_t j = 0; j < n; j++) out[j] = (FL_T)NAN;
+}
+
 static int FN(logsumexp_rows)(const FL_T *x, const fl_rows *r, double inv_t, double *out) {
     FN(xform) tf = FN(make_xform)(inv_t, 0);
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(row_stats)(x + i * r->x_stride, r->cols, &tf, NULL, 0).lse;
+    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(row_stats)(x + i * r->x_stride, r->cols, &tf, NULL, 0, NULL, NULL).lse;
     return FL_OK;
 }
 
@@ -223,12 +304,19 @@ static int FN(softmax_rows)(const FL_T *x, FL_T *y, const fl_rows *r, double inv
     for (int64_t i = 0; i < r->rows; i++) {
         const FL_T *xi = x + i * r->x_stride;
         FL_T *yi = y + i * r->y_stride;
-        FN(stats) st = FN(row_stats)(xi, r->cols, &tf, NULL, 0);
-        const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s), is = VF(set1)(st.inv_s);
-        for (int64_t j = 0; j < r->cols; j += FL_W) {
-            int64_t len = r->cols - j < FL_W ? r->cols - j : FL_W;
-            FL_V z = VF(sub)(FN(apply)(&tf, len == FL_W ? VF(load)(xi + j) : FN(load_part)(xi + j, len, 0), NULL), sh);
-            FL_V v = log ? VF(sub)(z, ls) : VF(mul)(VF(expn)(z), is);
+        const int64_t n = r->cols;
+        if (!log) { /* p = exp(z - shift) * inv_s from the stored exponentials */
+            FN(marks) mk;
+            FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, yi, &mk);
+            if (st.pinf) FN(fill_nan)(yi, n);
+            else FN(rescale)(yi, n, &mk, st.shift, st.inv_s, 0, NULL);
+            continue;
+        }
+        FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, NULL, NULL);
+        const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s);
+        for (int64_t j = 0; j < n; j += FL_W) {
+            int64_t len = n - j < FL_W ? n - j : FL_W;
+            FL_V v = VF(sub)(VF(sub)(FN(apply)(&tf, len == FL_W ? VF(load)(xi + j) : FN(load_part)(xi + j, len, 0), NULL), sh), ls);
             if (len == FL_W) VF(store)(yi + j, v);
             else FN(store_part)(yi + j, len, v);
         }
@@ -244,27 +332,36 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
     const double wy = p->weight ? p->weight[y] : 1.0;
     FL_T dy;
     const FL_T zy = FN(apply1)(tf, x[y], &dy);
-    FN(stats) st = FN(row_stats)(x, n, tf, wt, e > 0);
+    /* Without softcap the gradient is rebuilt from the exponentials the read pass leaves in g. */
+    const int stored = g && !tf->cap;
+    FN(marks) mk;
+    FN(stats) st = FN(row_stats)(x, n, tf, wt, e > 0, stored ? g : NULL, &mk);
     double loss = (1 - e) * wy * (st.norm - zy) + zl * wy * st.lse * st.lse;
     if (e > 0) loss += e / (double)n * (class_weight_sum * st.norm - st.zdot);
     if (!g) return loss;
+    if (st.pinf) {
+        FN(fill_nan)(g, n);
+        return loss;
+    }
 
-    /* g_c = scale * d_c * (A p_c - (e/V) w_c) - [c == y] scale * d_y * (1-e) w_y, p_c = exp(z_c - shift) inv_s.
-     * Without softcap d_c = 1/T is folded into the constants: g_c = exp(z_c - shift) A1 - B1 w_c. */
+    /* g_c = scale * d_c * (A p_c - (e/V) w_c) - [c == y] scale * d_y * (1-e) w_y, p_c = exp(z_c - shift) inv_s:
+     * g_c = exp(z_c - shift) A1 + NB1 w_c, times d_c with softcap (else d_c = 1/T is folded in). */
     const double a = (1 - e) * wy + e / (double)n * class_weight_sum + 2 * zl * wy * st.lse;
     const double fold = tf->cap ? 1.0 : (double)tf->inv_t;
-    const FL_V a1 = VF(set1)((FL_T)(a * (double)st.inv_s * scale * fold));
-    const FL_V nb1 = VF(set1)((FL_T)(-e / (double)n * scale * fold));
-    const FL_V sh = VF(set1)(st.shift);
-    for (int64_t j = 0; j < n; j += FL_W) {
-        int64_t len = n - j < FL_W ? n - j : FL_W;
-        FL_V d, xv = len == FL_W ? VF(load)(x + j) : FN(load_part)(x + j, len, 0);
-        FL_V ez = VF(expn)(VF(sub)(FN(apply)(tf, xv, &d), sh));
-        FL_V nb = wt ? VF(mul)(nb1, len == FL_W ? VF(load)(wt + j) : FN(load_part)(wt + j, len, 0)) : nb1;
-        FL_V gv = VF(fma)(ez, a1, nb);
-        if (tf->cap) gv = VF(mul)(gv, d);
-        if (len == FL_W) VF(store)(g + j, gv);
-        else FN(store_part)(g + j, len, gv);
+    const FL_T a1 = (FL_T)(a * (double)st.inv_s * scale * fold), nb1 = (FL_T)(-e / (double)n * scale * fold);
+    if (stored) {
+        FN(rescale)(g, n, &mk, st.shift, a1, nb1, wt);
+    } else {
+        const FL_V a1v = VF(set1)(a1), nb1v = VF(set1)(nb1), sh = VF(set1)(st.shift);
+        for (int64_t j = 0; j < n; j += FL_W) {
+            int64_t len = n - j < FL_W ? n - j : FL_W;
+            FL_V d, xv = len == FL_W ? VF(load)(x + j) : FN(load_part)(x + j, len, 0);
+            FL_V ez = VF(expn)(VF(sub)(FN(apply)(tf, xv, &d), sh));
+            FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : FN(load_part)(wt + j, len, 0)) : nb1v;
+            FL_V gv = VF(mul)(VF(fma)(ez, a1v, nb), d);
+            if (len == FL_W) VF(store)(g + j, gv);
+            else FN(store_part)(g + j, len, gv);
+        }
     }
     g[y] -= (FL_T)(scale * (double)dy * (1 - e) * wy);
     return loss;

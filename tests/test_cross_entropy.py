@@ -293,3 +293,32 @@ def test_against_torch(rng):
     np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-4, atol=1e-8)
     lp = torch.log_softmax(torch.tensor(x), -1).gather(-1, torch.tensor(np.where(t < 0, 0, t))[..., None])[..., 0]
     np.testing.assert_allclose(fastlm.token_logprobs(x, t), np.where(t < 0, 0, lp.numpy()), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_whose_max_keeps_rising(simd, rng, dtype):
+    """The read pass leaves exponentials relative to the max seen so far; rows whose max rises block
+    after block (slowly: many small rescales; fast: jumps too large for one pass) check that bookkeeping,
+    in place and not, for the gradient and for softmax."""
+    V = 40000
+    rows = np.stack([
+        np.linspace(0, 60, V),                       # ~20 small rises
+        np.linspace(-400, 400, V),                   # rises of ~40 per block: rebases
+        np.where(np.arange(V) % 2048 == 5, np.arange(V) / 2048 * 70.0, -5.0),  # a jump > 64 in every block
+        rng.standard_normal(V) * 3 + np.linspace(0, 30, V),
+    ]).astype(dtype)
+    rows[3, 100] = -np.inf
+    t = np.array([V - 1, 17, 2048 * 19 + 5, 100 + 1])
+    kw = {"weight": rng.uniform(0.5, 1.5, V), "label_smoothing": 0.05}
+    want_loss, want_grad = ref.cross_entropy_with_grad(rows, t, reduction="none", **kw)
+    loss, g = fastlm.cross_entropy_with_grad(rows, t, reduction="none", **kw)
+    close(loss, want_loss, dtype, scale=100)
+    close(g, want_grad, dtype)
+    buf = rows.copy()
+    loss, _ = fastlm.cross_entropy_with_grad(buf, t, reduction="none", grad_out=buf, **kw)
+    close(buf, want_grad, dtype)
+    close(loss, want_loss, dtype, scale=100)
+    buf = rows.copy()
+    fastlm.softmax(buf, out=buf)
+    close(buf, ref.softmax(rows), dtype)
+    close(fastlm.softmax(rows, temperature=0.5), ref.softmax(rows, temperature=0.5), dtype)
