@@ -12,22 +12,24 @@ static int rows_ok(const fl_rows *r, int has_output) {
 }
 static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
 
-int fl_logsumexp_f32(const float *x, const fl_rows *r, double inv_t, double *out) {
-    if (!rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
-    return fl_softmax_active()->logsumexp_f32(x, r, inv_t, out);
-}
-int fl_logsumexp_f64(const double *x, const fl_rows *r, double inv_t, double *out) {
-    if (!rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
-    return fl_softmax_active()->logsumexp_f64(x, r, inv_t, out);
-}
-int fl_softmax_f32(const float *x, float *y, const fl_rows *r, double inv_t, int log) {
-    if (!rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
-    return fl_softmax_active()->softmax_f32(x, y, r, inv_t, log);
-}
-int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_t, int log) {
-    if (!rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
-    return fl_softmax_active()->softmax_f64(x, y, r, inv_t, log);
-}
+/* The entry points of one dtype: check, then run the active level's row kernels. */
+#define FL_SOFTMAX_ENTRIES(SFX, T)                                                                     \
+    int fl_logsumexp_##SFX(const T *x, const fl_rows *r, double inv_t, double *out) {                \
+        if (!rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
+        return fl_softmax_active()->logsumexp_##SFX(x, r, inv_t, out);                                \
+    }                                                                                                 \
+    int fl_softmax_##SFX(const T *x, T *y, const fl_rows *r, double inv_t, int log) {                \
+        if (!rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
+        return fl_softmax_active()->softmax_##SFX(x, y, r, inv_t, log);                               \
+    }                                                                                                 \
+    int fl_xent_##SFX(const T *logits, T *grad, const fl_rows *r, fl_xent *p) {                      \
+        double cws, scale;                                                                            \
+        int st = xent_prepare(r, grad != NULL, p, &cws, &scale);                                      \
+        if (st != FL_OK) return st;                                                                   \
+        st = fl_softmax_active()->xent_##SFX(logits, grad, r, p, cws, scale);                         \
+        xent_reduce(r, p);                                                                            \
+        return st;                                                                                    \
+    }
 
 /* Options, targets and the reduction's denominator, before anything is written.
  * Sets *class_weight_sum = sum_c w_c and *scale = the gradient's factor. */
@@ -67,19 +69,5 @@ static void xent_reduce(const fl_rows *r, fl_xent *p) {
     p->loss = p->reduction == FL_REDUCE_MEAN ? total / p->weight_sum : total;
 }
 
-int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p) {
-    double cws, scale;
-    int st = xent_prepare(r, grad != NULL, p, &cws, &scale);
-    if (st != FL_OK) return st;
-    st = fl_softmax_active()->xent_f32(logits, grad, r, p, cws, scale);
-    xent_reduce(r, p);
-    return st;
-}
-int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p) {
-    double cws, scale;
-    int st = xent_prepare(r, grad != NULL, p, &cws, &scale);
-    if (st != FL_OK) return st;
-    st = fl_softmax_active()->xent_f64(logits, grad, r, p, cws, scale);
-    xent_reduce(r, p);
-    return st;
-}
+FL_SOFTMAX_ENTRIES(f32, float)
+FL_SOFTMAX_ENTRIES(f64, double)

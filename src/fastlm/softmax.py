@@ -17,13 +17,16 @@ def _temperature(t) -> float:
     return real(t, "temperature", lambda v: v > 0, "a finite number > 0")
 
 
-def _normalize(x, axis, temperature, out, num_threads, log):
+def _prepare(x, axis, temperature, num_threads):
+    """Checked arguments: (array, axis, 1/T, threads)."""
     a = float_array(x, "x")
     if a.ndim == 0:
         raise ValueError("x must have at least one dimension")
-    ax = normalize_axis(axis, a.ndim)
-    inv_t = 1.0 / _temperature(temperature)
-    nt = resolve_threads(num_threads)
+    return a, normalize_axis(axis, a.ndim), 1.0 / _temperature(temperature), resolve_threads(num_threads)
+
+
+def _normalize(x, axis, temperature, out, num_threads, log):
+    a, ax, inv_t, nt = _prepare(x, axis, temperature, num_threads)
     dtype = COMPUTE[a.dtype]
     out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
     xr = rows_in(np.moveaxis(a, ax, -1), dtype)
@@ -80,12 +83,7 @@ def logsumexp(x, axis=-1, *, temperature=1.0, num_threads=None):
     scipy.special.logsumexp / torch.logsumexp on special values: an empty or all -inf slice gives -inf,
     a slice holding +inf gives +inf, NaN gives NaN.
     """
-    a = float_array(x, "x")
-    if a.ndim == 0:
-        raise ValueError("x must have at least one dimension")
-    ax = normalize_axis(axis, a.ndim)
-    inv_t = 1.0 / _temperature(temperature)
-    nt = resolve_threads(num_threads)
+    a, ax, inv_t, nt = _prepare(x, axis, temperature, num_threads)
     moved = np.moveaxis(a, ax, -1)
     xr = rows_in(moved, COMPUTE[a.dtype])
     res = np.empty(math.prod(moved.shape[:-1]), np.float64)
