@@ -5,8 +5,10 @@
  * One row, one read pass: an online log-sum-exp over blocks of FL_BLOCK elements. The first block takes
  * its max m, then s = sum exp(z - m). Each later block is summed against the current m while its own
  * max m_b is taken in the same loop; if m_b > m the total is rescaled by exp(m - m_b) (and the block is
- * redone from its max when m_b - m is too large for exp(z - m) to stay finite). A second pass
- * (softmax, gradient) re-reads the row and writes the output.
+ * redone from its max when m_b - m is too large for exp(z - m) to stay finite).
+ * Softmax and the gradient (without softcap) keep the terms exp(z - m) of that pass in their output row
+ * (FN(marks) records which m each stretch is relative to) and a second, exp-free pass rescales them;
+ * log-softmax and the softcap gradient recompute from the input in their second pass.
  * The running max is shifted to 0 when it is +-inf, so that -inf logits add exactly 0, an all -inf
  * row gives s = 0 (lse = -inf), and +inf / NaN propagate into s. Sums are accumulated in float64.
  */
@@ -107,8 +109,8 @@ static inline FL_T FN(block_max)(const FL_T *z, int64_t n) {
 }
 
 /* sum_j exp(z_j - m), for z_j - m <= FL_MAX_JUMP; with bmax != NULL also the block's max into *bmax,
- * with e != NULL also the terms exp(z_j - m) into e[j]. Groups of four vectors are added pairwise in T (relative error <= 2 ulp(T) per group), the groups in
- * float64. While it computes, it prefetches the same span of `next` (the next block of the row, or
+ * with e != NULL also the terms exp(z_j - m) into e[j]. Groups of four vectors are added pairwise in T
+ * (relative error <= 2 ulp(T) per group), the groups in float64. While it computes, it prefetches the same span of `next` (the next block of the row, or
  * NULL), so that the next block is in cache when it is reached. */
 static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL_T *next, FL_T *bmax,
                                      FL_T *e) {
