@@ -322,3 +322,28 @@ def test_rows_whose_max_keeps_rising(simd, rng, dtype):
     fastlm.softmax(buf, out=buf)
     close(buf, ref.softmax(rows), dtype)
     close(fastlm.softmax(rows, temperature=0.5), ref.softmax(rows, temperature=0.5), dtype)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_random_shapes_and_options_match_reference(data):
+    """Random leading dims, vocabulary, dtype and options against the reference."""
+    lead = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=5), label="lead")
+    V = data.draw(st.integers(1, 300), label="V")
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    x = data.draw(hnp.arrays(dtype, lead + (V,), elements=st.floats(-30, 30, width=32)), label="x")
+    t = data.draw(hnp.arrays(np.int64, lead, elements=st.integers(-1, V - 1)), label="t")
+    kw = {
+        "ignore_index": -1,
+        "reduction": data.draw(st.sampled_from(["mean", "sum", "none"])),
+        "label_smoothing": data.draw(st.sampled_from([0.0, 0.3])),
+        "z_loss": data.draw(st.sampled_from([0.0, 1e-2])),
+        "softcap": data.draw(st.sampled_from([None, 10.0])),
+        "temperature": data.draw(st.sampled_from([1.0, 0.6])),
+    }
+    if data.draw(st.booleans(), label="weighted"):
+        kw["weight"] = data.draw(hnp.arrays(np.float64, (V,), elements=st.floats(0.1, 2)))
+    want, gwant = ref.cross_entropy_with_grad(x, t, **kw)
+    got, g = fastlm.cross_entropy_with_grad(x, t, **kw)
+    close(got, want, dtype, scale=10)
+    close(g, gwant, dtype)

@@ -214,3 +214,21 @@ def test_against_torch(rng):
     special = torch.tensor([[np.inf, 1.0], [-np.inf, -np.inf], [np.nan, 0.0]], dtype=torch.float64)
     np.testing.assert_array_equal(np.isnan(fastlm.softmax(special.numpy())), np.isnan(torch.softmax(special, -1).numpy()))
     np.testing.assert_array_equal(fastlm.logsumexp(special.numpy()), torch.logsumexp(special, -1).numpy())
+
+
+@pytest.mark.parametrize("level", fastlm._kernels.simd_supported())
+def test_each_level_forced_by_environment_matches_reference(level):
+    """FASTLM_SIMD=<level> in a fresh process selects that level, and its results match the reference."""
+    code = (
+        "import numpy as np, fastlm, fastlm._kernels as k\n"
+        "from fastlm import reference as ref\n"
+        "x = np.random.default_rng(0).standard_normal((4, 3001)).astype(np.float32) * 5\n"
+        "t = np.arange(4) * 7\n"
+        "assert np.allclose(fastlm.softmax(x), ref.softmax(x), rtol=2e-5, atol=1e-7)\n"
+        "assert np.isclose(fastlm.cross_entropy(x, t), ref.cross_entropy(x, t), rtol=2e-5)\n"
+        "print(k.simd_active())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env={"FASTLM_SIMD": level, "PATH": ""},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == level
