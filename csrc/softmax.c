@@ -66,7 +66,8 @@ static int xent_prepare(const fl_rows *r, int has_grad, fl_xent *p, double *clas
 static void xent_reduce(const fl_rows *r, fl_xent *p) {
     double total = 0;
     for (int64_t i = 0; i < r->rows; i++) total += p->row_loss[i];
-    p->loss = p->reduction == FL_REDUCE_MEAN ? total / p->weight_sum : total;
+    /* mean over a zero weight sum is NaN, whatever the numerator (torch divides 0 or more by 0) */
+    p->loss = p->reduction != FL_REDUCE_MEAN ? total : p->weight_sum != 0 ? total / p->weight_sum : NAN;
 }
 
 FL_SOFTMAX_ENTRIES(f32, float)

@@ -9,8 +9,10 @@
  * Softmax and the gradient (without softcap) keep the terms exp(z - m) of that pass in their output row
  * (FN(marks) records which m each stretch is relative to) and a second, exp-free pass rescales them;
  * log-softmax and the softcap gradient recompute from the input in their second pass.
- * The running max is shifted to 0 when it is +-inf, so that -inf logits add exactly 0, an all -inf
- * row gives s = 0 (lse = -inf), and +inf / NaN propagate into s. Sums are accumulated in float64.
+ * The running max is shifted to 0 while it is -inf, so that -inf logits add exactly 0 and an all -inf
+ * row gives s = 0 (lse = -inf); NaN propagates into s; once the max is +inf the row normalizes to NaN and
+ * only NaN versus +inf is tracked (for logsumexp). Temperature is applied inside exp, after the max is
+ * subtracted. Terms are summed in groups of four vectors in T, the groups in float64.
  */
 #ifndef FL_T
 #include <stddef.h>
@@ -19,8 +21,8 @@
 
 #define FL_BLOCK 2048
 #define FL_MAX_JUMP 64   /* a later block may raise the max by this much in one pass: exp(64) is finite */
-#define FL_REBASE_GAP 20 /* stored exponentials span at most exp(GAP + JUMP) < FLT_MAX */
-#define FL_MAX_MARKS 16
+#define FL_SPLIT 60.0    /* rescale factors below e^-FL_SPLIT are applied in two steps */
+#define FL_MAX_MARKS 256 /* rises of the max recorded before the stored terms are rebased */
 
 static inline double fl_shift(double m) { return isfinite(m) ? m : 0.0; }
 
@@ -60,27 +62,30 @@ static inline void FN(store_part)(FL_T *p, int64_t n, FL_V v) {
     memcpy(p, b, (size_t)n * sizeof(FL_T));
 }
 
-/* z = u(x) / T with u = cap * tanh(x / cap) or the identity; d = dz/dx when asked for. */
+/* z = v * it, v = cap * tanh(x / cap) with softcap, else v = x; it = 1/T. The kernels work on v and
+ * apply it inside exp ((v - max) * it), so that the temperature never scales a large v before the max is
+ * subtracted. d = dz/dx = it * (1 - tanh^2) or it. */
 typedef struct {
-    FL_T inv_t, inv_cap, cap_inv_t;
-    int cap, identity;
+    FL_T it, inv_cap, cap_f; /* it: 1/T in T, for the vector code */
+    double it_d;             /* 1/T in float64, for the row totals */
+    int cap;
 } FN(xform);
 
 static FN(xform) FN(make_xform)(double inv_t, double cap) {
-    FN(xform) tf = {(FL_T)inv_t, cap > 0 ? (FL_T)(1.0 / cap) : 0, (FL_T)(cap * inv_t), cap > 0, cap <= 0 && inv_t == 1.0};
+    FN(xform) tf = {(FL_T)inv_t, cap > 0 ? (FL_T)(1.0 / cap) : 0, (FL_T)cap, inv_t, cap > 0};
     return tf;
 }
 static inline FL_V FN(apply)(const FN(xform) *tf, FL_V x, FL_V *d) {
-    FL_V it = VF(set1)(tf->inv_t);
+    FL_V it = VF(set1)(tf->it);
     if (tf->cap) {
         FL_V t = VF(tanh)(VF(mul)(x, VF(set1)(tf->inv_cap)));
         if (d) *d = VF(mul)(it, VF(sub)(VF(set1)(1), VF(mul)(t, t)));
-        return VF(mul)(t, VF(set1)(tf->cap_inv_t));
+        return VF(mul)(t, VF(set1)(tf->cap_f));
     }
     if (d) *d = it;
-    return tf->identity ? x : VF(mul)(x, it);
+    return x;
 }
-/* z and dz/dx of one element, through the same vector code as the row. */
+/* v and dz/dx of one element, through the same vector code as the row. */
 static inline FL_T FN(apply1)(const FN(xform) *tf, FL_T x, FL_T *d) {
     FL_T zb[FL_W], db[FL_W];
     FL_V dv;
@@ -108,14 +113,21 @@ static inline FL_T FN(block_max)(const FL_T *z, int64_t n) {
     return VF(hmax)(VF(max)(a, b));
 }
 
-/* sum_j exp(z_j - m), for z_j - m <= FL_MAX_JUMP; with bmax != NULL also the block's max into *bmax,
- * with e != NULL also the terms exp(z_j - m) into e[j]. Groups of four vectors are added pairwise in T
- * (relative error <= 2 ulp(T) per group), the groups in float64. While it computes, it prefetches the same span of `next` (the next block of the row, or
- * NULL), so that the next block is in cache when it is reached. */
-static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL_T *next, FL_T *bmax,
-                                     FL_T *e) {
+/* exp((v - m) * it), it applied only when `scaled` (a constant at every call site). */
+static inline FL_V FN(term)(FL_V v, FL_V mv, FL_V itv, int scaled) {
+    FL_V d = VF(sub)(v, mv);
+    return VF(expn)(scaled ? VF(mul)(d, itv) : d);
+}
+
+/* sum_j exp((v_j - m) * it), for (v_j - m) * it <= FL_MAX_JUMP; with bmax != NULL also the block's max
+ * into *bmax, with e != NULL also the terms into e[j]. Groups of four vectors are added pairwise in T
+ * (relative error <= 2 ulp(T) per group), the groups in float64. While it computes, it prefetches the
+ * same span of `next` (the next block of the row, or NULL), so that the next block is in cache when it
+ * is reached. */
+static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it, int scaled, const FL_T *next,
+                                     FL_T *bmax, FL_T *e) {
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
-    const FL_V mv = VF(set1)(m);
+    const FL_V mv = VF(set1)(m), itv = VF(set1)(it);
     FL_V mx = VF(set1)(-INFINITY);
     int64_t j = 0;
     for (; j + 4 * FL_W <= n; j += 4 * FL_W) {
@@ -124,8 +136,8 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL
         FL_V v0 = VF(load)(z + j), v1 = VF(load)(z + j + FL_W);
         FL_V v2 = VF(load)(z + j + 2 * FL_W), v3 = VF(load)(z + j + 3 * FL_W);
         if (bmax) mx = VF(max)(mx, VF(max)(VF(max)(v0, v1), VF(max)(v2, v3)));
-        FL_V e0 = VF(expn)(VF(sub)(v0, mv)), e1 = VF(expn)(VF(sub)(v1, mv));
-        FL_V e2 = VF(expn)(VF(sub)(v2, mv)), e3 = VF(expn)(VF(sub)(v3, mv));
+        FL_V e0 = FN(term)(v0, mv, itv, scaled), e1 = FN(term)(v1, mv, itv, scaled);
+        FL_V e2 = FN(term)(v2, mv, itv, scaled), e3 = FN(term)(v3, mv, itv, scaled);
         if (e) {
             VF(store)(e + j, e0);
             VF(store)(e + j + FL_W, e1);
@@ -138,7 +150,7 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL
         int64_t len = n - j < FL_W ? n - j : FL_W;
         FL_V v = len == FL_W ? VF(load)(z + j) : FN(load_part)(z + j, len, -INFINITY);
         if (bmax) mx = VF(max)(mx, v);
-        FL_V ev = VF(expn)(VF(sub)(v, mv));
+        FL_V ev = FN(term)(v, mv, itv, scaled);
         if (e) FN(store_part)(e + j, len, ev);
         VF(acc)(acc, ev);
     }
@@ -146,14 +158,15 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, const FL
     return vf64_hsum(vf64_add(acc[0], acc[1]));
 }
 
-/* sum_j w_j z_j (w == NULL: all ones), in float64 */
-static inline double FN(block_dot)(const FL_T *z, const FL_T *w, int64_t n) {
+/* sum_j w_j (v_j - a) (w == NULL: all ones), in float64 */
+static inline double FN(block_dot)(const FL_T *z, const FL_T *w, int64_t n, FL_T a) {
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V av = VF(set1)(a);
     int64_t j = 0;
-    for (; j + FL_W <= n; j += FL_W) VF(acc)(acc, w ? VF(mul)(VF(load)(z + j), VF(load)(w + j)) : VF(load)(z + j));
-    if (j < n) {
-        FL_V zv = FN(load_part)(z + j, n - j, 0);
-        VF(acc)(acc, w ? VF(mul)(zv, FN(load_part)(w + j, n - j, 0)) : zv);
+    for (; j < n; j += FL_W) {
+        int64_t len = n - j < FL_W ? n - j : FL_W;
+        FL_V d = VF(sub)(len == FL_W ? VF(load)(z + j) : FN(load_part)(z + j, len, a), av);
+        VF(acc)(acc, w ? VF(mul)(d, len == FL_W ? VF(load)(w + j) : FN(load_part)(w + j, len, 0)) : d);
     }
     return vf64_hsum(vf64_add(acc[0], acc[1]));
 }
@@ -164,87 +177,98 @@ static int FN(has_nan)(const FL_T *x, int64_t n) {
     return 0;
 }
 
-/* Stored exponentials: out[start[k] .. start[k+1]) holds exp(z - shift[k]), shifts increasing. */
+/* Stored exponentials: out[start[k] .. start[k+1]) holds exp((v - shift[k]) * it), shifts increasing;
+ * each term is <= exp(FL_MAX_JUMP). */
 typedef struct {
     int count;
     int64_t start[FL_MAX_MARKS];
     FL_T shift[FL_MAX_MARKS];
 } FN(marks);
 
-/* out[j] = exp(z_j - F) * a + nb w_j for j < end (w == NULL: nb), from the stored exponentials;
- * exp(shift_k - F) is a per-segment factor in [e^-(FL_REBASE_GAP + FL_MAX_JUMP), 1]. */
-static void FN(rescale)(FL_T *out, int64_t end, const FN(marks) *mk, FL_T F, FL_T a, FL_T nb, const FL_T *w) {
+/* out[j] = exp((v_j - F) * it) * a + nb w_j for j < end (w == NULL: nb), from the stored terms. The
+ * factor exp((shift_k - F) * it) is applied in two steps when it is below e^-FL_SPLIT, so that no
+ * term that is representable after scaling is flushed on the way. */
+static void FN(rescale)(FL_T *out, int64_t end, const FN(marks) *mk, FL_T F, double it, FL_T a, FL_T nb,
+                        const FL_T *w) {
     const FL_V av = VF(set1)(a), nbv = VF(set1)(nb);
     for (int k = 0; k < (mk->count ? mk->count : 1); k++) {
         int64_t lo = mk->count ? mk->start[k] : 0, hi = k + 1 < mk->count ? mk->start[k + 1] : end;
-        const FL_V f = VF(set1)(mk->count ? (FL_T)exp((double)mk->shift[k] - (double)F) : (FL_T)1);
+        double lf = mk->count ? ((double)mk->shift[k] - (double)F) * it : 0; /* log of the factor, <= 0 */
+        const FL_V f1 = VF(set1)((FL_T)exp(lf > -FL_SPLIT ? lf : -FL_SPLIT));
+        const FL_V f2 = VF(set1)((FL_T)exp(lf > -FL_SPLIT ? 0 : lf + FL_SPLIT));
+        const int split = lf < -FL_SPLIT;
         for (int64_t j = lo; j < hi; j += FL_W) {
             int64_t len = hi - j < FL_W ? hi - j : FL_W;
-            FL_V e = len == FL_W ? VF(load)(out + j) : FN(load_part)(out + j, len, 0);
+            FL_V e = VF(mul)(len == FL_W ? VF(load)(out + j) : FN(load_part)(out + j, len, 0), f1);
+            if (split) e = VF(mul)(e, f2);
             FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : FN(load_part)(w + j, len, 0)) : nbv;
-            FL_V v = VF(fma)(VF(mul)(e, f), av, b);
+            FL_V v = VF(fma)(e, av, b);
             if (len == FL_W) VF(store)(out + j, v);
             else FN(store_part)(out + j, len, v);
         }
     }
 }
 
-/* Note that out[off ...] holds exp(z - sh). When the shifts would span more than FL_REBASE_GAP, or the
- * table is full, first rebase everything stored to sh (a rare extra pass over out[0, off)). */
-static void FN(mark)(FN(marks) *mk, FL_T *out, int64_t off, FL_T sh) {
+/* Note that out[off ...] holds terms relative to sh. When the table is full, first rebase everything
+ * stored to sh (an extra pass over out[0, off), once every FL_MAX_MARKS rises of the max). */
+static void FN(mark)(FN(marks) *mk, FL_T *out, int64_t off, FL_T sh, double it) {
     if (mk->count > 0 && mk->shift[mk->count - 1] == sh) return;
-    if (mk->count > 0 && (mk->count == FL_MAX_MARKS || sh - mk->shift[0] > FL_REBASE_GAP)) {
-        FN(rescale)(out, off, mk, sh, 1, 0, NULL);
+    if (mk->count == FL_MAX_MARKS) {
+        FN(rescale)(out, off, mk, sh, it, 1, 0, NULL);
         mk->count = 0;
     }
     mk->start[mk->count] = mk->count ? off : 0; /* the first mark also covers a leading all -inf prefix */
     mk->shift[mk->count++] = sh;
 }
 
-/* Row statistics. With s = sum_c exp(z_c - shift):
- *   p_c = exp(z_c - shift) * inv_s,  log p_c = (z_c - shift) - log_s = z_c - norm,  lse = log sum_c exp z_c.
- * norm equals lse except in a row holding +inf, where lse = +inf (NaN if the row also holds NaN) and
- * norm, log_s, inv_s are NaN (torch: such rows normalize to NaN). */
+/* Row statistics, with s = sum_c exp((v_c - shift) * it):
+ *   p_c = exp((v_c - shift) * it) * inv_s,  log p_c = (v_c - shift) * it - log_s,
+ *   lse = log sum_c exp(z_c) = shift * it + log s.
+ * A row holding +inf (pinf) normalizes to NaN (torch); its lse is +inf, or NaN if it also holds NaN.
+ * An all -inf row has s = 0: lse = -inf, and NaN probabilities. */
 typedef struct {
     FL_T shift, log_s, inv_s;
-    double lse, norm, zdot; /* zdot = sum_c w_c z_c when asked for */
-    int pinf;               /* the row holds +inf (then out, if given, is not filled) */
+    double log_s_d, lse, vdot; /* vdot = sum_c w_c (v_c - anchor) when asked for */
+    int pinf;                  /* the row holds +inf (then out, if given, is not filled) */
 } FN(stats);
 
-/* One read pass over a row. With out != NULL it also leaves exp(z_c - shift_k) in out (which may be x
- * itself: each block is written only after it has been read), described by *mk, for FN(rescale). */
-static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, const FL_T *w, int want_zdot,
-                               FL_T *out, FN(marks) *mk) {
+/* One read pass over a row. With out != NULL it also leaves the terms exp((v_c - shift_k) * it) in out
+ * (which may be x itself: each block is written only after it has been read), described by *mk, for
+ * FN(rescale). */
+static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, const FL_T *w, int want_dot,
+                               FL_T anchor, FL_T *out, FN(marks) *mk) {
     FL_T buf[FL_BLOCK], ebuf[FL_BLOCK];
-    FL_T m = -INFINITY; /* running max; never NaN (NaN fails every comparison) */
-    double s = 0, zdot = 0;
+    const FL_T it = tf->it;
+    const int scaled = tf->it_d != 1.0;
+    FL_T m = -INFINITY; /* running max of v; never NaN (NaN fails every comparison) */
+    double s = 0, vdot = 0;
     int nan_seen = 0;   /* tracked once the max is +inf, when s no longer tells */
     if (mk) mk->count = 0;
     for (int64_t off = 0; off < n; off += FL_BLOCK) {
         int64_t len = n - off < FL_BLOCK ? n - off : FL_BLOCK;
         const FL_T *z = x + off, *next = off + FL_BLOCK < n ? x + off + FL_BLOCK : NULL;
-        /* exponentials go straight to out, or through ebuf when out is x itself (not yet read) */
+        /* terms go straight to out, or through ebuf when out is x itself (not yet read) */
         FL_T *e = !out ? NULL : out == x ? ebuf : out + off, sh;
-        if (!tf->identity) {
+        if (tf->cap) {
             FN(transform_block)(tf, z, len, buf);
             z = buf;
         }
-        if (want_zdot) zdot += FN(block_dot)(z, w ? w + off : NULL, len);
+        if (want_dot) vdot += FN(block_dot)(z, w ? w + off : NULL, len, anchor);
         if (m == INFINITY) { /* the row normalizes to NaN: only NaN vs +inf is left to tell for lse */
             nan_seen |= FN(has_nan)(z, len);
             continue;
         }
         FL_T bm;
-        double bs = 0;
         int done = 0;
         if (isfinite(m)) { /* one pass: the sum relative to the max so far, and the block's max */
-            bs = FN(block_expsum)(z, len, m, next, &bm, e);
+            double bs = scaled ? FN(block_expsum)(z, len, m, it, 1, next, &bm, e)
+                               : FN(block_expsum)(z, len, m, it, 0, next, &bm, e);
             sh = m;
             if (!(bm > m)) { /* the usual case once the row's max has been met */
                 s += bs;
                 done = 1;
-            } else if (bm - m <= FL_MAX_JUMP) { /* exp(z - m) did not overflow: rescale to the new max */
-                s = (s + bs) * exp((double)m - (double)bm);
+            } else if (((double)bm - (double)m) * tf->it_d <= FL_MAX_JUMP) { /* terms finite: rescale */
+                s = (s + bs) * exp(((double)m - (double)bm) * tf->it_d);
                 m = bm;
                 done = 1;
             }
@@ -257,30 +281,26 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
                 continue;
             }
             if (bm > m) {
-                if (s != 0) s *= exp(fl_shift(m) - fl_shift(bm));
+                if (s != 0) s *= exp((fl_shift(m) - fl_shift(bm)) * tf->it_d);
                 m = bm;
             }
             sh = (FL_T)fl_shift(m);
-            s += FN(block_expsum)(z, len, sh, next, NULL, e);
+            s += scaled ? FN(block_expsum)(z, len, sh, it, 1, next, NULL, e)
+                        : FN(block_expsum)(z, len, sh, it, 0, next, NULL, e);
         }
         if (out) {
-            if (isfinite(m)) FN(mark)(mk, out, off, sh);
+            if (isfinite(m)) FN(mark)(mk, out, off, sh, tf->it_d);
             if (e == ebuf) memcpy(out + off, ebuf, (size_t)len * sizeof(FL_T));
         }
     }
     FN(stats) st;
     st.shift = (FL_T)fl_shift(m);
-    st.zdot = zdot;
+    st.vdot = vdot;
     st.pinf = m == INFINITY;
-    if (st.pinf) {
-        st.lse = nan_seen ? NAN : INFINITY;
-        st.norm = NAN;
-        st.log_s = st.inv_s = (FL_T)NAN;
-    } else {
-        st.lse = st.norm = fl_shift(m) + log(s);
-        st.log_s = (FL_T)log(s);
-        st.inv_s = (FL_T)(1.0 / s);
-    }
+    st.log_s_d = st.pinf ? NAN : log(s);
+    st.lse = st.pinf ? (nan_seen ? NAN : INFINITY) : (double)st.shift * tf->it_d + st.log_s_d;
+    st.log_s = (FL_T)st.log_s_d;
+    st.inv_s = st.pinf ? (FL_T)NAN : (FL_T)(1.0 / s);
     return st;
 }
 
@@ -294,7 +314,8 @@ static int FN(logsumexp_rows)(const FL_T *x, const fl_rows *r, double inv_t, dou
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(row_stats)(x + i * r->x_stride, r->cols, &tf, NULL, 0, NULL, NULL).lse;
+    for (int64_t i = 0; i < r->rows; i++)
+        out[i] = FN(row_stats)(x + i * r->x_stride, r->cols, &tf, NULL, 0, 0, NULL, NULL).lse;
     return FL_OK;
 }
 
@@ -307,18 +328,19 @@ static int FN(softmax_rows)(const FL_T *x, FL_T *y, const fl_rows *r, double inv
         const FL_T *xi = x + i * r->x_stride;
         FL_T *yi = y + i * r->y_stride;
         const int64_t n = r->cols;
-        if (!log) { /* p = exp(z - shift) * inv_s from the stored exponentials */
+        if (!log) { /* p = exp((v - shift) * it) * inv_s from the stored terms */
             FN(marks) mk;
-            FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, yi, &mk);
+            FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, 0, yi, &mk);
             if (st.pinf) FN(fill_nan)(yi, n);
-            else FN(rescale)(yi, n, &mk, st.shift, st.inv_s, 0, NULL);
+            else FN(rescale)(yi, n, &mk, st.shift, tf.it_d, st.inv_s, 0, NULL);
             continue;
         }
-        FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, NULL, NULL);
-        const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s);
+        FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, 0, NULL, NULL);
+        const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s), itv = VF(set1)(tf.it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
-            FL_V v = VF(sub)(VF(sub)(FN(apply)(&tf, len == FL_W ? VF(load)(xi + j) : FN(load_part)(xi + j, len, 0), NULL), sh), ls);
+            FL_V v = len == FL_W ? VF(load)(xi + j) : FN(load_part)(xi + j, len, 0);
+            v = VF(sub)(VF(mul)(VF(sub)(v, sh), itv), ls);
             if (len == FL_W) VF(store)(yi + j, v);
             else FN(store_part)(yi + j, len, v);
         }
@@ -330,35 +352,42 @@ static int FN(softmax_rows)(const FL_T *x, FL_T *y, const fl_rows *r, double inv
 static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const FN(xform) *tf, const fl_xent *p,
                            double class_weight_sum, double scale) {
     const FL_T *wt = (const FL_T *)p->weight_t;
-    const double e = p->label_smoothing, zl = p->z_loss;
+    const double e = p->label_smoothing, zl = p->z_loss, it = tf->it_d;
     const double wy = p->weight ? p->weight[y] : 1.0;
     FL_T dy;
-    const FL_T zy = FN(apply1)(tf, x[y], &dy);
-    /* Without softcap the gradient is rebuilt from the exponentials the read pass leaves in g. */
+    const FL_T vy = FN(apply1)(tf, x[y], &dy);
+    const FL_T anchor = isfinite(vy) ? vy : 0; /* smoothing sums w_c (v_c - anchor): no cancellation */
+    /* Without softcap the gradient is rebuilt from the terms the read pass leaves in g. */
     const int stored = g && !tf->cap;
     FN(marks) mk;
-    FN(stats) st = FN(row_stats)(x, n, tf, wt, e > 0, stored ? g : NULL, &mk);
-    double loss = (1 - e) * wy * (st.norm - zy) + zl * wy * st.lse * st.lse;
-    if (e > 0) loss += e / (double)n * (class_weight_sum * st.norm - st.zdot);
+    FN(stats) st = FN(row_stats)(x, n, tf, wt, e > 0, anchor, stored ? g : NULL, &mk);
+    /* -log p_y = (shift - v_y) * it + log s; for the smoothing term the same at the anchor */
+    const double nll = st.pinf ? NAN : ((double)st.shift - (double)vy) * it + st.log_s_d;
+    double loss = (1 - e) * wy * nll + zl * wy * st.lse * st.lse;
+    if (e > 0) {
+        const double nll_anchor = st.pinf ? NAN : ((double)st.shift - (double)anchor) * it + st.log_s_d;
+        loss += e / (double)n * (class_weight_sum * nll_anchor - it * st.vdot);
+    }
     if (!g) return loss;
     if (st.pinf) {
         FN(fill_nan)(g, n);
         return loss;
     }
 
-    /* g_c = scale * d_c * (A p_c - (e/V) w_c) - [c == y] scale * d_y * (1-e) w_y, p_c = exp(z_c - shift) inv_s:
-     * g_c = exp(z_c - shift) A1 + NB1 w_c, times d_c with softcap (else d_c = 1/T is folded in). */
+    /* g_c = scale * d_c * (A p_c - (e/V) w_c) - [c == y] scale * d_y * (1-e) w_y,
+     * p_c = exp((v_c - shift) * it) inv_s: g_c = term_c A1 + NB1 w_c, times d_c with softcap (without,
+     * d_c = it is folded into A1 and NB1). */
     const double a = (1 - e) * wy + e / (double)n * class_weight_sum + 2 * zl * wy * st.lse;
-    const double fold = tf->cap ? 1.0 : (double)tf->inv_t;
+    const double fold = tf->cap ? 1.0 : it;
     const FL_T a1 = (FL_T)(a * (double)st.inv_s * scale * fold), nb1 = (FL_T)(-e / (double)n * scale * fold);
     if (stored) {
-        FN(rescale)(g, n, &mk, st.shift, a1, nb1, wt);
+        FN(rescale)(g, n, &mk, st.shift, it, a1, nb1, wt);
     } else {
-        const FL_V a1v = VF(set1)(a1), nb1v = VF(set1)(nb1), sh = VF(set1)(st.shift);
+        const FL_V a1v = VF(set1)(a1), nb1v = VF(set1)(nb1), sh = VF(set1)(st.shift), itv = VF(set1)(tf->it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
             FL_V d, xv = len == FL_W ? VF(load)(x + j) : FN(load_part)(x + j, len, 0);
-            FL_V ez = VF(expn)(VF(sub)(FN(apply)(tf, xv, &d), sh));
+            FL_V ez = VF(expn)(VF(mul)(VF(sub)(FN(apply)(tf, xv, &d), sh), itv));
             FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : FN(load_part)(wt + j, len, 0)) : nb1v;
             FL_V gv = VF(mul)(VF(fma)(ez, a1v, nb), d);
             if (len == FL_W) VF(store)(g + j, gv);

@@ -347,3 +347,21 @@ def test_random_shapes_and_options_match_reference(data):
     got, g = fastlm.cross_entropy_with_grad(x, t, **kw)
     close(got, want, dtype, scale=10)
     close(g, gwant, dtype)
+
+
+def test_mean_over_zero_weight_is_nan(simd):
+    x = np.float32([[1, 2]])
+    assert np.isnan(fastlm.cross_entropy(x, [0], weight=[0.0, 1.0], label_smoothing=0.1))
+    assert np.isnan(ref.cross_entropy(x, [0], weight=[0.0, 1.0], label_smoothing=0.1))
+    assert np.isnan(fastlm.cross_entropy(np.float32([[0, 1], [0, 1]]), [0, 1], weight=[1.0, -1.0]))
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e4, 3e4])
+def test_smoothing_with_large_logits_and_weights(simd, rng, offset):
+    x = (rng.standard_normal((3, 4096)) + offset).astype(np.float32)
+    w = np.full(4096, 0.1)
+    t = np.array([0, 5, 4095])
+    for kw in ({"weight": w, "label_smoothing": 1.0}, {"weight": w, "label_smoothing": 0.3, "temperature": 0.7}):
+        close(fastlm.cross_entropy(x, t, reduction="none", **kw), ref.cross_entropy(x, t, reduction="none", **kw),
+              np.float32, 10)
+    close(fastlm.token_logprobs(x, t, temperature=0.5), ref.token_logprobs(x, t, temperature=0.5), np.float32, 10)

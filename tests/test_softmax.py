@@ -232,3 +232,57 @@ def test_each_level_forced_by_environment_matches_reference(level):
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == level
+
+
+def test_unaligned_and_byte_swapped_arrays(simd, rng):
+    buf = np.zeros(4 * 2 * 10 + 1, np.uint8)[1:].view(np.float32).reshape(2, 10)
+    buf[...] = rng.standard_normal((2, 10))
+    assert not buf.flags.aligned
+    close(fastlm.softmax(buf), ref.softmax(buf), np.float32)
+    close(fastlm.logsumexp(buf), ref.logsumexp(buf), np.float32)
+    x = logits_like(rng, (3, 50), np.float32).astype(">f4")
+    out = np.empty_like(x)
+    assert fastlm.softmax(x, out=out) is out
+    close(out, ref.softmax(x), np.float32)
+    want = ref.log_softmax(x)
+    fastlm.log_softmax(x, out=x)
+    close(x, want, np.float32, 10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_temperature_applied_after_the_max(simd, rng, dtype):
+    """Large logits with T != 1: the temperature must not scale them before the max is subtracted."""
+    x = logits_like(rng, (4, 3000), dtype, 1.0) + dtype(1000)
+    for T in (0.7, 3.0):
+        close(fastlm.softmax(x, temperature=T), ref.softmax(x, temperature=T), dtype)
+        close(fastlm.log_softmax(x, temperature=T), ref.log_softmax(x, temperature=T), dtype, 10)
+        close(fastlm.logsumexp(x, temperature=T), ref.logsumexp(x, temperature=T), dtype, 1e4)
+    big = np.array([[np.finfo(dtype).max, 0.0]], dtype)  # x / T overflows the dtype
+    np.testing.assert_array_equal(fastlm.softmax(big, temperature=0.5), [[1.0, 0.0]])
+    with pytest.raises(ValueError, match="temperature"):
+        fastlm.softmax(big, temperature=1e-310)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tiny_probabilities_after_large_rises(simd, dtype):
+    """A block raises the max by 64 (summed in one pass), the next by 65 (a fresh pass): the stored
+    terms of the first are rescaled by e^-129 without being flushed."""
+    x = np.zeros((1, 6144), dtype)
+    x[0, 2048], x[0, 4096] = 64, 129
+    want = ref.softmax(x).astype(dtype)  # e^-129 is 0 in float32, e^-65 is not
+    assert want[0, 2048] > 0
+    close(fastlm.softmax(x), want, dtype, scale=0)
+    y = x.copy()
+    fastlm.softmax(y, out=y)
+    close(y, want, dtype, scale=0)
+
+
+def test_many_rises_of_the_max_rebase_the_stored_terms(simd):
+    """More rises of the max than the bookkeeping table holds (one per 2048-element block)."""
+    V = 2048 * 300
+    x = (np.arange(V) // 2048 * 0.5).astype(np.float32)[None]
+    x[0, ::7] -= 3.0
+    close(fastlm.softmax(x), ref.softmax(x).astype(np.float32), np.float32, scale=0)
+    y = x.copy()
+    fastlm.cross_entropy_with_grad(y, [V - 1], grad_out=y)
+    close(y, ref.cross_entropy_with_grad(x, [V - 1])[1].astype(np.float32), np.float32, scale=0)

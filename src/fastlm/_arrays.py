@@ -89,7 +89,8 @@ def rows_in(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
         v = row_view(a)
         if v is not None:
             return v
-    return np.ascontiguousarray(a, dtype=dtype).reshape(math.prod(a.shape[:-1]), a.shape[-1])
+    # a fresh C-ordered copy (np.ascontiguousarray would return an unaligned array unchanged)
+    return np.array(a, dtype=dtype, order="C", copy=True).reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
 def check_out(out, shape, dtype, name: str = "out") -> np.ndarray:
@@ -98,7 +99,7 @@ def check_out(out, shape, dtype, name: str = "out") -> np.ndarray:
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.shape != tuple(shape):
         raise ValueError(f"{name} has shape {out.shape}, expected {tuple(shape)}")
-    if out.dtype != dtype:
+    if out.dtype.newbyteorder("=") != dtype.newbyteorder("="):  # either byte order is fine
         raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")

@@ -41,7 +41,7 @@ class _Args:
         self.z_loss = real(z_loss, "z_loss", lambda v: v >= 0, "a finite number >= 0")
         self.softcap = 0.0 if softcap is None else real(softcap, "softcap", lambda v: v > 0,
                                                          "None or a finite number > 0")
-        self.inv_t = 1.0 / real(temperature, "temperature", lambda v: v > 0, "a finite number > 0")
+        self.inv_t = 1.0 / real(temperature, "temperature", lambda v: v >= 1e-30, "a finite number >= 1e-30")
         self.num_threads = resolve_threads(num_threads)
         self.weight = self.weight_t = None
         if weight is not None:

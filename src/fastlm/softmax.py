@@ -14,7 +14,7 @@ __all__ = ["softmax", "log_softmax", "logsumexp"]
 
 
 def _temperature(t) -> float:
-    return real(t, "temperature", lambda v: v > 0, "a finite number > 0")
+    return real(t, "temperature", lambda v: v >= 1e-30, "a finite number >= 1e-30")
 
 
 def _prepare(x, axis, temperature, num_threads):
