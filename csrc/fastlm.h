@@ -9,10 +9,11 @@
  *     are serial in row order, in float64.
  *
  * Precision (float32 path; the float64 path is about 1e-15 relative throughout)
- *   - exp: range reduction to [-ln2/2, ln2/2] and a degree-6 polynomial, <= 2 ulp for x in [-87, 88];
- *     results below e^-87 flush to 0 (absolute error < 2e-38), above e^88 they are +inf.
- *   - row sums of exp are accumulated in float64; log(sum) uses libm once per row.
- *   - softmax / log-softmax elements: relative error <= ~2e-6 (float32), absolute for log-softmax.
+ *   - exp: range reduction to [-ln2/2, ln2/2] and a polynomial (degree 4 minimax for float32, degree 12
+ *     for float64), <= 2 ulp on [-87, 0]; results below e^-87 flush to 0 (absolute error < 2e-38).
+ *   - row sums of exp: groups of four vectors summed in the input dtype, the groups in float64;
+ *     log(sum) uses libm once per row. Temperature is applied after the row max is subtracted.
+ *   - softmax / log-softmax elements: relative error about 1e-6 (float32; absolute for log-softmax).
  *   - softcap tanh: absolute error <= 4 * 2^-24 * cap (float32).
  */
 #ifndef FASTLM_H
@@ -28,6 +29,9 @@ typedef enum {
     FL_OK = 0,
     FL_ERR_ARG = 1,     /* a size, stride or option is invalid */
     FL_ERR_TARGET = 2,  /* a target is outside [0, cols) and is not ignore_index; see fl_xent.bad_index */
+    FL_ERR_NAN = 3,     /* a row holds NaN (decoding); see fl_decode.bad_row */
+    FL_ERR_EMPTY = 4,   /* a row has no logit above -inf (decoding); see fl_decode.bad_row */
+    FL_ERR_NOMEM = 5,   /* scratch memory could not be allocated */
 } fl_status;
 
 /* SIMD levels, in increasing order on x86-64; NEON is arm64's baseline. */
@@ -49,7 +53,7 @@ typedef struct {
     int num_threads;    /* <= 1: serial */
 } fl_rows;
 
-/* logsumexp of z = x / T per row, into out[rows] (float64). inv_temperature = 1/T > 0.
+/* logsumexp of z = x / T per row, into out[rows] (float64). inv_temperature = 1/T > 0, finite.
  * An all -inf row gives -inf, a row holding +inf gives +inf, NaN gives NaN, cols == 0 gives -inf. */
 int fl_logsumexp_f32(const float *x, const fl_rows *r, double inv_temperature, double *out);
 int fl_logsumexp_f64(const double *x, const fl_rows *r, double inv_temperature, double *out);
@@ -92,6 +96,61 @@ typedef struct {
 
 int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p);
 int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p);
+
+/* ---------------------------------------------------------------------------------------------- */
+/* Decoding (sampling.c). Rows are ranked by probability, descending, the lower index first on ties;
+ * a filter keeps a prefix of that order and writes fill (filter_value) elsewhere; y may equal x.
+ * Probabilities are softmax(x) in the logits' precision; a row holding +inf gives its +inf entries equal
+ * shares of all the mass (the limit of softmax). Every row is checked first: NaN -> FL_ERR_NAN, no logit
+ * above -inf (or cols == 0) -> FL_ERR_EMPTY, with the row in bad_row; nothing is written then.
+ * Per-row parameters are arrays of `rows` entries. Selection is sort-free: a histogram of the values'
+ * order-preserving bit patterns (11 bits per level) finds the bucket holding the cut, recursing into it
+ * while it is large; only a small final bucket is sorted. O(V + b log b) per row. */
+typedef struct {
+    int64_t min_keep;          /* min_tokens_to_keep (>= 1 for the filters) */
+    int64_t bad_row;           /* out: the first invalid row */
+} fl_decode;
+
+/* k: keep the tokens whose logit is >= the k-th largest (ties with it kept); k <= 0: keep all. */
+int fl_top_k_filter_f32(const float *x, float *y, const fl_rows *r, const int64_t *k, float fill, fl_decode *d);
+int fl_top_k_filter_f64(const double *x, double *y, const fl_rows *r, const int64_t *k, double fill, fl_decode *d);
+/* p: keep a token iff the probability ranked strictly above it is < p; p >= 1 keeps all. */
+int fl_top_p_filter_f32(const float *x, float *y, const fl_rows *r, const double *p, float fill, fl_decode *d);
+int fl_top_p_filter_f64(const double *x, double *y, const fl_rows *r, const double *p, double fill, fl_decode *d);
+/* min_p: keep p_i >= min_p * max_j p_j. */
+int fl_min_p_filter_f32(const float *x, float *y, const fl_rows *r, const double *min_p, float fill, fl_decode *d);
+int fl_min_p_filter_f64(const double *x, double *y, const fl_rows *r, const double *min_p, double fill,
+                        fl_decode *d);
+/* mass: Hugging Face's TypicalLogitsWarper: rank by |-log p_i - H| ascending, keep while the mass ranked
+ * before is < mass, plus ties with the last kept score. */
+int fl_typical_filter_f32(const float *x, float *y, const fl_rows *r, const double *mass, float fill, fl_decode *d);
+int fl_typical_filter_f64(const double *x, double *y, const fl_rows *r, const double *mass, double fill,
+                          fl_decode *d);
+
+/* argmax per row (lowest index on ties). */
+int fl_greedy_f32(const float *x, const fl_rows *r, int64_t *ids, fl_decode *d);
+int fl_greedy_f64(const double *x, const fl_rows *r, int64_t *ids, fl_decode *d);
+
+/* The fused sampler: per row, temperature -> top-k -> top-p -> min-p -> one draw. temperature == 0 or
+ * top_k == 1 is greedy. The draw is u * (kept mass) with u = uniform [0, 1) from a counter-based
+ * generator keyed by (seed[i], i): the id depends on the seed, the row index, the row and its
+ * parameters only. Never returns a token whose filtered probability is 0. */
+typedef struct {
+    const double *temperature; /* >= 0 */
+    const int64_t *top_k;      /* <= 0: off */
+    const double *top_p;       /* in [0, 1]; 1: off */
+    const double *min_p;       /* in [0, 1]; 0: off */
+    const uint64_t *seed;
+} fl_sample_params;
+int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d);
+int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d);
+
+/* One beam-search step: the k best (beam, token) pairs by score[b] + log_softmax(x[b])[v], best first,
+ * ties to the lower (beam, token). Writes k entries of out_beam / out_token / out_score (k <= rows*cols). */
+int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
+                     int64_t *out_token, double *out_score, fl_decode *d);
+int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
+                     int64_t *out_token, double *out_score, fl_decode *d);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,26 @@
 """fastlm: fused C kernels for language-model probability math, with a NumPy API.
 
-softmax / log_softmax / logsumexp, cross_entropy and its gradient, token log-probabilities.
+softmax / log_softmax / logsumexp, cross_entropy and its gradient, token log-probabilities, and
+decoding: top-k / top-p / min-p / typical filters, penalties, the fused sampler, beam search.
 Every function has a pure-NumPy float64 twin in fastlm.reference, the executable specification.
 """
 
 __version__ = "0.1.0"
 
 from ._config import get_num_threads, set_num_threads, show_config  # noqa: E402
+from .decoding import (  # noqa: E402
+    apply_logit_bias,
+    apply_penalties,
+    beam_search,
+    cfg_mix,
+    greedy,
+    mask_tokens,
+    min_p_filter,
+    sample,
+    top_k_filter,
+    top_p_filter,
+    typical_filter,
+)
 from .losses import cross_entropy, cross_entropy_with_grad, token_logprobs  # noqa: E402
 from .softmax import log_softmax, logsumexp, softmax  # noqa: E402
 
@@ -18,6 +32,17 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "token_logprobs",
+    "top_k_filter",
+    "top_p_filter",
+    "min_p_filter",
+    "typical_filter",
+    "apply_penalties",
+    "apply_logit_bias",
+    "mask_tokens",
+    "cfg_mix",
+    "greedy",
+    "sample",
+    "beam_search",
     "set_num_threads",
     "get_num_threads",
     "show_config",

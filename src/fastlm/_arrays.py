@@ -16,6 +16,13 @@ COMPUTE = {np.dtype(np.float16): np.dtype(np.float32), np.dtype(np.float32): np.
            np.dtype(np.float64): np.dtype(np.float64)}
 
 
+def position(flat: int, shape) -> str:
+    """The index of flat position `flat` in an array of `shape`, written "[i, j]" ("" for a 0-d shape)."""
+    if not shape:
+        return ""
+    return "[" + ", ".join(str(int(i)) for i in np.unravel_index(int(flat), shape)) + "]"
+
+
 def float_array(x, name: str) -> np.ndarray:
     """x as an ndarray of a supported float dtype (float16 / float32 / float64, native byte order)."""
     a = np.asarray(x)
@@ -32,8 +39,8 @@ def int_array(x, name: str) -> np.ndarray:
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
     if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
-        i = np.unravel_index(int(np.argmax(a > np.iinfo(np.int64).max)), a.shape)
-        raise ValueError(f"{name}{list(i)} = {a[i]} does not fit in int64")
+        flat = int(np.argmax(a.reshape(-1) > np.iinfo(np.int64).max))
+        raise ValueError(f"{name}{position(flat, a.shape)} = {a.reshape(-1)[flat]} does not fit in int64")
     return a.astype(np.int64, copy=False)
 
 

@@ -7,7 +7,8 @@ this private module raises instead of crashing), releases the GIL around the ker
 status code to an exception.
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t
+import numpy as np
+from libc.stdint cimport int64_t, uint64_t
 
 cnp.import_array()
 
@@ -50,6 +51,37 @@ cdef extern from "fastlm.h" nogil:
     int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_t, int log)
     int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p)
     int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p)
+
+    enum:
+        FL_ERR_NAN
+        FL_ERR_EMPTY
+        FL_ERR_NOMEM
+    ctypedef struct fl_decode:
+        int64_t min_keep
+        int64_t bad_row
+    ctypedef struct fl_sample_params:
+        const double *temperature
+        const int64_t *top_k
+        const double *top_p
+        const double *min_p
+        const uint64_t *seed
+    int fl_top_k_filter_f32(const float *x, float *y, const fl_rows *r, const int64_t *k, float fill, fl_decode *d)
+    int fl_top_k_filter_f64(const double *x, double *y, const fl_rows *r, const int64_t *k, double fill, fl_decode *d)
+    int fl_top_p_filter_f32(const float *x, float *y, const fl_rows *r, const double *p, float fill, fl_decode *d)
+    int fl_top_p_filter_f64(const double *x, double *y, const fl_rows *r, const double *p, double fill, fl_decode *d)
+    int fl_min_p_filter_f32(const float *x, float *y, const fl_rows *r, const double *p, float fill, fl_decode *d)
+    int fl_min_p_filter_f64(const double *x, double *y, const fl_rows *r, const double *p, double fill, fl_decode *d)
+    int fl_typical_filter_f32(const float *x, float *y, const fl_rows *r, const double *p, float fill, fl_decode *d)
+    int fl_typical_filter_f64(const double *x, double *y, const fl_rows *r, const double *p, double fill,
+                              fl_decode *d)
+    int fl_greedy_f32(const float *x, const fl_rows *r, int64_t *ids, fl_decode *d)
+    int fl_greedy_f64(const double *x, const fl_rows *r, int64_t *ids, fl_decode *d)
+    int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
+    int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
+    int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
+                         int64_t *out_token, double *out_score, fl_decode *d)
+    int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
+                         int64_t *out_token, double *out_score, fl_decode *d)
 
 SIMD_LEVELS = ("scalar", "avx2", "avx512", "neon")
 REDUCTIONS = {"none": 0, "sum": 1, "mean": 2}
@@ -208,3 +240,136 @@ def xent_rows(cnp.ndarray x, cnp.ndarray targets, weight, weight_t, long long ig
         return float("nan"), 0.0, p.bad_index
     _check(st)
     return p.loss, p.weight_sum, -1
+
+
+class RowError(ValueError):
+    """A decoding kernel met an invalid row: .row is its flat index, .kind 'nan' or 'empty'."""
+
+    def __init__(self, row, kind):
+        super().__init__(f"row {row}: {kind}")
+        self.row = row
+        self.kind = kind
+
+
+cdef int _check_decode(int status, fl_decode *d) except -1:
+    if status == FL_ERR_NAN:
+        raise RowError(d.bad_row, "nan")
+    if status == FL_ERR_EMPTY:
+        raise RowError(d.bad_row, "empty")
+    if status == FL_ERR_NOMEM:
+        raise MemoryError("fastlm: scratch memory for a decoding kernel")
+    return _check(status)
+
+
+cdef void *_vec(cnp.ndarray a, int64_t n, int typenum, str name) except NULL:
+    if a.ndim != 1 or a.shape[0] != n or a.dtype.num != typenum or not a.flags.c_contiguous:
+        raise ValueError(f"internal: {name} must be a contiguous 1-D array of {n} entries")
+    return cnp.PyArray_DATA(a) if n else <void *>1
+
+
+FILTERS = ("top_k", "top_p", "min_p", "typical")
+
+
+def filter_rows(str kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray param, double fill, long long min_keep,
+                int num_threads):
+    """y = x where the filter keeps a token, else fill (row-wise; y may be x)."""
+    cdef fl_rows r = _rows(x, y, num_threads)
+    cdef fl_decode d
+    d.min_keep = min_keep
+    d.bad_row = -1
+    if kind not in FILTERS:
+        raise ValueError(f"internal: filter {kind!r}")
+    cdef int which = FILTERS.index(kind)
+    cdef void *pp = _vec(param, r.rows, cnp.NPY_INT64 if which == 0 else cnp.NPY_FLOAT64, "param")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int st
+    with nogil:
+        if f32:
+            if which == 0:
+                st = fl_top_k_filter_f32(<const float *>xp, <float *>yp, &r, <const int64_t *>pp, <float>fill, &d)
+            elif which == 1:
+                st = fl_top_p_filter_f32(<const float *>xp, <float *>yp, &r, <const double *>pp, <float>fill, &d)
+            elif which == 2:
+                st = fl_min_p_filter_f32(<const float *>xp, <float *>yp, &r, <const double *>pp, <float>fill, &d)
+            else:
+                st = fl_typical_filter_f32(<const float *>xp, <float *>yp, &r, <const double *>pp, <float>fill, &d)
+        else:
+            if which == 0:
+                st = fl_top_k_filter_f64(<const double *>xp, <double *>yp, &r, <const int64_t *>pp, fill, &d)
+            elif which == 1:
+                st = fl_top_p_filter_f64(<const double *>xp, <double *>yp, &r, <const double *>pp, fill, &d)
+            elif which == 2:
+                st = fl_min_p_filter_f64(<const double *>xp, <double *>yp, &r, <const double *>pp, fill, &d)
+            else:
+                st = fl_typical_filter_f64(<const double *>xp, <double *>yp, &r, <const double *>pp, fill, &d)
+    _check_decode(st, &d)
+
+
+def greedy_rows(cnp.ndarray x, cnp.ndarray ids, int num_threads):
+    cdef fl_rows r = _rows(x, None, num_threads)
+    cdef fl_decode d
+    d.min_keep = 1
+    d.bad_row = -1
+    cdef int64_t *ip = <int64_t *>_vec(ids, r.rows, cnp.NPY_INT64, "ids")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef int st
+    with nogil:
+        if f32:
+            st = fl_greedy_f32(<const float *>xp, &r, ip, &d)
+        else:
+            st = fl_greedy_f64(<const double *>xp, &r, ip, &d)
+    _check_decode(st, &d)
+
+
+def sample_rows(cnp.ndarray x, cnp.ndarray temperature, cnp.ndarray top_k, cnp.ndarray top_p, cnp.ndarray min_p,
+                cnp.ndarray seed, cnp.ndarray ids, int num_threads):
+    cdef fl_rows r = _rows(x, None, num_threads)
+    cdef fl_decode d
+    d.min_keep = 1
+    d.bad_row = -1
+    cdef fl_sample_params sp
+    sp.temperature = <const double *>_vec(temperature, r.rows, cnp.NPY_FLOAT64, "temperature")
+    sp.top_k = <const int64_t *>_vec(top_k, r.rows, cnp.NPY_INT64, "top_k")
+    sp.top_p = <const double *>_vec(top_p, r.rows, cnp.NPY_FLOAT64, "top_p")
+    sp.min_p = <const double *>_vec(min_p, r.rows, cnp.NPY_FLOAT64, "min_p")
+    sp.seed = <const uint64_t *>_vec(seed, r.rows, cnp.NPY_UINT64, "seed")
+    cdef int64_t *ip = <int64_t *>_vec(ids, r.rows, cnp.NPY_INT64, "ids")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef int st
+    with nogil:
+        if f32:
+            st = fl_sample_f32(<const float *>xp, &r, &sp, ip, &d)
+        else:
+            st = fl_sample_f64(<const double *>xp, &r, &sp, ip, &d)
+    _check_decode(st, &d)
+
+
+def beam_step(cnp.ndarray x, cnp.ndarray score, long long k):
+    """The k best (beam, token, score) of score[b] + log_softmax(x[b])[v], best first."""
+    cdef fl_rows r = _rows(x, None, 1)
+    cdef fl_decode d
+    d.min_keep = 1
+    d.bad_row = -1
+    cdef const double *sp = <const double *>_vec(score, r.rows, cnp.NPY_FLOAT64, "score")
+    if k < 0 or k > r.rows * r.cols:
+        raise ValueError(f"internal: k = {k}")
+    cdef cnp.ndarray beams = np.zeros(k, np.int64)
+    cdef cnp.ndarray tokens = np.zeros(k, np.int64)
+    cdef cnp.ndarray scores = np.zeros(k, np.float64)
+    cdef int64_t *bp = <int64_t *>cnp.PyArray_DATA(beams)
+    cdef int64_t *tp = <int64_t *>cnp.PyArray_DATA(tokens)
+    cdef double *op = <double *>cnp.PyArray_DATA(scores)
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef int st
+    with nogil:
+        if f32:
+            st = fl_beam_step_f32(<const float *>xp, &r, sp, k, bp, tp, op, &d)
+        else:
+            st = fl_beam_step_f64(<const double *>xp, &r, sp, k, bp, tp, op, &d)
+    _check_decode(st, &d)
+    return beams, tokens, scores

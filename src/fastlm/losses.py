@@ -7,7 +7,7 @@ import numbers
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, real, rows_in, rows_out
+from ._arrays import COMPUTE, check_out, float_array, int_array, position, real, rows_in, rows_out
 from ._config import resolve_threads
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
@@ -65,10 +65,8 @@ class _Args:
         return loss, row_loss
 
     def raise_bad_target(self, flat: int):
-        pos = np.unravel_index(flat, self.targets_shape)
-        where = "[" + ", ".join(str(int(i)) for i in pos) + "]"
-        raise ValueError(f"targets{where} = {int(self.targets[flat])} is not a class index in [0, {self.V}) "
-                         f"nor ignore_index ({self.ignore_index})")
+        raise ValueError(f"targets{position(flat, self.targets_shape)} = {int(self.targets[flat])} is not a class "
+                         f"index in [0, {self.V}) nor ignore_index ({self.ignore_index})")
 
     def result(self, loss, row_loss):
         if self.reduction == "none":

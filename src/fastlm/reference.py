@@ -134,3 +134,203 @@ def token_logprobs(logits, targets, *, ignore_index=-100, temperature=1.0):
     y = np.where(keep, t, 0)
     lp = np.take_along_axis(log_softmax(z, temperature=temperature), y[..., None], axis=-1)[..., 0]
     return np.where(keep, lp, 0.0)
+
+
+# ------------------------------------------------------------------------------------------- decoding
+# Plain implementations: full sorts, cumulative sums, explicit loops over rows.
+
+def _rows(logits):
+    x = np.asarray(logits, dtype=np.float64)
+    return x, x.reshape(-1, x.shape[-1])
+
+
+def _per_row(value, lead):
+    return np.broadcast_to(np.asarray(value), lead).reshape(-1)
+
+
+def _probs(row):
+    """softmax; a row holding +inf gives its +inf entries equal shares."""
+    if np.isposinf(row).any():
+        inf = np.isposinf(row)
+        return inf / inf.sum()
+    e = np.exp(row - row.max())
+    return e / e.sum()
+
+
+def _check_rows(x2):
+    for i, row in enumerate(x2):
+        if np.isnan(row).any():
+            raise ValueError(f"row {i} contains NaN")
+        if not (row > -np.inf).any():
+            raise ValueError(f"row {i} has no logit above -inf")
+
+
+def _order(values):
+    """Indices by value descending, the lower index first on ties."""
+    return np.lexsort((np.arange(values.size), -values))
+
+
+def _apply(x, x2, keep, filter_value):
+    out = np.where(keep, x2, filter_value)
+    return out.reshape(x.shape)
+
+
+def top_k_filter(logits, k, *, min_tokens_to_keep=1, filter_value=-np.inf):
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    ks = _per_row(k, x.shape[:-1])
+    keep = np.ones(x2.shape, bool)
+    for i, row in enumerate(x2):
+        kk = int(ks[i])
+        if kk <= 0:
+            continue
+        kk = min(max(kk, min_tokens_to_keep), row.size)
+        kth = np.sort(row)[::-1][kk - 1]
+        keep[i] = row >= kth
+    return _apply(x, x2, keep, filter_value)
+
+
+def top_p_filter(logits, p, *, min_tokens_to_keep=1, filter_value=-np.inf):
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    ps = _per_row(p, x.shape[:-1])
+    keep = np.zeros(x2.shape, bool)
+    for i, row in enumerate(x2):
+        probs = _probs(row)
+        order = _order(probs)
+        above = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])
+        k = above < ps[i] if ps[i] < 1 else np.ones(row.size, bool)
+        k[:min_tokens_to_keep] = True
+        keep[i, order] = k
+    return _apply(x, x2, keep, filter_value)
+
+
+def min_p_filter(logits, min_p, *, min_tokens_to_keep=1, filter_value=-np.inf):
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    ms = _per_row(min_p, x.shape[:-1])
+    keep = np.zeros(x2.shape, bool)
+    for i, row in enumerate(x2):
+        probs = _probs(row)
+        k = probs >= ms[i] * probs.max()
+        order = _order(probs)
+        k[order[:min_tokens_to_keep]] = True
+        keep[i] = k
+    return _apply(x, x2, keep, filter_value)
+
+
+def typical_filter(logits, mass, *, min_tokens_to_keep=1, filter_value=-np.inf):
+    """Hugging Face's TypicalLogitsWarper, written out."""
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    ms = _per_row(mass, x.shape[:-1])
+    keep = np.zeros(x2.shape, bool)
+    for i, row in enumerate(x2):
+        probs = _probs(row)
+        with np.errstate(divide="ignore"):
+            neg_logp = -np.log(probs)
+        ent = np.sum(probs[probs > 0] * neg_logp[probs > 0])
+        score = np.abs(neg_logp - ent)
+        order = np.lexsort((np.arange(row.size), score))
+        cum = np.cumsum(probs[order])
+        last = min(int(np.sum(cum < ms[i])), row.size - 1)
+        k = score[order] <= score[order][last]
+        k[:min_tokens_to_keep] = True
+        keep[i, order] = k
+    return _apply(x, x2, keep, filter_value)
+
+
+def greedy(logits):
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    return np.array([int(np.argmax(row)) for row in x2]).reshape(x.shape[:-1])[()]
+
+
+def sample_distribution(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
+    """The filtered, renormalized distribution `sample` draws from, per row (float64, logits' shape):
+    temperature -> top-k -> top-p (on the renormalized top-k distribution) -> min-p."""
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    lead = x.shape[:-1]
+    T, K, P, M = (_per_row(v, lead) for v in (temperature, top_k, top_p, min_p))
+    out = np.zeros(x2.shape)
+    for i, row in enumerate(x2):
+        if T[i] == 0 or K[i] == 1:
+            out[i, int(np.argmax(row))] = 1.0
+            continue
+        z = row / T[i]
+        if K[i] > 0:
+            z = top_k_filter(z, int(K[i]))
+        probs = _probs(z)
+        if P[i] < 1:
+            z = top_p_filter(z, P[i]) if P[i] > 0 else top_k_filter(z, 1)
+            probs = _probs(z)
+        probs = np.where(probs >= M[i] * probs.max(), probs, 0.0)
+        out[i] = probs / probs.sum()
+    return out.reshape(x.shape)
+
+
+def apply_penalties(logits, token_history, *, repetition_penalty=1.0, presence_penalty=0.0,
+                    frequency_penalty=0.0):
+    x, x2 = _rows(logits)
+    h = np.asarray(token_history).reshape(-1, np.shape(token_history)[-1])
+    out = x2.copy()
+    for i in range(x2.shape[0]):
+        counts = {}
+        for tok in h[i]:
+            if tok != -1:
+                counts[int(tok)] = counts.get(int(tok), 0) + 1
+        for tok, c in counts.items():
+            v = out[i, tok]
+            v = v * repetition_penalty if v < 0 else v / repetition_penalty
+            out[i, tok] = v - c * frequency_penalty - presence_penalty
+    return out.reshape(x.shape)
+
+
+def apply_logit_bias(logits, bias):
+    x = np.array(logits, dtype=np.float64)
+    items = bias.items() if isinstance(bias, dict) else zip(*bias)
+    for tok, val in items:
+        x[..., int(tok)] += val
+    return x
+
+
+def mask_tokens(logits, *, allowed=None, banned=None):
+    x = np.array(logits, dtype=np.float64)
+    V = x.shape[-1]
+    for tok in range(V):
+        if (allowed is not None and tok not in set(int(a) for a in np.ravel(allowed))) or (
+                banned is not None and tok in set(int(b) for b in np.ravel(banned))):
+            x[..., tok] = -np.inf
+    return x
+
+
+def cfg_mix(cond_logits, uncond_logits, guidance_scale):
+    lc, lu = log_softmax(cond_logits), log_softmax(uncond_logits)
+    return lu + guidance_scale * (lc - lu)
+
+
+def beam_search_bruteforce(step_fn, prompt_ids, *, max_new_tokens, eos_id=None, length_penalty=1.0):
+    """Every hypothesis beam search can finish with, scored as beam_search scores them, best first:
+    sequences ending at their first EOS, or of max_new_tokens tokens without one."""
+    prompt = list(np.asarray(prompt_ids, dtype=np.int64).reshape(-1))
+    done = []
+    frontier = [(prompt, 0.0)]
+    for t in range(1, max_new_tokens + 1):
+        logits = np.asarray(step_fn(np.array([s for s, _ in frontier], dtype=np.int64)), dtype=np.float64)
+        nxt = []
+        for (seq, total), row in zip(frontier, logits):
+            lp = log_softmax(row)
+            for tok in range(row.size):
+                s = total + lp[tok]
+                if eos_id is not None and tok == eos_id:
+                    done.append((seq + [tok], s / t ** length_penalty))
+                elif t == max_new_tokens:
+                    done.append((seq + [tok], s / t ** length_penalty))
+                else:
+                    nxt.append((seq + [tok], s))
+        frontier = nxt
+        if not frontier:
+            break
+    done.sort(key=lambda d: -d[1])
+    return [(np.array(s, dtype=np.int64), score) for s, score in done]

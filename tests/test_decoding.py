@@ -1,0 +1,357 @@
+"""Decoding: filters, sampler, greedy, penalties, bias, masks, CFG and beam search against
+fastlm.reference (full sorts and cumulative sums), on every SIMD level."""
+
+import math
+
+import numpy as np
+import pytest
+from conftest import logits_like
+
+import fastlm
+from fastlm import reference as ref
+
+DTYPES = [np.float32, np.float64]
+FILTERS = {
+    "top_p": (fastlm.top_p_filter, ref.top_p_filter),
+    "min_p": (fastlm.min_p_filter, ref.min_p_filter),
+    "typical": (fastlm.typical_filter, ref.typical_filter),
+}
+
+
+def safe_param(kind, row, rng):
+    """A parameter at least 1e-4 (relative) away from every decision boundary of this row, so that
+    float32 and float64 probabilities make the same decisions."""
+    p = ref._probs(np.asarray(row, np.float64))
+    if kind == "min_p":
+        ratios = np.unique(p / p.max())
+        cands = (ratios[:-1] + ratios[1:]) / 2
+        cands = cands[np.diff(ratios) > 2e-4 * ratios[1:]]
+    else:
+        if kind == "top_p":
+            cum = np.cumsum(np.sort(p)[::-1])
+        else:
+            with np.errstate(divide="ignore"):
+                nl = -np.log(p)
+            ent = np.sum(p[p > 0] * nl[p > 0])
+            cum = np.cumsum(p[np.argsort(np.abs(nl - ent), kind="stable")])
+        cum = np.concatenate([[0.0], cum[cum < 1 - 1e-6]])
+        cands = (cum[:-1] + cum[1:]) / 2
+        cands = cands[np.diff(cum) > 2e-4]
+    if cands.size == 0:
+        return 1.0 if kind != "min_p" else 0.0
+    return float(rng.choice(cands))
+
+
+def rows_with_params(rng, kind, n, V, dtype, scale=3.0):
+    x = logits_like(rng, (n, V), dtype, scale)
+    params = np.array([safe_param(kind, row, rng) for row in x])
+    return x, params
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("V", [1, 2, 33, 2049, 50257])
+@pytest.mark.parametrize("kind", list(FILTERS))
+def test_filters_match_reference(simd, rng, kind, V, dtype):
+    fast, slow = FILTERS[kind]
+    x, params = rows_with_params(rng, kind, 3, V, dtype)
+    for keep in (1, 3):
+        want = slow(x, params, min_tokens_to_keep=keep)
+        np.testing.assert_array_equal(fast(x, params, min_tokens_to_keep=keep), want.astype(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("V", [1, 2, 33, 2049, 50257, 128256])
+def test_top_k_matches_reference(simd, rng, dtype, V):
+    x = np.round(logits_like(rng, (3, V), dtype), 1)  # many ties
+    for k in (-1, 0, 1, 2, 50, V - 1, V, V + 5):
+        ks = np.array([k, max(k, 0) // 2, k])
+        for keep in (1, 4):
+            np.testing.assert_array_equal(fastlm.top_k_filter(x, ks, min_tokens_to_keep=keep),
+                                          ref.top_k_filter(x, ks, min_tokens_to_keep=keep).astype(dtype))
+
+
+@pytest.mark.parametrize("V", [128256, 262144])
+def test_large_vocabularies(rng, V):
+    for kind, (fast, slow) in FILTERS.items():
+        x, params = rows_with_params(rng, kind, 1, V, np.float32, scale=2.0)
+        np.testing.assert_array_equal(fast(x, params), slow(x, params).astype(np.float32))
+
+
+def test_documented_examples(simd):
+    x = np.log(np.array([0.5, 0.3, 0.1, 0.1], np.float32))
+    kept = lambda y: int(np.isfinite(y).sum())  # noqa: E731
+    assert kept(fastlm.top_p_filter(x, 0.79)) == 2
+    assert kept(fastlm.top_p_filter(x, 0.81)) == 3
+    four = np.zeros(4, np.float32)
+    out = fastlm.top_p_filter(four, 0.5)
+    np.testing.assert_array_equal(np.isfinite(out), [True, True, False, False])  # strict <, lower index first
+    assert kept(fastlm.top_p_filter(x, 0.0)) == 1
+    assert kept(fastlm.top_p_filter(x, 0.0, min_tokens_to_keep=3)) == 3
+    assert kept(fastlm.top_p_filter(x, 1.0)) == 4
+    # min_tokens_to_keep larger than the finite tokens: every finite one, the -inf ones stay -inf
+    y = np.array([1.0, -np.inf, 0.5, -np.inf], np.float32)
+    out = fastlm.top_p_filter(y, 0.1, min_tokens_to_keep=4)
+    np.testing.assert_array_equal(out, y)
+    # top-k ties with the k-th value are kept
+    np.testing.assert_array_equal(np.isfinite(fastlm.top_k_filter(x, 3)), [True, True, True, True])
+    # filter_value and in place
+    z = x.copy()
+    assert fastlm.top_k_filter(z, 1, filter_value=-1e9, out=z) is z
+    np.testing.assert_array_equal(z, [x[0], -1e9, -1e9, -1e9])
+
+
+def test_boundary_ties_keep_the_lower_index(simd):
+    x = np.array([[2.0, 1.0, 1.0, 1.0, 0.0]])
+    p = ref._probs(x[0])
+    budget = p[0] + p[1] + 1e-9  # the mass above the third token (index 2) is just over the budget
+    np.testing.assert_array_equal(np.isfinite(fastlm.top_p_filter(x, budget)), [[True, True, True, False, False]])
+    budget = p[0] + p[1] - 1e-9
+    np.testing.assert_array_equal(np.isfinite(fastlm.top_p_filter(x, budget)), [[True, True, False, False, False]])
+
+
+def test_per_row_parameters_and_leading_dims(simd, rng):
+    x = logits_like(rng, (2, 3, 40), np.float32)
+    ks = np.array([[0, 1, 5], [40, 2, -3]])
+    np.testing.assert_array_equal(fastlm.top_k_filter(x, ks), ref.top_k_filter(x, ks).astype(np.float32))
+    ps = np.array([[safe_param("top_p", x[i, j], rng) for j in range(3)] for i in range(2)])
+    ps[0, 0], ps[1, 1] = 0.0, 1.0
+    np.testing.assert_array_equal(fastlm.top_p_filter(x, ps), ref.top_p_filter(x, ps).astype(np.float32))
+    f16 = x.astype(np.float16)
+    out = fastlm.top_k_filter(f16, 3)
+    assert out.dtype == np.float16
+    np.testing.assert_array_equal(out, ref.top_k_filter(f16, 3).astype(np.float16))
+    strided = logits_like(rng, (4, 80), np.float64)[:, ::2]
+    np.testing.assert_array_equal(fastlm.top_k_filter(strided, 7), ref.top_k_filter(strided, 7))
+
+
+def test_special_values(simd):
+    inf = np.inf
+    x = np.array([[0.0, inf, 1.0, inf], [-inf, 3.0, -inf, 2.0]])
+    np.testing.assert_array_equal(np.isfinite(fastlm.top_p_filter(x, 0.4)) | np.isposinf(fastlm.top_p_filter(x, 0.4)),
+                                  [[False, True, False, False], [False, True, False, False]])
+    np.testing.assert_array_equal(fastlm.top_p_filter(x, 0.6), ref.top_p_filter(x, 0.6))
+    np.testing.assert_array_equal(fastlm.min_p_filter(x, 0.5), ref.min_p_filter(x, 0.5))
+    np.testing.assert_array_equal(fastlm.typical_filter(x, 0.9), ref.typical_filter(x, 0.9))
+    assert fastlm.greedy(x).tolist() == [1, 1]
+    draws = fastlm.sample(np.tile(x[:1], (200, 1)), seed=np.arange(200))
+    assert set(draws.tolist()) == {1, 3}  # the +inf tokens share the mass
+    with pytest.raises(ValueError, match=r"logits\[1\] \(a row of V logits\) contains NaN"):
+        fastlm.top_p_filter(np.array([[0.0, 1.0], [np.nan, 0.0]]), 0.5)
+    with pytest.raises(ValueError, match=r"logits\[0, 1\] .* has no logit above -inf"):
+        fastlm.sample(np.array([[[0.0, 1.0], [-inf, -inf]]]), seed=0)
+    for f in (fastlm.greedy, lambda z: fastlm.top_k_filter(z, 1), lambda z: fastlm.min_p_filter(z, 0.1)):
+        with pytest.raises(ValueError, match="contains NaN"):
+            f(np.array([1.0, np.nan]))
+
+
+def test_bad_parameters_raise_before_writing():
+    x = np.zeros((2, 5), np.float32)
+    out = np.full_like(x, 7.0)
+    cases = [
+        (lambda: fastlm.top_p_filter(x, 1.5, out=out), ValueError, r"p = 1.5 must be in \[0, 1\]"),
+        (lambda: fastlm.top_p_filter(x, [0.5, -0.1], out=out), ValueError, r"p\[1\] = -0.1"),
+        (lambda: fastlm.min_p_filter(x, 2.0, out=out), ValueError, "min_p"),
+        (lambda: fastlm.typical_filter(x, 0.0, out=out), ValueError, r"mass = 0.0 must be in \(0, 1\]"),
+        (lambda: fastlm.top_p_filter(x, [0.5, 0.5, 0.5], out=out), ValueError, r"p has shape \(3,\)"),
+        (lambda: fastlm.top_k_filter(x, 2.5, out=out), TypeError, "k must be an integer"),
+        (lambda: fastlm.top_k_filter(x, 2, min_tokens_to_keep=0, out=out), ValueError, "min_tokens_to_keep"),
+        (lambda: fastlm.top_k_filter(np.zeros((2, 5), np.int32), 2), TypeError, "logits must be a float"),
+        (lambda: fastlm.sample(x, temperature=-1), ValueError, "temperature"),
+        (lambda: fastlm.sample(x, top_p=1.1), ValueError, "top_p"),
+        (lambda: fastlm.sample(x, min_p=-0.5), ValueError, "min_p"),
+        (lambda: fastlm.sample(x, seed=-3), ValueError, "seed"),
+        (lambda: fastlm.sample(x, seed=1.5), TypeError, "seed"),
+    ]
+    for fn, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            fn()
+    np.testing.assert_array_equal(out, 7.0)
+
+
+def wilson_hilferty_bound(df, z=3.719):
+    """The chi-square quantile at about 1 - 1e-4."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+@pytest.mark.parametrize("params", [
+    {},
+    {"temperature": 0.7},
+    {"top_k": 5},
+    {"top_p": 0.8},
+    {"min_p": 0.2},
+    {"temperature": 1.3, "top_k": 12, "top_p": 0.9, "min_p": 0.05},
+])
+def test_sample_frequencies_chi_square(simd, rng, params):
+    """Draws with seeds 0..N-1 follow the reference's filtered distribution (chi-square, p ~ 1e-4)."""
+    V, N = 24, 40000
+    row = logits_like(rng, (V,), np.float32, 1.5)
+    draws = fastlm.sample(np.broadcast_to(row, (N, V)), seed=np.arange(N), **params)
+    want = ref.sample_distribution(row[None], **params)[0]
+    assert want[draws].min() > 0  # never a token of filtered probability 0
+    counts = np.bincount(draws, minlength=V)
+    live = want > 0
+    expected = want[live] * N
+    stat = np.sum((counts[live] - expected) ** 2 / expected)
+    df = max(int(live.sum()) - 1, 1)
+    assert stat < wilson_hilferty_bound(df), (stat, df)
+
+
+def test_sample_reproducible_across_threads_and_batches(rng):
+    x = logits_like(rng, (64, 5000), np.float32)
+    one = fastlm.sample(x, seed=7, top_p=0.9, num_threads=1)
+    for n in (2, 3, 8):
+        np.testing.assert_array_equal(fastlm.sample(x, seed=7, top_p=0.9, num_threads=n), one)
+    np.testing.assert_array_equal(fastlm.sample(x[:10], seed=7, top_p=0.9), one[:10])
+    other = x.copy()
+    other[10:] = logits_like(rng, (54, 5000), np.float32)
+    np.testing.assert_array_equal(fastlm.sample(other, seed=7, top_p=0.9)[:10], one[:10])
+    seeds = np.arange(64) * 1000003
+    np.testing.assert_array_equal(fastlm.sample(x, seed=seeds)[:5], fastlm.sample(x[:5], seed=seeds[:5]))
+    assert not np.array_equal(fastlm.sample(x, seed=8, top_p=0.9), one)
+
+
+def test_sample_greedy_rows_and_mixed_parameters(simd, rng):
+    x = logits_like(rng, (6, 300), np.float64)
+    T = np.array([0.0, 1.0, 0.5, 1.0, 2.0, 0.0])
+    K = np.array([0, 1, 0, 3, 50, 7])
+    P = np.array([1.0, 1.0, 0.0, 0.9, 0.5, 0.3])
+    ids = fastlm.sample(x, temperature=T, top_k=K, top_p=P, seed=3)
+    argmax = np.argmax(x, axis=-1)
+    assert ids[0] == argmax[0] and ids[1] == argmax[1] and ids[5] == argmax[5]
+    assert ids[2] == argmax[2]  # top_p = 0 keeps one token
+    dist = ref.sample_distribution(x, temperature=T, top_k=K, top_p=P)
+    assert (dist[np.arange(6), ids] > 0).all()
+    assert np.ndim(fastlm.sample(x[0], seed=1)) == 0
+
+
+def test_greedy(simd, rng):
+    x = np.round(logits_like(rng, (5, 7, 33), np.float32), 0)
+    np.testing.assert_array_equal(fastlm.greedy(x), np.argmax(x, axis=-1))
+    assert fastlm.greedy(np.array([1.0, 3.0, 3.0])) == 1
+
+
+def test_penalties_bias_mask_cfg(rng):
+    x = logits_like(rng, (3, 4, 50), np.float32)
+    hist = rng.integers(-1, 50, (3, 4, 12))
+    kw = {"repetition_penalty": 1.3, "presence_penalty": 0.5, "frequency_penalty": 0.25}
+    np.testing.assert_allclose(fastlm.apply_penalties(x, hist, **kw), ref.apply_penalties(x, hist, **kw), rtol=1e-6)
+    y = x.copy()
+    assert fastlm.apply_penalties(y, hist, repetition_penalty=2.0, out=y) is y
+    np.testing.assert_allclose(y, ref.apply_penalties(x, hist, repetition_penalty=2.0), rtol=1e-6)
+    bias = {3: 1.5, 7: -100.0, 49: 2.0}
+    np.testing.assert_allclose(fastlm.apply_logit_bias(x, bias), ref.apply_logit_bias(x, bias), rtol=1e-6)
+    pair = ([3, 3, 10], [1.0, 2.0, -1.0])
+    np.testing.assert_allclose(fastlm.apply_logit_bias(x, pair), ref.apply_logit_bias(x, pair), rtol=1e-6)
+    np.testing.assert_array_equal(fastlm.mask_tokens(x, allowed=[1, 5, 9], banned=[5]),
+                                  ref.mask_tokens(x, allowed=[1, 5, 9], banned=[5]).astype(np.float32))
+    np.testing.assert_array_equal(fastlm.mask_tokens(x, banned=[0]), ref.mask_tokens(x, banned=[0]).astype(np.float32))
+    u = logits_like(rng, (3, 4, 50), np.float32)
+    np.testing.assert_allclose(fastlm.cfg_mix(x, u, 1.5), ref.cfg_mix(x, u, 1.5), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match=r"token_history\[0, 0, 0\] = 50"):
+        fastlm.apply_penalties(x, np.full((3, 4, 2), 50))
+    with pytest.raises(ValueError, match="token_history has shape"):
+        fastlm.apply_penalties(x, np.zeros((3, 2), np.int64))
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        fastlm.apply_penalties(x, hist, repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="outside"):
+        fastlm.apply_logit_bias(x, {50: 1.0})
+    with pytest.raises(ValueError, match="outside"):
+        fastlm.mask_tokens(x, banned=[-1])
+    with pytest.raises(ValueError, match="shape"):
+        fastlm.cfg_mix(x, u[:2], 1.0)
+
+
+def toy_model(V, seed):
+    """A deterministic step function: logits from a hash of each sequence."""
+    def step(seqs):
+        out = np.empty((len(seqs), V))
+        for i, s in enumerate(seqs):
+            out[i] = np.random.default_rng(abs(hash(tuple(int(t) for t in s))) % 2**32 + seed).normal(0, 2, V)
+        return out
+    return step
+
+
+@pytest.mark.parametrize("case", [
+    {"length_penalty": 0.0, "early_stopping": False},
+    {"length_penalty": 1.0, "early_stopping": "never"},
+    {"length_penalty": 2.0, "early_stopping": "never"},
+    {"length_penalty": 1.0, "early_stopping": True, "num_beams": 1000},
+])
+def test_beam_search_equals_brute_force(simd, case):
+    V, L, eos = 4, 4, 3
+    step = toy_model(V, 11)
+    case = dict(case)
+    nb = case.pop("num_beams", V ** L)
+    got = fastlm.beam_search(step, [1, 2], num_beams=nb, max_new_tokens=L, eos_id=eos, **case)
+    want = ref.beam_search_bruteforce(step, [1, 2], max_new_tokens=L, eos_id=eos, length_penalty=case["length_penalty"])
+    n = min(len(want), nb) if case.get("early_stopping") is not True else len(got)
+    assert len(got) == n
+    for (gs, gscore), (ws, wscore) in zip(got, want[:n]):
+        assert gscore == pytest.approx(wscore, rel=1e-9)
+        np.testing.assert_array_equal(gs, ws)
+
+
+def test_beam_search_without_eos_and_small_beams(simd):
+    V = 6
+    step = toy_model(V, 5)
+    got = fastlm.beam_search(step, [0], num_beams=3, max_new_tokens=3, length_penalty=1.0)
+    want = ref.beam_search_bruteforce(step, [0], max_new_tokens=3, length_penalty=1.0)
+    assert len(got) == 3
+    assert got[0][1] == pytest.approx(want[0][1], rel=1e-9)  # 3 beams find the best path here
+    assert all(len(s) == 4 for s, _ in got)
+    scores = [s for _, s in got]
+    assert scores == sorted(scores, reverse=True)
+    with pytest.raises(ValueError, match="num_beams"):
+        fastlm.beam_search(step, [0], num_beams=0, max_new_tokens=3)
+    with pytest.raises(ValueError, match="step_fn returned shape"):
+        fastlm.beam_search(lambda s: np.zeros((1, 3, 2)), [0], num_beams=2, max_new_tokens=2)
+    with pytest.raises(ValueError, match="eos_id"):
+        fastlm.beam_search(step, [0], num_beams=2, max_new_tokens=2, eos_id=V)
+
+
+def hf_warpers_torch(torch, scores, kind, value, min_tokens_to_keep=1):
+    """Hugging Face's warpers (TopK / TopP / MinP / Typical), re-implemented in torch as they are written."""
+    F = torch.nn.functional
+    if kind == "top_k":
+        top_k = min(max(value, min_tokens_to_keep), scores.size(-1))
+        remove = scores < torch.topk(scores, top_k)[0][..., -1, None]
+        return scores.masked_fill(remove, -float("inf"))
+    if kind == "top_p":
+        sorted_logits, sorted_indices = torch.sort(scores, descending=False, stable=True)
+        cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+        sorted_remove = cumulative_probs <= (1 - value)
+        sorted_remove[..., -min_tokens_to_keep:] = 0
+        remove = sorted_remove.scatter(1, sorted_indices, sorted_remove)
+        return scores.masked_fill(remove, -float("inf"))
+    if kind == "min_p":
+        probs = torch.softmax(scores, dim=-1)
+        remove = probs < value * probs.amax(dim=-1, keepdim=True)
+        sorted_indices = torch.argsort(scores, descending=True, dim=-1, stable=True)
+        sorted_remove = torch.gather(remove, dim=-1, index=sorted_indices)
+        sorted_remove[..., :min_tokens_to_keep] = False
+        remove = sorted_remove.scatter(1, sorted_indices, sorted_remove)
+        return scores.masked_fill(remove, -float("inf"))
+    normalized = F.log_softmax(scores, dim=-1)
+    p = torch.exp(normalized)
+    ent = -(normalized * p).nansum(-1, keepdim=True)
+    shifted = torch.abs((-normalized) - ent)
+    sorted_scores, sorted_indices = torch.sort(shifted, descending=False, stable=True)
+    cumulative_probs = scores.gather(-1, sorted_indices).softmax(dim=-1).cumsum(dim=-1)
+    last_ind = (cumulative_probs < value).sum(dim=1).clamp_(max=sorted_scores.shape[-1] - 1)
+    sorted_remove = sorted_scores > sorted_scores.gather(1, last_ind.view(-1, 1))
+    sorted_remove[..., :min_tokens_to_keep] = 0
+    remove = sorted_remove.scatter(1, sorted_indices, sorted_remove)
+    return scores.masked_fill(remove, -float("inf"))
+
+
+def test_against_hugging_face_semantics_in_torch(rng):
+    torch = pytest.importorskip("torch")
+    V = 1000
+    for kind in ("top_k", "top_p", "min_p", "typical"):
+        for _ in range(4):
+            x = logits_like(rng, (1, V), np.float64)
+            value = 40 if kind == "top_k" else safe_param(kind, x[0], rng)
+            want = hf_warpers_torch(torch, torch.from_numpy(x), kind, value).numpy()
+            fast = {"top_k": fastlm.top_k_filter, "top_p": fastlm.top_p_filter, "min_p": fastlm.min_p_filter,
+                    "typical": fastlm.typical_filter}[kind]
+            np.testing.assert_array_equal(fast(x, value), want)
