@@ -25,6 +25,25 @@ static const fl_softmax_kernels *const softmax_tables[4] = {
 #endif
 };
 
+static const fl_select_kernels *const select_tables[4] = {
+    &fl_select_kernels_scalar,
+#ifdef FL_HAVE_AVX2
+    &fl_select_kernels_avx2,
+#else
+    NULL,
+#endif
+#ifdef FL_HAVE_AVX512
+    &fl_select_kernels_avx512,
+#else
+    NULL,
+#endif
+#ifdef FL_HAVE_NEON
+    &fl_select_kernels_neon,
+#else
+    NULL,
+#endif
+};
+
 static const char *const names[4] = {"scalar", "avx2", "avx512", "neon"};
 
 const char *fl_simd_name(int level) { return level >= 0 && level < 4 ? names[level] : "unknown"; }
@@ -70,6 +89,7 @@ int fl_simd_select(int level) {
 }
 
 const fl_softmax_kernels *fl_softmax_active(void) { return softmax_tables[fl_simd_active()]; }
+const fl_select_kernels *fl_select_active(void) { return select_tables[fl_simd_active()]; }
 
 int fl_openmp_enabled(void) {
 #ifdef _OPENMP

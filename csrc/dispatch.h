@@ -22,8 +22,42 @@ extern const fl_softmax_kernels fl_softmax_kernels_avx2;
 extern const fl_softmax_kernels fl_softmax_kernels_avx512;
 extern const fl_softmax_kernels fl_softmax_kernels_neon;
 
+/* Vector passes of decoding (select_simd.c). */
+#define FL_PIVOTS 4
+typedef struct {
+    float (*max_f32)(const float *x, int64_t n);
+    double (*max_f64)(const double *x, int64_t n);
+    float (*max_nan_f32)(const float *x, int64_t n, int *nan);
+    double (*max_nan_f64)(const double *x, int64_t n, int *nan);
+    int64_t (*argmax_f32)(const float *x, int64_t n);
+    int64_t (*argmax_f64)(const double *x, int64_t n);
+    float (*chunk_bound_f32)(const float *x, int64_t n, int64_t chunks);
+    double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
+    void (*masses_f32)(const float *v, int64_t n, const float *tau, double *mass);
+    void (*masses_f64)(const double *v, int64_t n, const double *tau, double *mass);
+    int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int64_t *idx);
+    int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int64_t *idx);
+    void (*apply_cut_f32)(const float *x, const float *v, float *y, int64_t n, float cv, int64_t ci, float fill);
+    void (*apply_cut_f64)(const double *x, const double *v, double *y, int64_t n, double cv, int64_t ci,
+                          double fill);
+} fl_select_kernels;
+
+extern const fl_select_kernels fl_select_kernels_scalar;
+extern const fl_select_kernels fl_select_kernels_avx2;
+extern const fl_select_kernels fl_select_kernels_avx512;
+extern const fl_select_kernels fl_select_kernels_neon;
+
 /* The kernels of the active level (chosen once at load, or by fl_simd_select). */
 const fl_softmax_kernels *fl_softmax_active(void);
+const fl_select_kernels *fl_select_active(void);
+
+/* A row layout is valid: non-negative sizes, rows that do not overlap. */
+static inline int fl_rows_ok(const fl_rows *r, int has_output) {
+    if (!r || r->rows < 0 || r->cols < 0) return 0;
+    if (r->rows > 1 && r->x_stride < r->cols) return 0;
+    if (has_output && r->rows > 1 && r->y_stride < r->cols) return 0;
+    return 1;
+}
 
 /* Rows run in parallel when threads are asked for and there is enough work to pay for them. */
 #define FL_PARALLEL_MIN_ELEMS 32768

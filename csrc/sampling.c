@@ -38,12 +38,6 @@ static inline double fl_uniform(uint64_t seed, int64_t row) {
 
 enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 
-static int rows_ok(const fl_rows *r, int has_output) {
-    if (!r || r->rows < 0 || r->cols < 0) return 0;
-    if (r->rows > 1 && r->x_stride < r->cols) return 0;
-    if (has_output && r->rows > 1 && r->y_stride < r->cols) return 0;
-    return 1;
-}
 
 #define FL_T float
 #define FL_U uint32_t
@@ -175,29 +169,17 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     return c;
 }
 
-/* The first max_count-best prefix by count: the top `count` tokens (count >= 1). */
-static FN(cut) FN(top_count)(const FL_T *v, const FL_T *w, int64_t n, int64_t count, FN(item) *items) {
-    return count >= n ? FN(cut_all)(n, NAN) : FN(select)(v, w, n, (double)count, 1, items);
-}
+#define SEL(name) fl_select_active()->KERNEL(name)
 
-/* Row check: 0, FL_ERR_NAN or FL_ERR_EMPTY from the row's log-sum-exp; *pinf: it holds +inf. */
-static int FN(check_row)(double lse, int *pinf) {
-    *pinf = lse == INFINITY;
-    if (lse != lse) return FL_ERR_NAN;
-    if (lse == -INFINITY) return FL_ERR_EMPTY;
-    return FL_OK;
-}
-
-/* All rows' log-sum-exp (x / T with inv_t), checked before anything is written. */
-static int FN(check_rows)(const FL_T *x, const fl_rows *r, double *lse, fl_decode *d) {
-    fl_rows r1 = *r;
-    fl_softmax_active()->KERNEL(logsumexp)(x, &r1, 1.0, lse);
+/* Every row checked before anything is written, by one read: NaN -> FL_ERR_NAN, no value above -inf
+ * -> FL_ERR_EMPTY. xmax[i]: the row's max (+inf: the row holds +inf). */
+static int FN(check_rows)(const FL_T *x, const fl_rows *r, double *xmax, fl_decode *d) {
     for (int64_t i = 0; i < r->rows; i++) {
-        int pinf;
-        int st = FN(check_row)(lse[i], &pinf);
-        if (st != FL_OK) {
+        int nan;
+        xmax[i] = (double)SEL(max_nan)(x + i * r->x_stride, r->cols, &nan);
+        if (nan || xmax[i] == -INFINITY) {
             d->bad_row = i;
-            return st;
+            return nan ? FL_ERR_NAN : FL_ERR_EMPTY;
         }
     }
     return FL_OK;
@@ -215,113 +197,162 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
     fl_softmax_active()->KERNEL(softmax)(x, p, &one, inv_t, 0);
 }
 
-/* Scratch per thread: values (n), weights (n), items (n). */
+/* Scratch per thread, n entries each. */
 typedef struct {
-    FL_T *v, *p;
+    FL_T *p, *v, *vals, *wts;
+    int64_t *idx;
     FN(item) *items;
 } FN(scratch);
 
 static int FN(scratch_alloc)(FN(scratch) *s, int nt, int64_t n) {
-    size_t each = (size_t)(n > 0 ? n : 1);
-    s->v = malloc(sizeof(FL_T) * each * (size_t)nt);
-    s->p = malloc(sizeof(FL_T) * each * (size_t)nt);
-    s->items = malloc(sizeof(FN(item)) * each * (size_t)nt);
-    if (!s->v || !s->p || !s->items) {
-        free(s->v);
-        free(s->p);
-        free(s->items);
-        return FL_ERR_NOMEM;
-    }
-    return FL_OK;
+    size_t each = (size_t)(n > 0 ? n : 1) * (size_t)nt;
+    s->p = malloc(sizeof(FL_T) * each);
+    s->v = malloc(sizeof(FL_T) * each);
+    s->vals = malloc(sizeof(FL_T) * each);
+    s->wts = malloc(sizeof(FL_T) * each);
+    s->idx = malloc(sizeof(int64_t) * each);
+    s->items = malloc(sizeof(FN(item)) * each);
+    if (s->p && s->v && s->vals && s->wts && s->idx && s->items) return FL_OK;
+    free(s->p), free(s->v), free(s->vals), free(s->wts), free(s->idx), free(s->items);
+    return FL_ERR_NOMEM;
 }
 static void FN(scratch_free)(FN(scratch) *s) {
-    free(s->v);
-    free(s->p);
-    free(s->items);
+    free(s->p), free(s->v), free(s->vals), free(s->wts), free(s->idx), free(s->items);
+}
+/* Thread t's part of the scratch. */
+static FN(scratch) FN(scratch_part)(const FN(scratch) *s, int t, int64_t n) {
+    size_t o = (size_t)t * (size_t)(n > 0 ? n : 1);
+    FN(scratch) p = {s->p + o, s->v + o, s->vals + o, s->wts + o, s->idx + o, s->items + o};
+    return p;
 }
 
-/* The kept prefix of one row for one filter; values the cut refers to in *vals (x, p or -score). */
-static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, int64_t min_keep, int pinf,
-                              double lse, FL_T *p, FL_T *v, FN(item) *items, const FL_T **vals) {
+/* FN(select) restricted to the candidates v >= tau (tau = -inf: the whole row), which must hold the
+ * whole prefix; the cut comes back in row indices. */
+static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double budget, int by_count,
+                                 const FN(scratch) *s) {
+    if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items);
+    const int64_t m = SEL(collect_ge)(v, n, tau, s->idx);
+    for (int64_t k = 0; k < m; k++) {
+        s->vals[k] = v[s->idx[k]];
+        s->wts[k] = w ? w[s->idx[k]] : 1;
+    }
+    FN(cut) c = m ? FN(select)(s->vals, s->wts, m, budget, by_count, s->items) : FN(cut_all)(0, 0);
+    if (c.i == INT64_MAX) return FN(select)(v, w, n, budget, by_count, s->items); /* rounding: the whole row */
+    c.i = s->idx[c.i];
+    return c;
+}
+
+/* The top `count` tokens (count < n), ties to the lower index: candidates from the chunk bound. */
+static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(scratch) *s) {
+    if (count >= n) return FN(cut_all)(n, NAN);
+    const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
+    return FN(select_among)(v, NULL, n, tau, (double)count, 1, s);
+}
+
+/* The smallest threshold among pmax e^-3q (q = 1..FL_PIVOTS) whose mass above reaches the budget, or
+ * 0: every token of the top-p prefix has p >= it. */
+static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
+    FL_T tau[FL_PIVOTS], pmax = SEL(max)(p, n);
+    double mass[FL_PIVOTS];
+    (void)s;
+    for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)((double)pmax * exp(-3.0 * (q + 1)));
+    SEL(masses)(p, n, tau, mass);
+    FL_T t = 0;
+    for (int q = FL_PIVOTS - 1; q >= 0; q--)
+        if (mass[q] >= budget * (1 + 1e-6) + 1e-12) t = tau[q];
+    return t;
+}
+
+/* The top-p prefix, ranked by logit (the order of the probabilities, without their rounding ties),
+ * weighted by p: the candidates are the tokens with p >= the pivot. */
+static FN(cut) FN(top_mass)(const FL_T *x, const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
+    const int64_t m = SEL(collect_ge)(p, n, FN(pivot)(p, n, budget, s), s->idx);
+    for (int64_t k = 0; k < m; k++) {
+        s->vals[k] = x[s->idx[k]];
+        s->wts[k] = p[s->idx[k]];
+    }
+    FN(cut) c = FN(select)(s->vals, s->wts, m, budget, 0, s->items);
+    if (c.i == INT64_MAX) return FN(select)(x, p, n, budget, 0, s->items); /* rounding: the whole row */
+    c.i = s->idx[c.i];
+    return c;
+}
+
+/* The smallest T value >= t (a threshold computed in float64). */
+static FL_T FN(ceil_t)(double t) {
+    FL_T v = (FL_T)t;
+    return (double)v < t ? (FL_T)nextafter(v, INFINITY) : v;
+}
+
+/* The kept prefix of one row for one filter; *vals: the values the cut refers to (x or scores). */
+static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, int64_t min_keep, double xmax,
+                              const FN(scratch) *s, const FL_T **vals) {
+    const int pinf = xmax == INFINITY;
     FN(cut) c;
-    switch (kind) {
-    case FL_TOPK: { /* on logits; ties with the k-th value kept (Hugging Face) */
+    *vals = x;
+    if (kind == FL_TOPK) { /* ties with the k-th value kept (Hugging Face) */
         int64_t k = (int64_t)param;
-        *vals = x;
         if (k <= 0) return FN(cut_all)(n, NAN);
-        c = FN(top_count)(x, NULL, n, k > min_keep ? k : min_keep, items);
+        c = FN(top_count)(x, n, k > min_keep ? k : min_keep, s);
         c.i = INT64_MAX;
         return c;
     }
-    case FL_TOPP:
-        FN(probs)(x, n, 1.0, pinf, p);
-        *vals = p;
+    if (kind == FL_MINP) { /* p_i >= min_p * p_max  <=>  x_i >= max + log(min_p) */
+        if (param <= 0) return FN(cut_all)(n, NAN);
+        FN(cut) t = {pinf ? (FL_T)INFINITY : FN(ceil_t)(xmax + log(param)), INT64_MAX, 0, NAN};
+        t.count = SEL(collect_ge)(x, n, t.v, s->idx);
+        return t.count < min_keep ? FN(top_count)(x, n, min_keep, s) : t;
+    }
+    FN(probs)(x, n, 1.0, pinf, s->p);
+    if (kind == FL_TOPP) {
         if (param >= 1) return FN(cut_all)(n, NAN);
-        c = param > 0 ? FN(select)(p, p, n, param, 0, items) : FN(top_count)(p, p, n, 1, items);
-        return c.count < min_keep ? FN(top_count)(p, p, n, min_keep, items) : c;
-    case FL_MINP: {
-        FN(probs)(x, n, 1.0, pinf, p);
-        *vals = p;
-        FL_T pmax = 0;
-        for (int64_t j = 0; j < n; j++) pmax = p[j] > pmax ? p[j] : pmax;
-        const FL_T thr = (FL_T)(param * (double)pmax);
-        int64_t count = 0;
-        for (int64_t j = 0; j < n; j++) count += p[j] >= thr;
-        if (count < min_keep) return FN(top_count)(p, p, n, min_keep, items);
-        FN(cut) t = {thr, INT64_MAX, count, NAN}; /* kept iff p >= thr */
-        return t;
+        c = param > 0 ? FN(top_mass)(x, s->p, n, param, s) : FN(cut_all)(0, 0);
+        return c.count < min_keep ? FN(top_count)(x, n, min_keep, s) : c;
     }
-    default: { /* typical: value = -|(-log p_i) - H|, ranked descending, weights p */
-        FN(probs)(x, n, 1.0, pinf, p);
-        double px = 0;
-        for (int64_t j = 0; j < n; j++)
-            if (p[j] > 0) px += (double)p[j] * (double)x[j];
-        const double H = pinf ? 0 : lse - px;
-        for (int64_t j = 0; j < n; j++)
-            v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY) : (FL_T)-fabs((lse - (double)x[j]) - H);
-        *vals = v;
-        c = FN(select)(v, p, n, param, 0, items);
-        c.i = INT64_MAX; /* ties with the last kept score stay */
-        return c.count < min_keep ? FN(top_count)(v, p, n, min_keep, items) : c;
-    }
-    }
+    /* typical: value = -|(-log p_i) - H|, ranked descending, weights p; lse = max - log(p_max) */
+    const FL_T *p = s->p;
+    const double lse = pinf ? 0 : xmax - log((double)SEL(max)(p, n));
+    double px = 0;
+    for (int64_t j = 0; j < n; j++)
+        if (p[j] > 0) px += (double)p[j] * (double)x[j];
+    const double H = pinf ? 0 : lse - px;
+    for (int64_t j = 0; j < n; j++)
+        s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY) : (FL_T)-fabs((lse - (double)x[j]) - H);
+    *vals = s->v;
+    c = FN(select)(s->v, p, n, param, 0, s->items);
+    c.i = INT64_MAX; /* ties with the last kept score stay */
+    return c.count < min_keep ? FN(top_count)(s->v, n, min_keep, s) : c;
 }
 
 static int FN(filter)(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const double *param, FL_T fill,
                       fl_decode *d) {
-    if (!rows_ok(r, 1) || !d || !param || d->min_keep < 1) return FL_ERR_ARG;
+    if (!fl_rows_ok(r, 1) || !d || !param || d->min_keep < 1) return FL_ERR_ARG;
     if (r->rows == 0) return FL_OK;
-    double *lse = malloc(sizeof(double) * (size_t)r->rows);
-    if (!lse) return FL_ERR_NOMEM;
-    int st = FN(check_rows)(x, r, lse, d);
+    double *xmax = malloc(sizeof(double) * (size_t)r->rows);
+    if (!xmax) return FL_ERR_NOMEM;
+    int st = FN(check_rows)(x, r, xmax, d);
     int nt = fl_threads_for(r);
     FN(scratch) s;
     if (st == FL_OK) st = FN(scratch_alloc)(&s, nt, r->cols);
     if (st != FL_OK) {
-        free(lse);
+        free(xmax);
         return st;
     }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #ifdef _OPENMP
-        int t = omp_get_thread_num();
+        const FN(scratch) mine = FN(scratch_part)(&s, omp_get_thread_num(), r->cols);
 #else
-        int t = 0;
+        const FN(scratch) mine = FN(scratch_part)(&s, 0, r->cols);
 #endif
-        FL_T *p = s.p + (size_t)t * (size_t)r->cols, *v = s.v + (size_t)t * (size_t)r->cols;
-        FN(item) *items = s.items + (size_t)t * (size_t)r->cols;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < r->rows; i++) {
-            const FL_T *xi = x + i * r->x_stride;
-            FL_T *yi = y + i * r->y_stride;
-            const FL_T *vals;
-            FN(cut) c = FN(filter_cut)(kind, xi, r->cols, param[i], d->min_keep, lse[i] == INFINITY, lse[i], p, v,
-                                       items, &vals);
-            for (int64_t j = 0; j < r->cols; j++) yi[j] = FN(kept)(vals[j], j, &c) ? xi[j] : fill;
+            const FL_T *xi = x + i * r->x_stride, *vals;
+            FN(cut) c = FN(filter_cut)(kind, xi, r->cols, param[i], d->min_keep, xmax[i], &mine, &vals);
+            SEL(apply_cut)(xi, vals, y + i * r->y_stride, r->cols, c.v, c.i, fill);
         }
     }
     FN(scratch_free)(&s);
-    free(lse);
+    free(xmax);
     return FL_OK;
 }
 
@@ -344,93 +375,108 @@ int API(typical_filter)(const FL_T *x, FL_T *y, const fl_rows *r, const double *
     return FN(filter)(FL_TYPICAL, x, y, r, mass, fill, d);
 }
 
-static int64_t FN(argmax)(const FL_T *x, int64_t n) {
-    int64_t best = 0;
-    for (int64_t j = 1; j < n; j++)
-        if (x[j] > x[best]) best = j;
-    return best;
-}
-
 int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
-    if (!rows_ok(r, 0) || !ids || !d) return FL_ERR_ARG;
+    if (!fl_rows_ok(r, 0) || !ids || !d) return FL_ERR_ARG;
     if (r->rows == 0) return FL_OK;
-    double *lse = malloc(sizeof(double) * (size_t)r->rows);
-    if (!lse) return FL_ERR_NOMEM;
-    int st = FN(check_rows)(x, r, lse, d);
-    free(lse);
+    double *xmax = malloc(sizeof(double) * (size_t)r->rows);
+    if (!xmax) return FL_ERR_NOMEM;
+    int st = FN(check_rows)(x, r, xmax, d);
+    free(xmax);
     if (st != FL_OK) return st;
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) ids[i] = FN(argmax)(x + i * r->x_stride, r->cols);
+    for (int64_t i = 0; i < r->rows; i++) ids[i] = SEL(argmax)(x + i * r->x_stride, r->cols);
     return FL_OK;
+}
+
+/* Draw from the candidates q[0..m) (rows idx[k], increasing; idx == NULL: k itself), which hold every
+ * token the filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top q. The token
+ * is the first, in index order, whose cumulative kept q exceeds u times the kept mass. */
+static int64_t FN(draw)(const int64_t *idx, const FL_T *q, int64_t m, double budget, double min_p, double u,
+                        FN(item) *items) {
+    FN(cut) cp = budget < 0 ? FN(cut_all)(m, NAN)
+                            : budget > 0 ? FN(select)(q, q, m, budget, 0, items) : FN(select)(q, NULL, m, 1, 1, items);
+    FL_T qmax = 0;
+    for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;
+    const FL_T thr = (FL_T)(min_p * (double)qmax);
+    double total = 0;
+    for (int64_t k = 0; k < m; k++)
+        if (q[k] >= thr && FN(kept)(q[k], k, &cp)) total += (double)q[k];
+    const double target = u * total;
+    double cum = 0;
+    int64_t last = -1;
+    for (int64_t k = 0; k < m; k++)
+        if (q[k] > 0 && q[k] >= thr && FN(kept)(q[k], k, &cp)) {
+            cum += (double)q[k];
+            last = k;
+            if (cum > target) break;
+        }
+    if (last < 0) last = 0; /* unreachable: the top candidate is always kept with q > 0 */
+    return idx ? idx[last] : last;
 }
 
 /* One row of the sampler. */
 static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, int64_t K, double P, double M,
-                              uint64_t seed, int pinf, FL_T *p, FN(item) *items) {
-    if (T == 0 || K == 1) return FN(argmax)(x, n);
-    FN(probs)(x, n, 1.0 / T, pinf, p);
-    /* candidates: top-k by logit (ties kept), else the whole row */
-    FN(cut) ck = K > 0 && K < n ? FN(top_count)(x, NULL, n, K, items) : FN(cut_all)(n, NAN);
-    ck.i = INT64_MAX;
-    double mass_k = 0;
-    FL_T pmax = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (FN(kept)(x[j], j, &ck)) {
-            mass_k += (double)p[j];
-            pmax = p[j] > pmax ? p[j] : pmax;
+                              uint64_t seed, double xmax_row, const FN(scratch) *s) {
+    if (T == 0 || K == 1) return SEL(argmax)(x, n);
+    const int pinf = xmax_row == INFINITY;
+    const double u = fl_uniform(seed, row), it = 1.0 / T;
+    if (K > 0 && K < n) { /* the top-k tokens by logit (ties kept) are the whole distribution */
+        FN(cut) ck = FN(top_count)(x, n, K, s);
+        const int64_t m = SEL(collect_ge)(x, n, ck.v, s->idx);
+        FL_T xmax = -INFINITY;
+        for (int64_t k = 0; k < m; k++) xmax = x[s->idx[k]] > xmax ? x[s->idx[k]] : xmax;
+        double mass = 0;
+        for (int64_t k = 0; k < m; k++) {
+            const FL_T xk = x[s->idx[k]];
+            s->vals[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
+            mass += (double)s->vals[k];
         }
-    /* top-p on the top-k distribution (renormalized), then min-p relative to the top probability */
-    FN(cut) cp = P >= 1 ? FN(cut_all)(n, NAN) : P > 0 ? FN(select)(p, p, n, P * mass_k, 0, items)
-                                                      : FN(top_count)(p, p, n, 1, items);
-    const FL_T thr = (FL_T)(M * (double)pmax);
-    double total = 0;
-    for (int64_t j = 0; j < n; j++)
-        if (p[j] >= thr && FN(kept)(x[j], j, &ck) && FN(kept)(p[j], j, &cp)) total += (double)p[j];
-    const double u = fl_uniform(seed, row) * total;
-    double cum = 0;
-    int64_t last = -1;
-    for (int64_t j = 0; j < n; j++)
-        if (p[j] > 0 && p[j] >= thr && FN(kept)(x[j], j, &ck) && FN(kept)(p[j], j, &cp)) {
-            cum += (double)p[j];
-            last = j;
-            if (cum > u) return j;
-        }
-    return last >= 0 ? last : FN(argmax)(x, n); /* rounding: the last token with mass */
+        return FN(draw)(s->idx, s->vals, m, P < 1 ? P * mass : -1, M, u, s->items);
+    }
+    FN(probs)(x, n, it, pinf, s->p);
+    if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s->items);
+    /* candidates: every token with p >= the pivot for top-p, or >= min_p * pmax for min-p alone */
+    FL_T tau = (FL_T)(M * (double)SEL(max)(s->p, n));
+    if (P < 1) {
+        const FL_T t = FN(pivot)(s->p, n, P, s);
+        tau = t > tau ? t : tau;
+    }
+    const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx);
+    for (int64_t k = 0; k < m; k++) s->vals[k] = s->p[s->idx[k]];
+    return FN(draw)(s->idx, s->vals, m, P < 1 ? P : -1, M, u, s->items);
 }
 
 int API(sample)(const FL_T *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d) {
-    if (!rows_ok(r, 0) || !sp || !ids || !d || !sp->temperature || !sp->top_k || !sp->top_p || !sp->min_p ||
+    if (!fl_rows_ok(r, 0) || !sp || !ids || !d || !sp->temperature || !sp->top_k || !sp->top_p || !sp->min_p ||
         !sp->seed)
         return FL_ERR_ARG;
     if (r->rows == 0) return FL_OK;
-    double *lse = malloc(sizeof(double) * (size_t)r->rows);
-    if (!lse) return FL_ERR_NOMEM;
-    int st = FN(check_rows)(x, r, lse, d);
+    double *xmax = malloc(sizeof(double) * (size_t)r->rows);
+    if (!xmax) return FL_ERR_NOMEM;
+    int st = FN(check_rows)(x, r, xmax, d);
     int nt = fl_threads_for(r);
     FN(scratch) s;
     if (st == FL_OK) st = FN(scratch_alloc)(&s, nt, r->cols);
     if (st != FL_OK) {
-        free(lse);
+        free(xmax);
         return st;
     }
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #ifdef _OPENMP
-        int t = omp_get_thread_num();
+        const FN(scratch) mine = FN(scratch_part)(&s, omp_get_thread_num(), r->cols);
 #else
-        int t = 0;
+        const FN(scratch) mine = FN(scratch_part)(&s, 0, r->cols);
 #endif
-        FL_T *p = s.p + (size_t)t * (size_t)r->cols;
-        FN(item) *items = s.items + (size_t)t * (size_t)r->cols;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < r->rows; i++)
             ids[i] = FN(sample_row)(x + i * r->x_stride, r->cols, i, sp->temperature[i], sp->top_k[i], sp->top_p[i],
-                                    sp->min_p[i], sp->seed[i], lse[i] == INFINITY, p, items);
+                                    sp->min_p[i], sp->seed[i], xmax[i], &mine);
     }
     FN(scratch_free)(&s);
-    free(lse);
+    free(xmax);
     return FL_OK;
 }
 
@@ -449,18 +495,21 @@ static int FN(cand_cmp)(const void *pa, const void *pb) {
 
 int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
                    int64_t *out_token, double *out_score, fl_decode *d) {
-    if (!rows_ok(r, 0) || !score || !d || k < 0 || k > r->rows * r->cols) return FL_ERR_ARG;
+    if (!fl_rows_ok(r, 0) || !score || !d || k < 0 || k > r->rows * r->cols) return FL_ERR_ARG;
     if (k == 0) return FL_OK;
     const int64_t per_row = k < r->cols ? k : r->cols;
     double *lse = malloc(sizeof(double) * (size_t)r->rows);
-    FN(item) *items = malloc(sizeof(FN(item)) * (size_t)r->cols);
     FN(cand) *cand = malloc(sizeof(FN(cand)) * (size_t)r->rows * (size_t)per_row);
-    int st = !lse || !items || !cand ? FL_ERR_NOMEM : FN(check_rows)(x, r, lse, d);
+    FN(scratch) s;
+    int st = !lse || !cand ? FL_ERR_NOMEM : FN(scratch_alloc)(&s, 1, r->cols);
+    const int have_scratch = st == FL_OK;
+    if (st == FL_OK) st = FN(check_rows)(x, r, lse, d);
+    if (st == FL_OK) fl_softmax_active()->KERNEL(logsumexp)(x, r, 1.0, lse);
     int64_t m = 0;
     for (int64_t b = 0; st == FL_OK && b < r->rows; b++) {
         /* the row's per_row best tokens (exactly: ties to the lower index), scored in float64 */
         const FL_T *xb = x + b * r->x_stride;
-        FN(cut) c = FN(top_count)(xb, NULL, r->cols, per_row, items);
+        FN(cut) c = FN(top_count)(xb, r->cols, per_row, &s);
         for (int64_t j = 0; j < r->cols; j++)
             if (FN(kept)(xb[j], j, &c)) {
                 FN(cand) e = {score[b] + ((double)xb[j] - lse[b]), b, j};
@@ -475,8 +524,8 @@ int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t
             out_score[q] = cand[q].s;
         }
     }
+    if (have_scratch) FN(scratch_free)(&s);
     free(lse);
-    free(items);
     free(cand);
     return st;
 }

@@ -4,22 +4,16 @@
 #include <stddef.h>
 #include "dispatch.h"
 
-static int rows_ok(const fl_rows *r, int has_output) {
-    if (!r || r->rows < 0 || r->cols < 0) return 0;
-    if (r->rows > 1 && r->x_stride < r->cols) return 0;
-    if (has_output && r->rows > 1 && r->y_stride < r->cols) return 0;
-    return 1;
-}
 static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
 
 /* The entry points of one dtype: check, then run the active level's row kernels. */
 #define FL_SOFTMAX_ENTRIES(SFX, T)                                                                     \
     int fl_logsumexp_##SFX(const T *x, const fl_rows *r, double inv_t, double *out) {                \
-        if (!rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
+        if (!fl_rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
         return fl_softmax_active()->logsumexp_##SFX(x, r, inv_t, out);                                \
     }                                                                                                 \
     int fl_softmax_##SFX(const T *x, T *y, const fl_rows *r, double inv_t, int log) {                \
-        if (!rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
+        if (!fl_rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
         return fl_softmax_active()->softmax_##SFX(x, y, r, inv_t, log);                               \
     }                                                                                                 \
     int fl_xent_##SFX(const T *logits, T *grad, const fl_rows *r, fl_xent *p) {                      \
@@ -34,7 +28,7 @@ static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
 /* Options, targets and the reduction's denominator, before anything is written.
  * Sets *class_weight_sum = sum_c w_c and *scale = the gradient's factor. */
 static int xent_prepare(const fl_rows *r, int has_grad, fl_xent *p, double *class_weight_sum, double *scale) {
-    if (!rows_ok(r, has_grad) || !p || !p->targets || !p->row_loss) return FL_ERR_ARG;
+    if (!fl_rows_ok(r, has_grad) || !p || !p->targets || !p->row_loss) return FL_ERR_ARG;
     if (!(p->label_smoothing >= 0 && p->label_smoothing <= 1) || !(p->z_loss >= 0 && isfinite(p->z_loss)) ||
         !(p->softcap >= 0 && isfinite(p->softcap)) || !inv_t_ok(p->inv_temperature))
         return FL_ERR_ARG;

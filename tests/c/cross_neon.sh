@@ -7,8 +7,12 @@ out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 cc=aarch64-linux-gnu-gcc
 flags=(-O2 -std=c11 -fno-math-errno -I"$root/csrc")
-$cc "${flags[@]}" -c "$root/csrc/softmax_simd.c" -o "$out/scalar.o"
-$cc "${flags[@]}" -DFL_SIMD_IS_NEON -c "$root/csrc/softmax_simd.c" -o "$out/neon.o"
-$cc "${flags[@]}" -DFL_HAVE_NEON "$root/csrc/dispatch.c" "$root/csrc/softmax.c" "$root/tests/c/check_levels.c" \
-    "$out/scalar.o" "$out/neon.o" -lm -o "$out/check_levels"
+objs=()
+for f in softmax_simd select_simd; do
+    $cc "${flags[@]}" -c "$root/csrc/$f.c" -o "$out/$f-scalar.o"
+    $cc "${flags[@]}" -DFL_SIMD_IS_NEON -c "$root/csrc/$f.c" -o "$out/$f-neon.o"
+    objs+=("$out/$f-scalar.o" "$out/$f-neon.o")
+done
+$cc "${flags[@]}" -DFL_HAVE_NEON "$root/csrc/dispatch.c" "$root/csrc/softmax.c" "$root/csrc/sampling.c" \
+    "$root/tests/c/check_levels.c" "${objs[@]}" -lm -o "$out/check_levels"
 qemu-aarch64 -L /usr/aarch64-linux-gnu "$out/check_levels"
