@@ -43,3 +43,30 @@ def test_bench(benchmark, shape, case, label):
         benchmark.pedantic(fns[label], rounds=1, iterations=1)
     else:
         benchmark(fns[label])
+
+
+DECODE_LABELS = ["fastlm", "torch", "softmax"]
+
+
+@pytest.mark.parametrize("label", DECODE_LABELS)
+@pytest.mark.parametrize("case", list(bench.make_decoding_cases()))
+@pytest.mark.parametrize("scale", bench.DECODE_SCALES, ids=lambda s: f"N(0,{s:g})")
+@pytest.mark.parametrize("shape", bench.DECODE_SHAPES[:1] if os.environ.get("FASTLM_BENCH_QUICK")
+                         else bench.DECODE_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_bench_decoding(benchmark, shape, scale, case, label):
+    x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32) * np.float32(scale)
+    benchmark.group = f"{case} {shape[0]}x{shape[1]} N(0,{scale:g})"
+    if label == "softmax":
+        out = np.empty_like(x)
+        import fastlm
+        benchmark(fastlm.softmax, x, out=out, num_threads=THREADS)
+        return
+    if label == "torch":
+        torch = pytest.importorskip("torch")
+        xt = torch.from_numpy(x)
+        if case.startswith("top_p"):
+            benchmark(bench._hf_top_p, torch, xt, 0.9)
+        else:
+            benchmark(bench._hf_sample, torch, xt, 0.8, 50, 0.9, torch.Generator().manual_seed(0))
+        return
+    benchmark(bench.make_decoding_cases()[case](x, THREADS)["fastlm"])

@@ -155,3 +155,81 @@ def format_table(results) -> str:
         lines.append(f"| {r['case']} | {r['shape'][0]}x{r['shape'][1]} | {f * 1e3:.1f} | {torch_ms} | {vs_torch} "
                      f"| {np_ms} | {vs_np} | {r['copyto'] * 1e3:.1f} | {f / r['copyto']:.2f} | {r['error']:.1e} |")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ decoding
+# Logits N(0, s^2): s = 5 gives a peaked distribution (a nucleus of tens of tokens, as language models
+# mostly produce), s = 3 a flat one (thousands of tokens in the top-p 0.9 nucleus).
+DECODE_SHAPES = [(1, 128256), (32, 128256)]
+DECODE_SCALES = [5.0, 3.0]
+
+
+def _hf_top_p(torch, xt, p):
+    """Hugging Face's TopPLogitsWarper in torch: sort, softmax, cumsum, scatter."""
+    sorted_logits, sorted_indices = torch.sort(xt, descending=False)
+    cumulative_probs = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove = cumulative_probs <= (1 - p)
+    remove[..., -1:] = 0
+    remove = remove.scatter(1, sorted_indices, remove)
+    return xt.masked_fill(remove, -float("inf"))
+
+
+def _hf_sample(torch, xt, temperature, top_k, top_p, generator):
+    """Hugging Face's warper chain (temperature, top-k, top-p) and torch.multinomial."""
+    z = xt / temperature
+    z = z.masked_fill(z < torch.topk(z, top_k)[0][..., -1, None], -float("inf"))
+    z = _hf_top_p(torch, z, top_p)
+    return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)
+
+
+def make_decoding_cases():
+    """name -> builder(x, threads) -> {label: callable}; 'softmax' is the reference cost (the same array)."""
+    def top_p(x, threads):
+        out = np.empty_like(x)
+        fns = {"fastlm": lambda: fastlm.top_p_filter(x, 0.9, out=out, num_threads=threads)}
+        return fns
+
+    def sample(x, threads):
+        fns = {"fastlm": lambda: fastlm.sample(x, temperature=0.8, top_k=50, top_p=0.9, seed=0,
+                                               num_threads=threads)}
+        return fns
+
+    return {"top_p_filter(p=0.9)": top_p, "sample(T=0.8, top_k=50, top_p=0.9)": sample}
+
+
+def run_decoding(shapes=None, threads: int = 1, repeat: int = 5, log=None):
+    torch = _torch()
+    if torch is not None:
+        torch.set_num_threads(threads)
+    results = []
+    for scale in DECODE_SCALES:
+        for shape in shapes or DECODE_SHAPES:
+            rng = np.random.default_rng(1)
+            x = (rng.standard_normal(shape, dtype=np.float32) * np.float32(scale))
+            out = np.empty_like(x)
+            soft = best_time(lambda: fastlm.softmax(x, out=out, num_threads=threads), repeat)
+            nucleus = int(np.isfinite(fastlm.top_p_filter(x[:1], 0.9)).sum())
+            for name, build in make_decoding_cases().items():
+                row = {"case": name, "shape": shape, "scale": scale, "softmax": soft, "nucleus": nucleus}
+                row["fastlm"] = best_time(build(x, threads)["fastlm"], repeat)
+                if torch is not None:
+                    xt = torch.from_numpy(x)
+                    gen = torch.Generator().manual_seed(0)
+                    alt = (lambda: _hf_top_p(torch, xt, 0.9)) if name.startswith("top_p") else (
+                        lambda: _hf_sample(torch, xt, 0.8, 50, 0.9, gen))
+                    row["torch"] = best_time(alt, max(1, repeat // 2))
+                results.append(row)
+                if log:
+                    log(row)
+    return results
+
+
+def format_decoding_table(results) -> str:
+    head = ("| case | logits | nucleus | fastlm ms | HF-style torch ms | vs torch | softmax ms | / softmax |")
+    lines = [head, "|" + "---|" * 8]
+    for r in results:
+        f = r["fastlm"]
+        t = f"{r['torch'] * 1e3:.2f} | {r['torch'] / f:.0f}x" if "torch" in r else "n/a | n/a"
+        lines.append(f"| {r['case']} | {r['shape'][0]}x{r['shape'][1]} N(0,{r['scale']:g}^2) | {r['nucleus']} "
+                     f"| {f * 1e3:.3f} | {t} | {r['softmax'] * 1e3:.3f} | {f / r['softmax']:.1f} |")
+    return "\n".join(lines)

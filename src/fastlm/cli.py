@@ -38,6 +38,12 @@ def cmd_bench(args) -> int:
     results = bench.run(shapes, threads=args.threads, repeat=args.repeat, include_numpy=not args.no_numpy,
                         log=lambda r: print(f"  measured {r['case']} {r['shape']}", file=sys.stderr, flush=True))
     print(bench.format_table(results))
+    print()
+    print("Decoding (softmax: fastlm.softmax of the same array, the cost of one normalization):")
+    dec = bench.run_decoding(bench.DECODE_SHAPES[:1] if args.quick else None, threads=args.threads,
+                             repeat=args.repeat,
+                             log=lambda r: print(f"  measured {r['case']} {r['shape']}", file=sys.stderr, flush=True))
+    print(bench.format_decoding_table(dec))
     return 0
 
 

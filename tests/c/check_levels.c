@@ -74,6 +74,34 @@ static void expect(int ok, const char *what, int level, int64_t V) {
             for (int64_t i = 0; i < N * V; i++) ok &= near(y1[i], y0[i], RTOL * 10, ATOL);             \
             expect(ok, opt ? #SFX " xent with every option" : #SFX " xent", level, V);                   \
         }                                                                                              \
+        /* decoding: logit-space decisions are exact on every level */                               \
+        x[2 * V] = 0.5f; /* no NaN here */                                                             \
+        {                                                                                              \
+            int64_t kk[5] = {1, 3, 0, 7, 2}, ids0[5], ids1[5];                                         \
+            double mp[5] = {0.5, 0.1, 0.9, 0.0, 1.0}, tt[5] = {1, 0.7, 0, 1.3, 1}, pp[5] = {1, 1, 1, 1, 1}; \
+            uint64_t sd[5] = {1, 2, 3, 4, 5};                                                          \
+            fl_sample_params sp = {tt, kk, pp, mp, sd};                                                \
+            fl_decode dd = {1, -1};                                                                    \
+            ok = 1;                                                                                    \
+            fl_simd_select(FL_SIMD_SCALAR);                                                            \
+            fl_top_k_filter_##SFX(x, y0, &r, kk, -1, &dd);                                             \
+            fl_simd_select(level);                                                                     \
+            fl_top_k_filter_##SFX(x, y1, &r, kk, -1, &dd);                                             \
+            ok &= !memcmp(y0, y1, sizeof(T) * N * V);                                                  \
+            fl_simd_select(FL_SIMD_SCALAR);                                                            \
+            fl_min_p_filter_##SFX(x, y0, &r, mp, -1, &dd);                                             \
+            fl_greedy_##SFX(x, &r, ids0, &dd);                                                         \
+            fl_simd_select(level);                                                                     \
+            fl_min_p_filter_##SFX(x, y1, &r, mp, -1, &dd);                                             \
+            fl_greedy_##SFX(x, &r, ids1, &dd);                                                         \
+            ok &= !memcmp(y0, y1, sizeof(T) * N * V) && !memcmp(ids0, ids1, sizeof ids0);              \
+            fl_simd_select(FL_SIMD_SCALAR);                                                            \
+            fl_sample_##SFX(x, &r, &sp, ids0, &dd);                                                    \
+            fl_simd_select(level);                                                                     \
+            fl_sample_##SFX(x, &r, &sp, ids1, &dd);                                                    \
+            ok &= !memcmp(ids0, ids1, sizeof ids0);                                                    \
+            expect(ok, #SFX " top-k, min-p, greedy, top-k sampling", level, V);                         \
+        }                                                                                              \
         free(x); free(y0); free(y1); free(w_t); free(l0); free(l1); free(w);                           \
     }
 
