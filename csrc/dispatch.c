@@ -1,6 +1,7 @@
 /* dispatch.c: CPU feature detection and the choice of kernel table, once at load.
  * FL_HAVE_AVX2 / FL_HAVE_AVX512 / FL_HAVE_NEON say which levels this build compiled (CMake). */
 #include <stddef.h>
+#include <stdlib.h>
 #include "dispatch.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -106,3 +107,44 @@ int fl_max_threads(void) {
     return 1;
 #endif
 }
+
+/* ---------------------------------------------------------------------------------- scratch memory */
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+typedef struct {
+    void *p;
+    size_t n;
+} fl_buf;
+static pthread_key_t scratch_key;
+static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
+static void scratch_destroy(void *b) {
+    free(((fl_buf *)b)->p);
+    free(b);
+}
+static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_destroy); }
+
+void *fl_scratch(size_t bytes) {
+    if (bytes > FL_SCRATCH_CACHE) return malloc(bytes);
+    pthread_once(&scratch_once, scratch_init);
+    fl_buf *b = pthread_getspecific(scratch_key);
+    if (!b) {
+        if (!(b = calloc(1, sizeof *b))) return NULL;
+        pthread_setspecific(scratch_key, b);
+    }
+    if (b->n < bytes) {
+        free(b->p);
+        b->p = malloc(bytes);
+        b->n = b->p ? bytes : 0;
+    }
+    return b->p;
+}
+void fl_scratch_release(void *p, size_t bytes) {
+    if (bytes > FL_SCRATCH_CACHE) free(p);
+}
+#else /* no thread-local cache: allocate per call */
+void *fl_scratch(size_t bytes) { return malloc(bytes); }
+void fl_scratch_release(void *p, size_t bytes) {
+    (void)bytes;
+    free(p);
+}
+#endif

@@ -51,6 +51,13 @@ extern const fl_select_kernels fl_select_kernels_neon;
 const fl_softmax_kernels *fl_softmax_active(void);
 const fl_select_kernels *fl_select_active(void);
 
+/* Per-thread scratch memory of at least `bytes`, kept for the calling thread between calls (up to
+ * FL_SCRATCH_CACHE bytes; larger requests are allocated anew and freed by fl_scratch_release). NULL
+ * when out of memory. Valid until the thread's next fl_scratch call. */
+#define FL_SCRATCH_CACHE ((size_t)64 << 20)
+void *fl_scratch(size_t bytes);
+void fl_scratch_release(void *p, size_t bytes);
+
 /* A row layout is valid: non-negative sizes, rows that do not overlap. */
 static inline int fl_rows_ok(const fl_rows *r, int has_output) {
     if (!r || r->rows < 0 || r->cols < 0) return 0;

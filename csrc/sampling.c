@@ -14,9 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include "dispatch.h"
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define FL_HBITS 11
 #define FL_HSIZE (1 << FL_HBITS)
@@ -171,6 +168,7 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
 
 #define SEL(name) fl_select_active()->KERNEL(name)
 
+
 /* Every row checked before anything is written, by one read: NaN -> FL_ERR_NAN, no value above -inf
  * -> FL_ERR_EMPTY. xmax[i]: the row's max (+inf: the row holds +inf). */
 static int FN(check_rows)(const FL_T *x, const fl_rows *r, double *xmax, fl_decode *d) {
@@ -197,33 +195,51 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
     fl_softmax_active()->KERNEL(softmax)(x, p, &one, inv_t, 0);
 }
 
-/* Scratch per thread, n entries each. */
+/* Scratch of one thread, n entries each, carved from fl_scratch. */
 typedef struct {
     FL_T *p, *v, *vals, *wts;
     int64_t *idx;
     FN(item) *items;
+    void *base;
+    size_t bytes;
 } FN(scratch);
 
-static int FN(scratch_alloc)(FN(scratch) *s, int nt, int64_t n) {
-    size_t each = (size_t)(n > 0 ? n : 1) * (size_t)nt;
-    s->p = malloc(sizeof(FL_T) * each);
-    s->v = malloc(sizeof(FL_T) * each);
-    s->vals = malloc(sizeof(FL_T) * each);
-    s->wts = malloc(sizeof(FL_T) * each);
-    s->idx = malloc(sizeof(int64_t) * each);
-    s->items = malloc(sizeof(FN(item)) * each);
-    if (s->p && s->v && s->vals && s->wts && s->idx && s->items) return FL_OK;
-    free(s->p), free(s->v), free(s->vals), free(s->wts), free(s->idx), free(s->items);
-    return FL_ERR_NOMEM;
+static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
+    const size_t each = (size_t)(n > 0 ? n : 1);
+    s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T));
+    char *b = s->base = fl_scratch(s->bytes);
+    if (!b) return 0;
+    s->items = (FN(item) *)b;
+    s->idx = (int64_t *)(b + each * sizeof(FN(item)));
+    s->p = (FL_T *)(b + each * (sizeof(FN(item)) + sizeof(int64_t)));
+    s->v = s->p + each;
+    s->vals = s->v + each;
+    s->wts = s->vals + each;
+    return 1;
 }
-static void FN(scratch_free)(FN(scratch) *s) {
-    free(s->p), free(s->v), free(s->vals), free(s->wts), free(s->idx), free(s->items);
-}
-/* Thread t's part of the scratch. */
-static FN(scratch) FN(scratch_part)(const FN(scratch) *s, int t, int64_t n) {
-    size_t o = (size_t)t * (size_t)(n > 0 ? n : 1);
-    FN(scratch) p = {s->p + o, s->v + o, s->vals + o, s->wts + o, s->idx + o, s->items + o};
-    return p;
+static void FN(scratch_put)(FN(scratch) *s) { fl_scratch_release(s->base, s->bytes); }
+
+/* Runs row(i, scratch, ctx) for every row, in parallel, each thread with its own scratch. Returns
+ * FL_ERR_NOMEM, with no row run, if any thread's scratch could not be had. */
+static int FN(for_rows)(const fl_rows *r, void (*row)(int64_t i, const FN(scratch) *s, void *ctx), void *ctx) {
+    int fail = 0, nt = fl_threads_for(r);
+    (void)nt;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        FN(scratch) mine;
+        const int ok = FN(scratch_get)(&mine, r->cols);
+        if (!ok) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp barrier
+        if (!fail) {
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < r->rows; i++) row(i, &mine, ctx);
+        }
+        if (ok) FN(scratch_put)(&mine);
+    }
+    return fail ? FL_ERR_NOMEM : FL_OK;
 }
 
 /* FN(select) restricted to the candidates v >= tau (tau = -inf: the whole row), which must hold the
@@ -323,6 +339,23 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     return c.count < min_keep ? FN(top_count)(s->v, n, min_keep, s) : c;
 }
 
+typedef struct {
+    int kind;
+    const FL_T *x;
+    FL_T *y;
+    const fl_rows *r;
+    const double *param, *xmax;
+    FL_T fill;
+    int64_t min_keep;
+} FN(filter_job);
+
+static void FN(filter_row)(int64_t i, const FN(scratch) *s, void *ctx) {
+    const FN(filter_job) *j = ctx;
+    const FL_T *xi = j->x + i * j->r->x_stride, *vals;
+    FN(cut) c = FN(filter_cut)(j->kind, xi, j->r->cols, j->param[i], j->min_keep, j->xmax[i], s, &vals);
+    SEL(apply_cut)(xi, vals, j->y + i * j->r->y_stride, j->r->cols, c.v, c.i, j->fill);
+}
+
 static int FN(filter)(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const double *param, FL_T fill,
                       fl_decode *d) {
     if (!fl_rows_ok(r, 1) || !d || !param || d->min_keep < 1) return FL_ERR_ARG;
@@ -330,30 +363,10 @@ static int FN(filter)(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const 
     double *xmax = malloc(sizeof(double) * (size_t)r->rows);
     if (!xmax) return FL_ERR_NOMEM;
     int st = FN(check_rows)(x, r, xmax, d);
-    int nt = fl_threads_for(r);
-    FN(scratch) s;
-    if (st == FL_OK) st = FN(scratch_alloc)(&s, nt, r->cols);
-    if (st != FL_OK) {
-        free(xmax);
-        return st;
-    }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
-        const FN(scratch) mine = FN(scratch_part)(&s, omp_get_thread_num(), r->cols);
-#else
-        const FN(scratch) mine = FN(scratch_part)(&s, 0, r->cols);
-#endif
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < r->rows; i++) {
-            const FL_T *xi = x + i * r->x_stride, *vals;
-            FN(cut) c = FN(filter_cut)(kind, xi, r->cols, param[i], d->min_keep, xmax[i], &mine, &vals);
-            SEL(apply_cut)(xi, vals, y + i * r->y_stride, r->cols, c.v, c.i, fill);
-        }
-    }
-    FN(scratch_free)(&s);
+    FN(filter_job) job = {kind, x, y, r, param, xmax, fill, d->min_keep};
+    if (st == FL_OK) st = FN(for_rows)(r, FN(filter_row), &job);
     free(xmax);
-    return FL_OK;
+    return st;
 }
 
 int API(top_k_filter)(const FL_T *x, FL_T *y, const fl_rows *r, const int64_t *k, FL_T fill, fl_decode *d) {
@@ -448,6 +461,21 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
     return FN(draw)(s->idx, s->vals, m, P < 1 ? P : -1, M, u, s->items);
 }
 
+typedef struct {
+    const FL_T *x;
+    const fl_rows *r;
+    const fl_sample_params *sp;
+    const double *xmax;
+    int64_t *ids;
+} FN(sample_job);
+
+static void FN(sample_one)(int64_t i, const FN(scratch) *s, void *ctx) {
+    const FN(sample_job) *j = ctx;
+    const fl_sample_params *sp = j->sp;
+    j->ids[i] = FN(sample_row)(j->x + i * j->r->x_stride, j->r->cols, i, sp->temperature[i], sp->top_k[i],
+                               sp->top_p[i], sp->min_p[i], sp->seed[i], j->xmax[i], s);
+}
+
 int API(sample)(const FL_T *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d) {
     if (!fl_rows_ok(r, 0) || !sp || !ids || !d || !sp->temperature || !sp->top_k || !sp->top_p || !sp->min_p ||
         !sp->seed)
@@ -456,28 +484,10 @@ int API(sample)(const FL_T *x, const fl_rows *r, const fl_sample_params *sp, int
     double *xmax = malloc(sizeof(double) * (size_t)r->rows);
     if (!xmax) return FL_ERR_NOMEM;
     int st = FN(check_rows)(x, r, xmax, d);
-    int nt = fl_threads_for(r);
-    FN(scratch) s;
-    if (st == FL_OK) st = FN(scratch_alloc)(&s, nt, r->cols);
-    if (st != FL_OK) {
-        free(xmax);
-        return st;
-    }
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#ifdef _OPENMP
-        const FN(scratch) mine = FN(scratch_part)(&s, omp_get_thread_num(), r->cols);
-#else
-        const FN(scratch) mine = FN(scratch_part)(&s, 0, r->cols);
-#endif
-#pragma omp for schedule(static)
-        for (int64_t i = 0; i < r->rows; i++)
-            ids[i] = FN(sample_row)(x + i * r->x_stride, r->cols, i, sp->temperature[i], sp->top_k[i], sp->top_p[i],
-                                    sp->min_p[i], sp->seed[i], xmax[i], &mine);
-    }
-    FN(scratch_free)(&s);
+    FN(sample_job) job = {x, r, sp, xmax, ids};
+    if (st == FL_OK) st = FN(for_rows)(r, FN(sample_one), &job);
     free(xmax);
-    return FL_OK;
+    return st;
 }
 
 typedef struct {
@@ -501,7 +511,7 @@ int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t
     double *lse = malloc(sizeof(double) * (size_t)r->rows);
     FN(cand) *cand = malloc(sizeof(FN(cand)) * (size_t)r->rows * (size_t)per_row);
     FN(scratch) s;
-    int st = !lse || !cand ? FL_ERR_NOMEM : FN(scratch_alloc)(&s, 1, r->cols);
+    int st = !lse || !cand || !FN(scratch_get)(&s, r->cols) ? FL_ERR_NOMEM : FL_OK;
     const int have_scratch = st == FL_OK;
     if (st == FL_OK) st = FN(check_rows)(x, r, lse, d);
     if (st == FL_OK) fl_softmax_active()->KERNEL(logsumexp)(x, r, 1.0, lse);
@@ -524,7 +534,7 @@ int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t
             out_score[q] = cand[q].s;
         }
     }
-    if (have_scratch) FN(scratch_free)(&s);
+    if (have_scratch) FN(scratch_put)(&s);
     free(lse);
     free(cand);
     return st;

@@ -355,3 +355,19 @@ def test_against_hugging_face_semantics_in_torch(rng):
             fast = {"top_k": fastlm.top_k_filter, "top_p": fastlm.top_p_filter, "min_p": fastlm.min_p_filter,
                     "typical": fastlm.typical_filter}[kind]
             np.testing.assert_array_equal(fast(x, value), want)
+
+
+@pytest.mark.parametrize("early_stopping", [True, False, "never"])
+@pytest.mark.parametrize("num_beams", [1, 2, 3, 5])
+def test_beam_search_matches_reference(simd, num_beams, early_stopping):
+    V = 7
+    step = toy_model(V, 23)
+    for lp in (1.0, 0.5):
+        kw = {"num_beams": num_beams, "max_new_tokens": 5, "eos_id": 2, "length_penalty": lp,
+              "early_stopping": early_stopping}
+        got = fastlm.beam_search(step, [4, 1], **kw)
+        want = ref.beam_search(step, [4, 1], **kw)
+        assert len(got) == len(want)
+        for (gs, gscore), (ws, wscore) in zip(got, want):
+            np.testing.assert_array_equal(gs, ws)
+            assert gscore == pytest.approx(wscore, rel=1e-9)

@@ -334,3 +334,53 @@ def beam_search_bruteforce(step_fn, prompt_ids, *, max_new_tokens, eos_id=None, 
             break
     done.sort(key=lambda d: -d[1])
     return [(np.array(s, dtype=np.int64), score) for s, score in done]
+
+
+def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, length_penalty=1.0,
+                early_stopping=False):
+    """Beam search written the plain way: every step sorts all (beam, token) continuations by running
+    score (ties to the lower beam, then token) and keeps the best 2 * num_beams. Same rules as
+    fastlm.beam_search (Hugging Face's, with the EOS counted in the generated length)."""
+    prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
+    beams, sums = [prompt], [0.0]
+    finished = []  # (score, order, seq)
+
+    def add(seq, score):
+        finished.append((score, len(finished), seq))
+        finished.sort(key=lambda f: (-f[0], f[1]))
+        del finished[num_beams:]
+
+    done = False
+    for t in range(1, max_new_tokens + 1):
+        logits = np.asarray(step_fn(np.array(beams, dtype=np.int64)), dtype=np.float64)
+        cands = []
+        for b, row in enumerate(logits):
+            lp = log_softmax(row)
+            cands += [(sums[b] + lp[v], b, v) for v in range(row.size)]
+        cands.sort(key=lambda c: (-c[0], c[1], c[2]))
+        cands = cands[:2 * num_beams]
+        nb, ns = [], []
+        for rank, (s, b, v) in enumerate(cands):
+            if s == -np.inf:
+                break
+            if eos_id is not None and v == eos_id:
+                if rank < num_beams:
+                    add(beams[b] + [v], s / t ** length_penalty)
+            else:
+                nb.append(beams[b] + [v])
+                ns.append(s)
+            if len(nb) == num_beams:
+                break
+        beams, sums = nb, ns
+        if len(finished) >= num_beams:
+            if early_stopping is True:
+                done = True
+            else:
+                length = max_new_tokens if early_stopping == "never" and length_penalty > 0 else t
+                done = finished[-1][0] >= cands[0][0] / length ** length_penalty
+        if done or not beams:
+            beams = []
+            break
+    for seq, s in zip(beams, sums):
+        add(seq, s / max_new_tokens ** length_penalty)
+    return [(np.array(seq, dtype=np.int64), float(score)) for score, _, seq in finished]
