@@ -35,8 +35,10 @@ typedef struct {
     double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
     void (*masses_f32)(const float *v, int64_t n, const float *tau, double *mass);
     void (*masses_f64)(const double *v, int64_t n, const double *tau, double *mass);
-    int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int64_t *idx);
-    int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int64_t *idx);
+    int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int32_t *idx, const float *xa, float *a,
+                              const float *xb, float *b);
+    int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int32_t *idx, const double *xa, double *a,
+                              const double *xb, double *b);
     void (*apply_cut_f32)(const float *x, const float *v, float *y, int64_t n, float cv, int64_t ci, float fill);
     void (*apply_cut_f64)(const double *x, const double *v, double *y, int64_t n, double cv, int64_t ci,
                           double fill);

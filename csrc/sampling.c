@@ -111,17 +111,23 @@ static int FN(scan)(const int64_t *hc, const double *hw, double budget, int by_c
 }
 
 /* The longest prefix whose every token has (count or weight, as by_count says) ranked before it
- * < budget; w == NULL: weight 1. budget > 0, n >= 1. items: scratch of n entries. */
-static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget, int by_count, FN(item) *items) {
+ * < budget; w == NULL: weight 1. budget > 0, n >= 1. items: scratch of n entries. With lo < hi (finite:
+ * the range of v) the first histogram is linear in the value over [lo, hi], which spreads clustered
+ * values over many buckets; else, and for every refinement, it is on the keys' bits. */
+static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget, int by_count, FN(item) *items,
+                          double lo, double hi) {
     int64_t hc[FL_HSIZE];
     double hw[FL_HSIZE];
     int64_t cum_c = 0;
     double cum_w = 0;
-    int shift = FL_UBITS - FL_HBITS;
+    const int linear = lo < hi && isfinite(lo) && isfinite(hi);
+    const double scale = linear ? (FL_HSIZE - 0.5) / (hi - lo) : 0;
+    int shift = linear ? FL_UBITS : FL_UBITS - FL_HBITS;
+#define FL_BUCKET0(val) (linear ? (int)(((double)(val) - lo) * scale) : (int)(FN(key)(val) >> (FL_UBITS - FL_HBITS)))
     memset(hc, 0, sizeof hc);
     memset(hw, 0, sizeof hw);
     for (int64_t i = 0; i < n; i++) {
-        size_t b = (size_t)(FN(key)(v[i]) >> shift);
+        int b = FL_BUCKET0(v[i]);
         hc[b]++;
         hw[b] += w ? (double)w[i] : 1.0;
     }
@@ -129,11 +135,12 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     if (bs < 0) return FN(cut_all)(n, cum_w);
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++)
-        if ((int)(FN(key)(v[i]) >> shift) == bs) {
+        if (FL_BUCKET0(v[i]) == bs) {
             items[m].v = v[i];
             items[m].w = w ? (double)w[i] : 1.0;
             items[m++].i = i;
         }
+#undef FL_BUCKET0
     while (m > FL_SORT_MAX && shift > 0) { /* refine on the next bits, keeping index order */
         shift = shift > FL_HBITS ? shift - FL_HBITS : 0;
         memset(hc, 0, sizeof hc);
@@ -164,6 +171,17 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
         c.weight += items[k].w;
     }
     return c;
+}
+
+/* min and max of v[0..n) */
+static void FN(range)(const FL_T *v, int64_t n, double *lo, double *hi) {
+    FL_T a = INFINITY, b = -INFINITY;
+    for (int64_t k = 0; k < n; k++) {
+        a = v[k] < a ? v[k] : a;
+        b = v[k] > b ? v[k] : b;
+    }
+    *lo = (double)a;
+    *hi = (double)b;
 }
 
 #define SEL(name) fl_select_active()->KERNEL(name)
@@ -198,19 +216,19 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
 /* Scratch of one thread, n entries each, carved from fl_scratch. */
 typedef struct {
     FL_T *p, *v, *vals, *wts;
-    int64_t *idx;
+    int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
     FN(item) *items;
     void *base;
     size_t bytes;
 } FN(scratch);
 
 static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
-    const size_t each = (size_t)(n > 0 ? n : 1);
+    const size_t each = (size_t)(n > 0 ? n : 1) + 16;
     s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T));
     char *b = s->base = fl_scratch(s->bytes);
     if (!b) return 0;
     s->items = (FN(item) *)b;
-    s->idx = (int64_t *)(b + each * sizeof(FN(item)));
+    s->idx = (int32_t *)(b + each * sizeof(FN(item)));
     s->p = (FL_T *)(b + each * (sizeof(FN(item)) + sizeof(int64_t)));
     s->v = s->p + each;
     s->vals = s->v + each;
@@ -246,14 +264,14 @@ static int FN(for_rows)(const fl_rows *r, void (*row)(int64_t i, const FN(scratc
  * whole prefix; the cut comes back in row indices. */
 static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double budget, int by_count,
                                  const FN(scratch) *s) {
-    if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items);
-    const int64_t m = SEL(collect_ge)(v, n, tau, s->idx);
-    for (int64_t k = 0; k < m; k++) {
-        s->vals[k] = v[s->idx[k]];
-        s->wts[k] = w ? w[s->idx[k]] : 1;
-    }
-    FN(cut) c = m ? FN(select)(s->vals, s->wts, m, budget, by_count, s->items) : FN(cut_all)(0, 0);
-    if (c.i == INT64_MAX) return FN(select)(v, w, n, budget, by_count, s->items); /* rounding: the whole row */
+    if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
+    const int64_t m = SEL(collect_ge)(v, n, tau, s->idx, v, s->vals, w, w ? s->wts : NULL);
+    double lo, hi;
+    FN(range)(s->vals, m, &lo, &hi);
+    FN(cut) c = m ? FN(select)(s->vals, w ? s->wts : NULL, m, budget, by_count, s->items, lo, hi)
+                  : FN(cut_all)(0, 0);
+    if (c.i == INT64_MAX) /* rounding: the whole row */
+        return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
     c.i = s->idx[c.i];
     return c;
 }
@@ -282,13 +300,11 @@ static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget, const FN(scratch)
 /* The top-p prefix, ranked by logit (the order of the probabilities, without their rounding ties),
  * weighted by p: the candidates are the tokens with p >= the pivot. */
 static FN(cut) FN(top_mass)(const FL_T *x, const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
-    const int64_t m = SEL(collect_ge)(p, n, FN(pivot)(p, n, budget, s), s->idx);
-    for (int64_t k = 0; k < m; k++) {
-        s->vals[k] = x[s->idx[k]];
-        s->wts[k] = p[s->idx[k]];
-    }
-    FN(cut) c = FN(select)(s->vals, s->wts, m, budget, 0, s->items);
-    if (c.i == INT64_MAX) return FN(select)(x, p, n, budget, 0, s->items); /* rounding: the whole row */
+    const int64_t m = SEL(collect_ge)(p, n, FN(pivot)(p, n, budget, s), s->idx, x, s->vals, p, s->wts);
+    double lo, hi;
+    FN(range)(s->vals, m, &lo, &hi);
+    FN(cut) c = FN(select)(s->vals, s->wts, m, budget, 0, s->items, lo, hi);
+    if (c.i == INT64_MAX) return FN(select)(x, p, n, budget, 0, s->items, NAN, NAN); /* rounding: the whole row */
     c.i = s->idx[c.i];
     return c;
 }
@@ -315,7 +331,7 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     if (kind == FL_MINP) { /* p_i >= min_p * p_max  <=>  x_i >= max + log(min_p) */
         if (param <= 0) return FN(cut_all)(n, NAN);
         FN(cut) t = {pinf ? (FL_T)INFINITY : FN(ceil_t)(xmax + log(param)), INT64_MAX, 0, NAN};
-        t.count = SEL(collect_ge)(x, n, t.v, s->idx);
+        t.count = SEL(collect_ge)(x, n, t.v, s->idx, NULL, NULL, NULL, NULL);
         return t.count < min_keep ? FN(top_count)(x, n, min_keep, s) : t;
     }
     FN(probs)(x, n, 1.0, pinf, s->p);
@@ -334,7 +350,7 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     for (int64_t j = 0; j < n; j++)
         s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY) : (FL_T)-fabs((lse - (double)x[j]) - H);
     *vals = s->v;
-    c = FN(select)(s->v, p, n, param, 0, s->items);
+    c = FN(select)(s->v, p, n, param, 0, s->items, NAN, NAN);
     c.i = INT64_MAX; /* ties with the last kept score stay */
     return c.count < min_keep ? FN(top_count)(s->v, n, min_keep, s) : c;
 }
@@ -358,7 +374,7 @@ static void FN(filter_row)(int64_t i, const FN(scratch) *s, void *ctx) {
 
 static int FN(filter)(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const double *param, FL_T fill,
                       fl_decode *d) {
-    if (!fl_rows_ok(r, 1) || !d || !param || d->min_keep < 1) return FL_ERR_ARG;
+    if (!fl_rows_ok(r, 1) || r->cols > INT32_MAX || !d || !param || d->min_keep < 1) return FL_ERR_ARG;
     if (r->rows == 0) return FL_OK;
     double *xmax = malloc(sizeof(double) * (size_t)r->rows);
     if (!xmax) return FL_ERR_NOMEM;
@@ -403,24 +419,28 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
     return FL_OK;
 }
 
-/* Draw from the candidates q[0..m) (rows idx[k], increasing; idx == NULL: k itself), which hold every
- * token the filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top q. The token
- * is the first, in index order, whose cumulative kept q exceeds u times the kept mass. */
-static int64_t FN(draw)(const int64_t *idx, const FL_T *q, int64_t m, double budget, double min_p, double u,
-                        FN(item) *items) {
-    FN(cut) cp = budget < 0 ? FN(cut_all)(m, NAN)
-                            : budget > 0 ? FN(select)(q, q, m, budget, 0, items) : FN(select)(q, NULL, m, 1, 1, items);
+/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with logits xs[k] (the
+ * ranking: descending, lower index first on ties) and probabilities q[k] (maybe unnormalized), which
+ * hold every token the filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top
+ * q. The token is the first, in index order, whose cumulative kept q exceeds u times the kept mass. */
+static int64_t FN(draw)(const int32_t *idx, const FL_T *xs, const FL_T *q, int64_t m, double budget, double min_p,
+                        double u, FN(item) *items) {
+    double lo, hi;
+    FN(range)(xs, m, &lo, &hi);
+    FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
+                 : budget > 0 ? FN(select)(xs, q, m, budget, 0, items, lo, hi)
+                              : FN(select)(xs, NULL, m, 1, 1, items, lo, hi);
     FL_T qmax = 0;
     for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;
     const FL_T thr = (FL_T)(min_p * (double)qmax);
     double total = 0;
     for (int64_t k = 0; k < m; k++)
-        if (q[k] >= thr && FN(kept)(q[k], k, &cp)) total += (double)q[k];
+        if (q[k] >= thr && FN(kept)(xs[k], k, &cp)) total += (double)q[k];
     const double target = u * total;
     double cum = 0;
     int64_t last = -1;
     for (int64_t k = 0; k < m; k++)
-        if (q[k] > 0 && q[k] >= thr && FN(kept)(q[k], k, &cp)) {
+        if (q[k] > 0 && q[k] >= thr && FN(kept)(xs[k], k, &cp)) {
             cum += (double)q[k];
             last = k;
             if (cum > target) break;
@@ -437,28 +457,27 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
     const double u = fl_uniform(seed, row), it = 1.0 / T;
     if (K > 0 && K < n) { /* the top-k tokens by logit (ties kept) are the whole distribution */
         FN(cut) ck = FN(top_count)(x, n, K, s);
-        const int64_t m = SEL(collect_ge)(x, n, ck.v, s->idx);
+        const int64_t m = SEL(collect_ge)(x, n, ck.v, s->idx, x, s->vals, NULL, NULL);
         FL_T xmax = -INFINITY;
-        for (int64_t k = 0; k < m; k++) xmax = x[s->idx[k]] > xmax ? x[s->idx[k]] : xmax;
+        for (int64_t k = 0; k < m; k++) xmax = s->vals[k] > xmax ? s->vals[k] : xmax;
         double mass = 0;
         for (int64_t k = 0; k < m; k++) {
-            const FL_T xk = x[s->idx[k]];
-            s->vals[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
-            mass += (double)s->vals[k];
+            const FL_T xk = s->vals[k];
+            s->wts[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
+            mass += (double)s->wts[k];
         }
-        return FN(draw)(s->idx, s->vals, m, P < 1 ? P * mass : -1, M, u, s->items);
+        return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P * mass : -1, M, u, s->items);
     }
     FN(probs)(x, n, it, pinf, s->p);
-    if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s->items);
+    if (P >= 1 && M <= 0) return FN(draw)(NULL, x, s->p, n, -1, 0, u, s->items);
     /* candidates: every token with p >= the pivot for top-p, or >= min_p * pmax for min-p alone */
     FL_T tau = (FL_T)(M * (double)SEL(max)(s->p, n));
     if (P < 1) {
         const FL_T t = FN(pivot)(s->p, n, P, s);
         tau = t > tau ? t : tau;
     }
-    const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx);
-    for (int64_t k = 0; k < m; k++) s->vals[k] = s->p[s->idx[k]];
-    return FN(draw)(s->idx, s->vals, m, P < 1 ? P : -1, M, u, s->items);
+    const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, x, s->vals, s->p, s->wts);
+    return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P : -1, M, u, s->items);
 }
 
 typedef struct {
@@ -477,7 +496,7 @@ static void FN(sample_one)(int64_t i, const FN(scratch) *s, void *ctx) {
 }
 
 int API(sample)(const FL_T *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d) {
-    if (!fl_rows_ok(r, 0) || !sp || !ids || !d || !sp->temperature || !sp->top_k || !sp->top_p || !sp->min_p ||
+    if (!fl_rows_ok(r, 0) || r->cols > INT32_MAX || !sp || !ids || !d || !sp->temperature || !sp->top_k || !sp->top_p || !sp->min_p ||
         !sp->seed)
         return FL_ERR_ARG;
     if (r->rows == 0) return FL_OK;
@@ -505,7 +524,7 @@ static int FN(cand_cmp)(const void *pa, const void *pb) {
 
 int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
                    int64_t *out_token, double *out_score, fl_decode *d) {
-    if (!fl_rows_ok(r, 0) || !score || !d || k < 0 || k > r->rows * r->cols) return FL_ERR_ARG;
+    if (!fl_rows_ok(r, 0) || r->cols > INT32_MAX || !score || !d || k < 0 || k > r->rows * r->cols) return FL_ERR_ARG;
     if (k == 0) return FL_OK;
     const int64_t per_row = k < r->cols ? k : r->cols;
     double *lse = malloc(sizeof(double) * (size_t)r->rows);

@@ -5,7 +5,8 @@
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
  *   masses              sum of v[j] over v[j] >= tau[q], for FL_PIVOTS thresholds at once (float64)
- *   collect_ge          the indices j with v[j] >= tau, in increasing order
+ *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
+ *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
  * No value is NaN here: rows are checked before.
  */
@@ -14,23 +15,154 @@
 #include "dispatch.h"
 #include "vmath.h"
 
+/* Compression: the lanes set in `bits` (lane i = bit i), in order, to the front of dst; a whole vector
+ * (16 entries at most) is written, so dst needs that slack. Each returns popcount(bits).
+ *   fl_compress_idx: the indices base + i; fl_compress_f32 / _f64: the lanes of a vector. */
+#if defined(FL_SIMD_IS_AVX512)
+/* compress in a register, then a full store: compressing straight to memory is slow on some CPUs */
+static inline int fl_compress_idx(int32_t *idx, unsigned bits, int32_t base) {
+    const __m512i j = _mm512_add_epi32(_mm512_set1_epi32(base),
+                                       _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+    _mm512_storeu_si512((void *)idx, _mm512_maskz_compress_epi32((__mmask16)bits, j));
+    return __builtin_popcount(bits);
+}
+static inline int fl_compress_f32(float *dst, unsigned bits, vf32 v) {
+    _mm512_storeu_ps(dst, _mm512_maskz_compress_ps((__mmask16)bits, v));
+    return __builtin_popcount(bits);
+}
+static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
+    _mm512_storeu_pd(dst, _mm512_maskz_compress_pd((__mmask8)bits, v));
+    return __builtin_popcount(bits);
+}
+#elif defined(FL_SIMD_IS_AVX2)
+/* byte k of fl_lanes[m]: the k-th set lane of the 8-bit mask m */
+static const uint64_t fl_lanes[256] = {
+    0x0000000000000000ULL, 0x0000000000000000ULL, 0x0000000000000001ULL, 0x0000000000000100ULL,
+    0x0000000000000002ULL, 0x0000000000000200ULL, 0x0000000000000201ULL, 0x0000000000020100ULL,
+    0x0000000000000003ULL, 0x0000000000000300ULL, 0x0000000000000301ULL, 0x0000000000030100ULL,
+    0x0000000000000302ULL, 0x0000000000030200ULL, 0x0000000000030201ULL, 0x0000000003020100ULL,
+    0x0000000000000004ULL, 0x0000000000000400ULL, 0x0000000000000401ULL, 0x0000000000040100ULL,
+    0x0000000000000402ULL, 0x0000000000040200ULL, 0x0000000000040201ULL, 0x0000000004020100ULL,
+    0x0000000000000403ULL, 0x0000000000040300ULL, 0x0000000000040301ULL, 0x0000000004030100ULL,
+    0x0000000000040302ULL, 0x0000000004030200ULL, 0x0000000004030201ULL, 0x0000000403020100ULL,
+    0x0000000000000005ULL, 0x0000000000000500ULL, 0x0000000000000501ULL, 0x0000000000050100ULL,
+    0x0000000000000502ULL, 0x0000000000050200ULL, 0x0000000000050201ULL, 0x0000000005020100ULL,
+    0x0000000000000503ULL, 0x0000000000050300ULL, 0x0000000000050301ULL, 0x0000000005030100ULL,
+    0x0000000000050302ULL, 0x0000000005030200ULL, 0x0000000005030201ULL, 0x0000000503020100ULL,
+    0x0000000000000504ULL, 0x0000000000050400ULL, 0x0000000000050401ULL, 0x0000000005040100ULL,
+    0x0000000000050402ULL, 0x0000000005040200ULL, 0x0000000005040201ULL, 0x0000000504020100ULL,
+    0x0000000000050403ULL, 0x0000000005040300ULL, 0x0000000005040301ULL, 0x0000000504030100ULL,
+    0x0000000005040302ULL, 0x0000000504030200ULL, 0x0000000504030201ULL, 0x0000050403020100ULL,
+    0x0000000000000006ULL, 0x0000000000000600ULL, 0x0000000000000601ULL, 0x0000000000060100ULL,
+    0x0000000000000602ULL, 0x0000000000060200ULL, 0x0000000000060201ULL, 0x0000000006020100ULL,
+    0x0000000000000603ULL, 0x0000000000060300ULL, 0x0000000000060301ULL, 0x0000000006030100ULL,
+    0x0000000000060302ULL, 0x0000000006030200ULL, 0x0000000006030201ULL, 0x0000000603020100ULL,
+    0x0000000000000604ULL, 0x0000000000060400ULL, 0x0000000000060401ULL, 0x0000000006040100ULL,
+    0x0000000000060402ULL, 0x0000000006040200ULL, 0x0000000006040201ULL, 0x0000000604020100ULL,
+    0x0000000000060403ULL, 0x0000000006040300ULL, 0x0000000006040301ULL, 0x0000000604030100ULL,
+    0x0000000006040302ULL, 0x0000000604030200ULL, 0x0000000604030201ULL, 0x0000060403020100ULL,
+    0x0000000000000605ULL, 0x0000000000060500ULL, 0x0000000000060501ULL, 0x0000000006050100ULL,
+    0x0000000000060502ULL, 0x0000000006050200ULL, 0x0000000006050201ULL, 0x0000000605020100ULL,
+    0x0000000000060503ULL, 0x0000000006050300ULL, 0x0000000006050301ULL, 0x0000000605030100ULL,
+    0x0000000006050302ULL, 0x0000000605030200ULL, 0x0000000605030201ULL, 0x0000060503020100ULL,
+    0x0000000000060504ULL, 0x0000000006050400ULL, 0x0000000006050401ULL, 0x0000000605040100ULL,
+    0x0000000006050402ULL, 0x0000000605040200ULL, 0x0000000605040201ULL, 0x0000060504020100ULL,
+    0x0000000006050403ULL, 0x0000000605040300ULL, 0x0000000605040301ULL, 0x0000060504030100ULL,
+    0x0000000605040302ULL, 0x0000060504030200ULL, 0x0000060504030201ULL, 0x0006050403020100ULL,
+    0x0000000000000007ULL, 0x0000000000000700ULL, 0x0000000000000701ULL, 0x0000000000070100ULL,
+    0x0000000000000702ULL, 0x0000000000070200ULL, 0x0000000000070201ULL, 0x0000000007020100ULL,
+    0x0000000000000703ULL, 0x0000000000070300ULL, 0x0000000000070301ULL, 0x0000000007030100ULL,
+    0x0000000000070302ULL, 0x0000000007030200ULL, 0x0000000007030201ULL, 0x0000000703020100ULL,
+    0x0000000000000704ULL, 0x0000000000070400ULL, 0x0000000000070401ULL, 0x0000000007040100ULL,
+    0x0000000000070402ULL, 0x0000000007040200ULL, 0x0000000007040201ULL, 0x0000000704020100ULL,
+    0x0000000000070403ULL, 0x0000000007040300ULL, 0x0000000007040301ULL, 0x0000000704030100ULL,
+    0x0000000007040302ULL, 0x0000000704030200ULL, 0x0000000704030201ULL, 0x0000070403020100ULL,
+    0x0000000000000705ULL, 0x0000000000070500ULL, 0x0000000000070501ULL, 0x0000000007050100ULL,
+    0x0000000000070502ULL, 0x0000000007050200ULL, 0x0000000007050201ULL, 0x0000000705020100ULL,
+    0x0000000000070503ULL, 0x0000000007050300ULL, 0x0000000007050301ULL, 0x0000000705030100ULL,
+    0x0000000007050302ULL, 0x0000000705030200ULL, 0x0000000705030201ULL, 0x0000070503020100ULL,
+    0x0000000000070504ULL, 0x0000000007050400ULL, 0x0000000007050401ULL, 0x0000000705040100ULL,
+    0x0000000007050402ULL, 0x0000000705040200ULL, 0x0000000705040201ULL, 0x0000070504020100ULL,
+    0x0000000007050403ULL, 0x0000000705040300ULL, 0x0000000705040301ULL, 0x0000070504030100ULL,
+    0x0000000705040302ULL, 0x0000070504030200ULL, 0x0000070504030201ULL, 0x0007050403020100ULL,
+    0x0000000000000706ULL, 0x0000000000070600ULL, 0x0000000000070601ULL, 0x0000000007060100ULL,
+    0x0000000000070602ULL, 0x0000000007060200ULL, 0x0000000007060201ULL, 0x0000000706020100ULL,
+    0x0000000000070603ULL, 0x0000000007060300ULL, 0x0000000007060301ULL, 0x0000000706030100ULL,
+    0x0000000007060302ULL, 0x0000000706030200ULL, 0x0000000706030201ULL, 0x0000070603020100ULL,
+    0x0000000000070604ULL, 0x0000000007060400ULL, 0x0000000007060401ULL, 0x0000000706040100ULL,
+    0x0000000007060402ULL, 0x0000000706040200ULL, 0x0000000706040201ULL, 0x0000070604020100ULL,
+    0x0000000007060403ULL, 0x0000000706040300ULL, 0x0000000706040301ULL, 0x0000070604030100ULL,
+    0x0000000706040302ULL, 0x0000070604030200ULL, 0x0000070604030201ULL, 0x0007060403020100ULL,
+    0x0000000000070605ULL, 0x0000000007060500ULL, 0x0000000007060501ULL, 0x0000000706050100ULL,
+    0x0000000007060502ULL, 0x0000000706050200ULL, 0x0000000706050201ULL, 0x0000070605020100ULL,
+    0x0000000007060503ULL, 0x0000000706050300ULL, 0x0000000706050301ULL, 0x0000070605030100ULL,
+    0x0000000706050302ULL, 0x0000070605030200ULL, 0x0000070605030201ULL, 0x0007060503020100ULL,
+    0x0000000007060504ULL, 0x0000000706050400ULL, 0x0000000706050401ULL, 0x0000070605040100ULL,
+    0x0000000706050402ULL, 0x0000070605040200ULL, 0x0000070605040201ULL, 0x0007060504020100ULL,
+    0x0000000706050403ULL, 0x0000070605040300ULL, 0x0000070605040301ULL, 0x0007060504030100ULL,
+    0x0000070605040302ULL, 0x0007060504030200ULL, 0x0007060504030201ULL, 0x0706050403020100ULL,
+};
+static inline __m256i fl_lanes8(unsigned bits) {
+    return _mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)fl_lanes[bits & 255]));
+}
+static inline int fl_compress_idx(int32_t *idx, unsigned bits, int32_t base) {
+    _mm256_storeu_si256((__m256i *)idx, _mm256_add_epi32(fl_lanes8(bits), _mm256_set1_epi32(base)));
+    return __builtin_popcount(bits);
+}
+static inline int fl_compress_f32(float *dst, unsigned bits, vf32 v) {
+    _mm256_storeu_ps(dst, _mm256_permutevar8x32_ps(v, fl_lanes8(bits)));
+    return __builtin_popcount(bits);
+}
+static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
+    /* double lane l is float lanes 2l, 2l + 1 */
+    __m256i l = _mm256_cvtepu32_epi64(_mm256_castsi256_si128(fl_lanes8(bits)));
+    l = _mm256_add_epi64(l, l);
+    l = _mm256_or_si256(l, _mm256_slli_epi64(_mm256_add_epi64(l, _mm256_set1_epi64x(1)), 32));
+    _mm256_storeu_pd(dst, _mm256_castps_pd(_mm256_permutevar8x32_ps(_mm256_castpd_ps(v), l)));
+    return __builtin_popcount(bits);
+}
+#else
+static inline int fl_compress_idx(int32_t *idx, unsigned bits, int32_t base) {
+    int c = 0;
+    for (; bits; bits &= bits - 1) idx[c++] = base + __builtin_ctz(bits);
+    return c;
+}
+static inline int fl_compress_f32(float *dst, unsigned bits, vf32 v) {
+    float b[vf32_W];
+    int c = 0;
+    vf32_store(b, v);
+    for (; bits; bits &= bits - 1) dst[c++] = b[__builtin_ctz(bits)];
+    return c;
+}
+static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
+    double b[vf64_W];
+    int c = 0;
+    vf64_store(b, v);
+    for (; bits; bits &= bits - 1) dst[c++] = b[__builtin_ctz(bits)];
+    return c;
+}
+#endif
+
 #define FL_T float
 #define FL_V vf32
 #define FL_W vf32_W
 #define VF(op) vf32_##op
 #define FN(name) name##_f32
+#define FL_SFX f32
 #include "select_simd.c"
 #undef FL_T
 #undef FL_V
 #undef FL_W
 #undef VF
 #undef FN
+#undef FL_SFX
 
 #define FL_T double
 #define FL_V vf64
 #define FL_W vf64_W
 #define VF(op) vf64_##op
 #define FN(name) name##_f64
+#define FL_SFX f64
 #include "select_simd.c"
 
 const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
@@ -111,15 +243,17 @@ static void FN(sel_masses)(const FL_T *v, int64_t n, const FL_T *tau, double *ma
     for (int q = 0; q < FL_PIVOTS; q++) mass[q] = vf64_hsum(vf64_add(acc[q][0], acc[q][1]));
 }
 
-static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int64_t *idx) {
+static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, const FL_T *xa, FL_T *a,
+                                  const FL_T *xb, FL_T *b) {
     const FL_V t = VF(set1)(tau);
     int64_t m = 0;
     for (int64_t j = 0; j < n; j += FL_W) {
-        unsigned bits = VF(ge_bits)(FN(sel_load)(v + j, n - j, -INFINITY), t);
-        while (bits) {
-            idx[m++] = j + __builtin_ctz(bits);
-            bits &= bits - 1;
-        }
+        const FL_V vv = FN(sel_load)(v + j, n - j, -INFINITY);
+        const unsigned bits = VF(ge_bits)(vv, t);
+        if (!bits) continue; /* candidates are usually sparse */
+        if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, FN(sel_load)(xa + j, n - j, 0));
+        if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits, xb == v ? vv : FN(sel_load)(xb + j, n - j, 0));
+        m += fl_compress_idx(idx + m, bits, (int32_t)j);
     }
     return m;
 }
