@@ -261,6 +261,13 @@ cdef int _check_decode(int status, fl_decode *d) except -1:
     return _check(status)
 
 
+cdef fl_decode _decode(long long min_keep):
+    cdef fl_decode d
+    d.min_keep = min_keep
+    d.bad_row = -1
+    return d
+
+
 cdef void *_vec(cnp.ndarray a, int64_t n, int typenum, str name) except NULL:
     if a.ndim != 1 or a.shape[0] != n or a.dtype.num != typenum or not a.flags.c_contiguous:
         raise ValueError(f"internal: {name} must be a contiguous 1-D array of {n} entries")
@@ -274,9 +281,7 @@ def filter_rows(str kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray param, doubl
                 int num_threads):
     """y = x where the filter keeps a token, else fill (row-wise; y may be x)."""
     cdef fl_rows r = _rows(x, y, num_threads)
-    cdef fl_decode d
-    d.min_keep = min_keep
-    d.bad_row = -1
+    cdef fl_decode d = _decode(min_keep)
     if kind not in FILTERS:
         raise ValueError(f"internal: filter {kind!r}")
     cdef int which = FILTERS.index(kind)
@@ -309,9 +314,7 @@ def filter_rows(str kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray param, doubl
 
 def greedy_rows(cnp.ndarray x, cnp.ndarray ids, int num_threads):
     cdef fl_rows r = _rows(x, None, num_threads)
-    cdef fl_decode d
-    d.min_keep = 1
-    d.bad_row = -1
+    cdef fl_decode d = _decode(1)
     cdef int64_t *ip = <int64_t *>_vec(ids, r.rows, cnp.NPY_INT64, "ids")
     cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
     cdef void *xp = cnp.PyArray_DATA(x)
@@ -327,9 +330,7 @@ def greedy_rows(cnp.ndarray x, cnp.ndarray ids, int num_threads):
 def sample_rows(cnp.ndarray x, cnp.ndarray temperature, cnp.ndarray top_k, cnp.ndarray top_p, cnp.ndarray min_p,
                 cnp.ndarray seed, cnp.ndarray ids, int num_threads):
     cdef fl_rows r = _rows(x, None, num_threads)
-    cdef fl_decode d
-    d.min_keep = 1
-    d.bad_row = -1
+    cdef fl_decode d = _decode(1)
     cdef fl_sample_params sp
     sp.temperature = <const double *>_vec(temperature, r.rows, cnp.NPY_FLOAT64, "temperature")
     sp.top_k = <const int64_t *>_vec(top_k, r.rows, cnp.NPY_INT64, "top_k")
@@ -351,9 +352,7 @@ def sample_rows(cnp.ndarray x, cnp.ndarray temperature, cnp.ndarray top_k, cnp.n
 def beam_step(cnp.ndarray x, cnp.ndarray score, long long k):
     """The k best (beam, token, score) of score[b] + log_softmax(x[b])[v], best first."""
     cdef fl_rows r = _rows(x, None, 1)
-    cdef fl_decode d
-    d.min_keep = 1
-    d.bad_row = -1
+    cdef fl_decode d = _decode(1)
     cdef const double *sp = <const double *>_vec(score, r.rows, cnp.NPY_FLOAT64, "score")
     if k < 0 or k > r.rows * r.cols:
         raise ValueError(f"internal: k = {k}")

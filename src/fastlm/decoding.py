@@ -30,6 +30,8 @@ def _logits(logits, name="logits"):
     a = float_array(logits, name)
     if a.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (..., V)")
+    if a.shape[-1] > 2**31 - 1:
+        raise ValueError(f"{name} has V = {a.shape[-1]} entries per row; decoding supports at most 2^31 - 1")
     return a
 
 
