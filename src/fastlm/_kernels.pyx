@@ -8,7 +8,7 @@ status code to an exception.
 """
 cimport numpy as cnp
 import numpy as np
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 
 cnp.import_array()
 
@@ -78,6 +78,12 @@ cdef extern from "fastlm.h" nogil:
     int fl_greedy_f64(const double *x, const fl_rows *r, int64_t *ids, fl_decode *d)
     int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
+    int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
+                          int64_t skip_last, uint64_t *keys)
+    int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts)
+    void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table)
+    void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, const int32_t *table,
+                         const uint64_t *queries, int64_t nq, int64_t *out)
     int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
                          int64_t *out_token, double *out_score, fl_decode *d)
     int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
@@ -372,3 +378,74 @@ def beam_step(cnp.ndarray x, cnp.ndarray score, long long k):
             st = fl_beam_step_f64(<const double *>xp, &r, sp, k, bp, tp, op, &d)
     _check_decode(st, &d)
     return beams, tokens, scores
+
+
+# ------------------------------------------------------------------------------------------------ n-grams
+
+cdef void *_data(cnp.ndarray a, int typenum, str name) except NULL:
+    if a.ndim != 1 or a.dtype.num != typenum or not a.flags.c_contiguous:
+        raise ValueError(f"internal: {name} must be a contiguous 1-D array of type {typenum}")
+    return cnp.PyArray_DATA(a) if a.shape[0] else <void *>1
+
+
+def ngram_keys(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits, long long skip_last):
+    """Packed keys of every k-gram inside each sequence tokens[starts[s]:starts[s+1]] (uint64)."""
+    cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
+    cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
+    cdef int64_t nseq = starts.shape[0] - 1
+    if nseq < 0 or k < 1 or bits < 1 or k * bits > 64:
+        raise ValueError("internal: ngram_keys arguments")
+    if nseq > 0 and (starts[0] != 0 or starts[nseq] != tokens.shape[0] or np.any(np.diff(starts) < 0)):
+        raise ValueError("internal: starts must run from 0 to len(tokens), non-decreasing")
+    cdef cnp.ndarray keys = np.empty(max(tokens.shape[0], 1), np.uint64)
+    cdef uint64_t *kp = <uint64_t *>cnp.PyArray_DATA(keys)
+    cdef int64_t m
+    with nogil:
+        m = fl_ngram_keys(tp, sp, nseq, k, bits, skip_last, kp)
+    return keys[:m]
+
+
+def ngram_count(cnp.ndarray keys, int bits):
+    """(distinct keys ascending, their counts); keys is sorted in place."""
+    cdef int64_t n = keys.shape[0]
+    cdef uint64_t *kp = <uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    cdef cnp.ndarray tmp = np.empty(max(n, 1), np.uint64)
+    cdef cnp.ndarray unique = np.empty(max(n, 1), np.uint64)
+    cdef cnp.ndarray counts = np.empty(max(n, 1), np.int64)
+    cdef int64_t m
+    with nogil:
+        m = fl_ngram_count(kp, n, bits, <uint64_t *>cnp.PyArray_DATA(tmp), <uint64_t *>cnp.PyArray_DATA(unique),
+                           <int64_t *>cnp.PyArray_DATA(counts))
+    if m < 0:
+        raise MemoryError("fastlm: n-gram counting")
+    return unique[:m].copy(), counts[:m].copy()
+
+
+def ngram_index(cnp.ndarray keys):
+    """(log2 capacity, int32 hash table) over distinct keys."""
+    cdef int64_t m = keys.shape[0]
+    if m >= 2**30:
+        raise ValueError("more than 2^30 distinct n-grams of one order")
+    cdef int log2cap = 4
+    while (1 << log2cap) < 2 * m:
+        log2cap += 1
+    cdef cnp.ndarray table = np.empty(1 << log2cap, np.int32)
+    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    with nogil:
+        fl_ngram_index(kp, m, log2cap, <int32_t *>cnp.PyArray_DATA(table))
+    return log2cap, table
+
+
+def ngram_lookup(cnp.ndarray keys, cnp.ndarray counts, int log2cap, cnp.ndarray table, cnp.ndarray queries):
+    """counts of the queried keys (0 where absent)."""
+    if counts.shape[0] != keys.shape[0] or table.shape[0] != (1 << log2cap):
+        raise ValueError("internal: ngram_lookup arguments")
+    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    cdef const int64_t *cp = <const int64_t *>_data(counts, cnp.NPY_INT64, "counts")
+    cdef const int32_t *tp = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
+    cdef const uint64_t *qp = <const uint64_t *>_data(queries, cnp.NPY_UINT64, "queries")
+    cdef int64_t nq = queries.shape[0]
+    cdef cnp.ndarray out = np.empty(max(nq, 1), np.int64)
+    with nogil:
+        fl_ngram_lookup(kp, cp, log2cap, tp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
+    return out[:nq]

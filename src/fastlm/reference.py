@@ -6,6 +6,8 @@ with the kernels. Results are float64 (reductions as Python floats); shapes foll
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
@@ -384,3 +386,92 @@ def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, 
     for seq, s in zip(beams, sums):
         add(seq, s / max_new_tokens ** length_penalty)
     return [(np.array(seq, dtype=np.int64), float(score)) for score, _, seq in finished]
+
+
+# -------------------------------------------------------------------------------------------- n-grams
+# Dictionaries of tuples, counted one window at a time.
+
+def count_ngrams(tokens, order):
+    """(ngrams (M, order), counts (M,)) of a 1-D id array, lexicographically sorted."""
+    t = [int(v) for v in np.asarray(tokens).reshape(-1)]
+    c = {}
+    for i in range(len(t) - order + 1):
+        g = tuple(t[i:i + order])
+        c[g] = c.get(g, 0) + 1
+    keys = sorted(c)
+    return np.array(keys, dtype=np.int64).reshape(len(keys), order), np.array([c[k] for k in keys], dtype=np.int64)
+
+
+class NgramLM:
+    """The add-alpha n-gram model as plainly as it can be written (see fastlm.ngram.NgramLM)."""
+
+    def __init__(self, order, *, alpha=1.0, vocab_size=None, bos_id=None, eos_id=None):
+        self.order, self.alpha, self.vocab_size_given = order, alpha, vocab_size
+        self.bos_id, self.eos_id = bos_id, eos_id
+        self.c = {}  # tuple -> count, every order
+        self.max_id = max([-1] + [v for v in (bos_id, eos_id) if v is not None])
+
+    @property
+    def vocab_size(self):
+        return self.vocab_size_given if self.vocab_size_given is not None else self.max_id + 1
+
+    def _padded(self, seq):
+        s = [int(v) for v in seq]
+        if s:
+            self.max_id = max(self.max_id, max(s))
+        pad = [self.bos_id] * (self.order - 1) if self.bos_id is not None else []
+        return pad + s + ([self.eos_id] if self.eos_id is not None else [])
+
+    def fit(self, sequences):
+        self.c = {}
+        return self.update(sequences)
+
+    def update(self, sequences):
+        for seq in sequences:
+            s = self._padded(seq)
+            for k in range(1, self.order + 1):
+                for i in range(len(s) - k + 1):
+                    g = tuple(s[i:i + k])
+                    if self.bos_id is not None and g[-1] == self.bos_id:
+                        continue
+                    self.c[g] = self.c.get(g, 0) + 1
+        return self
+
+    def count(self, ngram):
+        return self.c.get(tuple(int(v) for v in ngram), 0)
+
+    def counts(self, k):
+        keys = sorted(g for g in self.c if len(g) == k)
+        return np.array(keys, dtype=np.int64).reshape(len(keys), k), np.array([self.c[g] for g in keys], np.int64)
+
+    def _prob1(self, w, h):
+        h = tuple(int(v) for v in h)[max(0, len(h) - (self.order - 1)):]
+        chw = self.c.get(h + (int(w),), 0)
+        ch = sum(n for g, n in self.c.items() if len(g) == len(h) + 1 and g[:-1] == h)
+        return (chw + self.alpha) / (ch + self.alpha * self.vocab_size)
+
+    def prob(self, tokens, contexts):
+        return np.array([self._prob1(w, h) for w, h in zip(np.asarray(tokens).reshape(-1), np.asarray(contexts))])
+
+    def logprob(self, tokens, contexts):
+        return np.log(self.prob(tokens, contexts))
+
+    def next_token_distribution(self, context):
+        return np.array([self._prob1(w, context) for w in range(self.vocab_size)])
+
+    def _predictions(self, seq):
+        pad = self.order - 1 if self.bos_id is not None else 0
+        s = ([self.bos_id] * pad) + [int(v) for v in seq] + ([self.eos_id] if self.eos_id is not None else [])
+        for i in range(pad, len(s)):
+            yield s[i], s[max(0, i - (self.order - 1)):i]
+
+    def score(self, sequence):
+        return float(sum(math.log(self._prob1(w, h)) for w, h in self._predictions(sequence)))
+
+    def perplexity(self, sequences):
+        total, n = 0.0, 0
+        for seq in sequences:
+            for w, h in self._predictions(seq):
+                total += math.log(self._prob1(w, h))
+                n += 1
+        return math.exp(-total / n) if n else float("nan")
