@@ -8,6 +8,7 @@ window (radix sort) and run-length encodes them; lookups go through an open-addr
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import os
@@ -165,6 +166,7 @@ class NgramLM:
         self.max_id = max([-1] + [v for v in (self.bos_id, self.eos_id) if v is not None])
         self.bits = _bits_for(self.vocab_size_given) if self.vocab_size_given else None
         self.tables = {}  # k -> _Table
+        self.metadata = {}  # JSON-serializable extras saved with the model (the command line keeps its unit here)
 
     # ----------------------------------------------------------------------------------- counting
     @property
@@ -377,7 +379,8 @@ class NgramLM:
 
         Layout: 16-byte magic (b"FASTLM-NGRAM", 0, 0, 0, version); header <IIdqqqq: order, bits, alpha,
         vocab_size or -1, bos_id or -1, eos_id or -1, max_id; then per order k = 1..n: <q count M, M uint64
-        keys, M int64 counts; then the CRC-32 of everything after the magic (<I).
+        keys, M int64 counts; then <q length and that many bytes of UTF-8 JSON (self.metadata); then the
+        CRC-32 of everything after the magic (<I).
         """
         body = [struct.pack("<IIdqqqq", self.order, self.bits or 0, self.alpha,
                             -1 if self.vocab_size_given is None else self.vocab_size_given,
@@ -388,6 +391,8 @@ class NgramLM:
             keys = t.keys if t is not None else np.zeros(0, np.uint64)
             counts = t.counts if t is not None else np.zeros(0, np.int64)
             body += [struct.pack("<q", keys.size), keys.astype("<u8").tobytes(), counts.astype("<i8").tobytes()]
+        meta = json.dumps(self.metadata, sort_keys=True).encode("utf-8")
+        body += [struct.pack("<q", len(meta)), meta]
         payload = b"".join(body)
         with open(path, "wb") as f:
             f.write(_MAGIC + payload + struct.pack("<I", zlib.crc32(payload)))
@@ -427,9 +432,14 @@ class NgramLM:
                     raise ValueError("bad table")
                 if m:
                     lm.tables[k] = _Table(keys, counts, bits)
-            if pos != len(payload):
-                raise ValueError("trailing bytes")
-        except (struct.error, ValueError) as e:
+            (size,) = struct.unpack_from("<q", payload, pos)
+            if size < 0 or pos + 8 + size != len(payload):
+                raise ValueError("bad metadata size")
+            meta = json.loads(payload[pos + 8:].decode("utf-8"))
+            if not isinstance(meta, dict):
+                raise ValueError("metadata is not an object")
+            lm.metadata = meta
+        except (struct.error, ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: malformed n-gram model ({e})") from None
         return lm
 
