@@ -59,9 +59,10 @@ enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 
 #define FL_UBITS ((int)(8 * sizeof(FL_U)))
 
-/* Order-preserving key: a < b (as numbers, no NaN) iff key(a) < key(b); -0 sorts just below +0. */
+/* Order-preserving key: a < b (as numbers, no NaN) iff key(a) < key(b), and -0, +0 share a key. */
 static inline FL_U FN(key)(FL_T v) {
     FL_U u;
+    v += (FL_T)0; /* -0 + 0 = +0: the two zeros are one value */
     memcpy(&u, &v, sizeof u);
     return u >> (FL_UBITS - 1) ? ~u : u | ((FL_U)1 << (FL_UBITS - 1));
 }
@@ -111,19 +112,22 @@ static int FN(scan)(const int64_t *hc, const double *hw, double budget, int by_c
 }
 
 /* The longest prefix whose every token has (count or weight, as by_count says) ranked before it
- * < budget; w == NULL: weight 1. budget > 0, n >= 1. items: scratch of n entries. With lo < hi (finite:
- * the range of v) the first histogram is linear in the value over [lo, hi], which spreads clustered
- * values over many buckets; else, and for every refinement, it is on the keys' bits. */
+ * < budget; w == NULL: weight 1. budget > 0, n >= 1. items: scratch of n entries. With lo < hi (the
+ * range of v) the first histogram is linear in the key over [key(lo), key(hi)] (keys are about linear in
+ * log|v|, so clustered or exponentially spread values both fill many buckets); else, and for every
+ * refinement, it is on the keys' bits. Equal values always share a bucket. */
 static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget, int by_count, FN(item) *items,
                           double lo, double hi) {
     int64_t hc[FL_HSIZE];
     double hw[FL_HSIZE];
     int64_t cum_c = 0;
     double cum_w = 0;
-    const int linear = lo < hi && isfinite(lo) && isfinite(hi);
-    const double scale = linear ? (FL_HSIZE - 0.5) / (hi - lo) : 0;
+    const int linear = lo < hi;
+    const FL_U klo = linear ? FN(key)((FL_T)lo) : 0;
+    const double scale = linear ? (FL_HSIZE - 0.5) / (double)(FN(key)((FL_T)hi) - klo) : 0;
     int shift = linear ? FL_UBITS : FL_UBITS - FL_HBITS;
-#define FL_BUCKET0(val) (linear ? (int)(((double)(val) - lo) * scale) : (int)(FN(key)(val) >> (FL_UBITS - FL_HBITS)))
+#define FL_BUCKET0(val)                                                                                 \
+    (linear ? (int)((double)(FN(key)(val) - klo) * scale) : (int)(FN(key)(val) >> (FL_UBITS - FL_HBITS)))
     memset(hc, 0, sizeof hc);
     memset(hw, 0, sizeof hw);
     for (int64_t i = 0; i < n; i++) {
@@ -283,7 +287,7 @@ static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(s
     return FN(select_among)(v, NULL, n, tau, (double)count, 1, s);
 }
 
-/* The smallest threshold among pmax e^-3q (q = 1..FL_PIVOTS) whose mass above reaches the budget, or
+/* The largest threshold among pmax e^-3q (q = 1..FL_PIVOTS) whose mass above reaches the budget, or
  * 0: every token of the top-p prefix has p >= it. */
 static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
     FL_T tau[FL_PIVOTS], pmax = SEL(max)(p, n);
@@ -297,48 +301,45 @@ static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget, const FN(scratch)
     return t;
 }
 
-/* The top-p prefix, ranked by logit (the order of the probabilities, without their rounding ties),
- * weighted by p: the candidates are the tokens with p >= the pivot. */
-static FN(cut) FN(top_mass)(const FL_T *x, const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
-    const int64_t m = SEL(collect_ge)(p, n, FN(pivot)(p, n, budget, s), s->idx, x, s->vals, p, s->wts);
-    double lo, hi;
-    FN(range)(s->vals, m, &lo, &hi);
-    FN(cut) c = FN(select)(s->vals, s->wts, m, budget, 0, s->items, lo, hi);
-    if (c.i == INT64_MAX) return FN(select)(x, p, n, budget, 0, s->items, NAN, NAN); /* rounding: the whole row */
-    c.i = s->idx[c.i];
-    return c;
+/* The top-p prefix of probabilities p: the candidates are the tokens with p >= the pivot. */
+static FN(cut) FN(top_mass)(const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
+    return FN(select_among)(p, p, n, FN(pivot)(p, n, budget, s), budget, 0, s);
 }
 
-/* The smallest T value >= t (a threshold computed in float64). */
-static FL_T FN(ceil_t)(double t) {
-    FL_T v = (FL_T)t;
-    return (double)v < t ? (FL_T)nextafter(v, INFINITY) : v;
+
+/* The cut with every token tied to its value kept too, unless that is fewer than min_keep tokens: then
+ * the top min_keep (the union of the two prefixes, as Hugging Face's warpers keep). */
+static FN(cut) FN(ties_or_min_keep)(FN(cut) c, const FL_T *v, int64_t n, int64_t min_keep, const FN(scratch) *s) {
+    c.i = INT64_MAX;
+    if (min_keep <= 1 || c.count >= min_keep) return c;
+    c.count = SEL(collect_ge)(v, n, c.v, s->idx, NULL, NULL, NULL, NULL);
+    return c.count >= min_keep ? c : FN(top_count)(v, n, min_keep, s);
 }
 
-/* The kept prefix of one row for one filter; *vals: the values the cut refers to (x or scores). */
+/* The kept prefix of one row for one filter; *vals: the values the cut refers to (x, p or scores). */
 static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, int64_t min_keep, double xmax,
                               const FN(scratch) *s, const FL_T **vals) {
     const int pinf = xmax == INFINITY;
     FN(cut) c;
     *vals = x;
-    if (kind == FL_TOPK) { /* ties with the k-th value kept (Hugging Face) */
+    if (kind == FL_TOPK) { /* on logits; ties with the k-th value kept (Hugging Face) */
         int64_t k = (int64_t)param;
         if (k <= 0) return FN(cut_all)(n, NAN);
         c = FN(top_count)(x, n, k > min_keep ? k : min_keep, s);
         c.i = INT64_MAX;
         return c;
     }
-    if (kind == FL_MINP) { /* p_i >= min_p * p_max  <=>  x_i >= max + log(min_p) */
-        if (param <= 0) return FN(cut_all)(n, NAN);
-        FN(cut) t = {pinf ? (FL_T)INFINITY : FN(ceil_t)(xmax + log(param)), INT64_MAX, 0, NAN};
-        t.count = SEL(collect_ge)(x, n, t.v, s->idx, NULL, NULL, NULL, NULL);
-        return t.count < min_keep ? FN(top_count)(x, n, min_keep, s) : t;
-    }
     FN(probs)(x, n, 1.0, pinf, s->p);
-    if (kind == FL_TOPP) {
+    *vals = s->p;
+    if (kind == FL_TOPP) { /* ranked by probability, the lower index first on ties */
         if (param >= 1) return FN(cut_all)(n, NAN);
-        c = param > 0 ? FN(top_mass)(x, s->p, n, param, s) : FN(cut_all)(0, 0);
-        return c.count < min_keep ? FN(top_count)(x, n, min_keep, s) : c;
+        c = param > 0 ? FN(top_mass)(s->p, n, param, s) : FN(cut_all)(0, 0);
+        return c.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : c;
+    }
+    if (kind == FL_MINP) { /* p >= min_p * p_max, ties kept */
+        FN(cut) t = {(FL_T)(param * (double)SEL(max)(s->p, n)), INT64_MAX, 0, NAN};
+        t.count = SEL(collect_ge)(s->p, n, t.v, s->idx, NULL, NULL, NULL, NULL);
+        return t.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : t;
     }
     /* typical: value = -|(-log p_i) - H|, ranked descending, weights p; lse = max - log(p_max) */
     const FL_T *p = s->p;
@@ -350,9 +351,7 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     for (int64_t j = 0; j < n; j++)
         s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY) : (FL_T)-fabs((lse - (double)x[j]) - H);
     *vals = s->v;
-    c = FN(select)(s->v, p, n, param, 0, s->items, NAN, NAN);
-    c.i = INT64_MAX; /* ties with the last kept score stay */
-    return c.count < min_keep ? FN(top_count)(s->v, n, min_keep, s) : c;
+    return FN(ties_or_min_keep)(FN(select)(s->v, p, n, param, 0, s->items, NAN, NAN), s->v, n, min_keep, s);
 }
 
 typedef struct {
@@ -419,28 +418,28 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
     return FL_OK;
 }
 
-/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with logits xs[k] (the
- * ranking: descending, lower index first on ties) and probabilities q[k] (maybe unnormalized), which
- * hold every token the filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top
- * q. The token is the first, in index order, whose cumulative kept q exceeds u times the kept mass. */
-static int64_t FN(draw)(const int32_t *idx, const FL_T *xs, const FL_T *q, int64_t m, double budget, double min_p,
-                        double u, FN(item) *items) {
+/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with probabilities q[k]
+ * (maybe unnormalized; ranked descending, the lower index first on ties), which hold every token the
+ * filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top q. The token is the
+ * first, in index order, whose cumulative kept q exceeds u times the kept mass. m >= 1. */
+static int64_t FN(draw)(const int32_t *idx, const FL_T *q, int64_t m, double budget, double min_p, double u,
+                        FN(item) *items) {
     double lo, hi;
-    FN(range)(xs, m, &lo, &hi);
+    FN(range)(q, m, &lo, &hi);
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
-                 : budget > 0 ? FN(select)(xs, q, m, budget, 0, items, lo, hi)
-                              : FN(select)(xs, NULL, m, 1, 1, items, lo, hi);
+                 : budget > 0 ? FN(select)(q, q, m, budget, 0, items, lo, hi)
+                              : FN(select)(q, NULL, m, 1, 1, items, lo, hi);
     FL_T qmax = 0;
     for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;
     const FL_T thr = (FL_T)(min_p * (double)qmax);
     double total = 0;
     for (int64_t k = 0; k < m; k++)
-        if (q[k] >= thr && FN(kept)(xs[k], k, &cp)) total += (double)q[k];
+        if (q[k] >= thr && FN(kept)(q[k], k, &cp)) total += (double)q[k];
     const double target = u * total;
     double cum = 0;
     int64_t last = -1;
     for (int64_t k = 0; k < m; k++)
-        if (q[k] > 0 && q[k] >= thr && FN(kept)(xs[k], k, &cp)) {
+        if (q[k] > 0 && q[k] >= thr && FN(kept)(q[k], k, &cp)) {
             cum += (double)q[k];
             last = k;
             if (cum > target) break;
@@ -466,18 +465,18 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
             s->wts[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
             mass += (double)s->wts[k];
         }
-        return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P * mass : -1, M, u, s->items);
+        return FN(draw)(s->idx, s->wts, m, P < 1 ? P * mass : -1, M, u, s->items);
     }
     FN(probs)(x, n, it, pinf, s->p);
-    if (P >= 1 && M <= 0) return FN(draw)(NULL, x, s->p, n, -1, 0, u, s->items);
+    if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s->items);
     /* candidates: every token with p >= the pivot for top-p, or >= min_p * pmax for min-p alone */
     FL_T tau = (FL_T)(M * (double)SEL(max)(s->p, n));
     if (P < 1) {
         const FL_T t = FN(pivot)(s->p, n, P, s);
         tau = t > tau ? t : tau;
     }
-    const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, x, s->vals, s->p, s->wts);
-    return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P : -1, M, u, s->items);
+    const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
+    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P : -1, M, u, s->items) : SEL(argmax)(x, n);
 }
 
 typedef struct {
@@ -539,10 +538,11 @@ int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t
         /* the row's per_row best tokens (exactly: ties to the lower index), scored in float64 */
         const FL_T *xb = x + b * r->x_stride;
         FN(cut) c = FN(top_count)(xb, r->cols, per_row, &s);
-        for (int64_t j = 0; j < r->cols; j++)
+        for (int64_t j = 0, taken = 0; j < r->cols && taken < per_row; j++)
             if (FN(kept)(xb[j], j, &c)) {
                 FN(cand) e = {score[b] + ((double)xb[j] - lse[b]), b, j};
                 cand[m++] = e;
+                taken++;
             }
     }
     if (st == FL_OK) {

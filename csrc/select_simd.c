@@ -248,7 +248,7 @@ static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *i
     const FL_V t = VF(set1)(tau);
     int64_t m = 0;
     for (int64_t j = 0; j < n; j += FL_W) {
-        const FL_V vv = FN(sel_load)(v + j, n - j, -INFINITY);
+        const FL_V vv = FN(sel_load)(v + j, n - j, NAN); /* NaN padding is never >= tau */
         const unsigned bits = VF(ge_bits)(vv, t);
         if (!bits) continue; /* candidates are usually sparse */
         if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, FN(sel_load)(xa + j, n - j, 0));

@@ -371,3 +371,35 @@ def test_beam_search_matches_reference(simd, num_beams, early_stopping):
         for (gs, gscore), (ws, wscore) in zip(got, want):
             np.testing.assert_array_equal(gs, ws)
             assert gscore == pytest.approx(wscore, rel=1e-9)
+
+
+def test_review_regressions(simd):
+    """Signed zeros are one value; padded lanes are never candidates; typical keeps ties with
+    min_tokens_to_keep; tiny temperatures are refused; probability ties go to the lower index."""
+    z = np.float32([-0.0, 1.0, 0.0])
+    np.testing.assert_array_equal(fastlm.top_p_filter(z, 0.0, min_tokens_to_keep=2),
+                                  ref.top_p_filter(z, 0.0, min_tokens_to_keep=2).astype(np.float32))
+    np.testing.assert_array_equal(fastlm.min_p_filter(z, 0.9, min_tokens_to_keep=2),
+                                  ref.min_p_filter(z, 0.9, min_tokens_to_keep=2).astype(np.float32))
+    alt = np.tile(np.float32([-0.0, 0.0]), 100)  # p = 1/200 each: 0.0099 keeps exactly 2
+    np.testing.assert_array_equal(fastlm.top_p_filter(alt, 0.0099), ref.top_p_filter(alt, 0.0099).astype(np.float32))
+    assert set(fastlm.sample(np.tile(alt, (50, 1)), top_p=0.0099, seed=np.arange(50)).tolist()) == {0, 1}
+    for _ in range(3):
+        got = fastlm.beam_search(lambda s: np.tile(z, (len(s), 1)), [0], num_beams=1, max_new_tokens=3)
+        assert got[0][0].tolist() == [0, 1, 1, 1]
+    masked = np.full(50257, -np.inf, np.float32)
+    masked[[5, 9, 77, 300, 50000]] = [1.0, 2.0, 0.5, 3.0, 1.5]
+    draws = fastlm.sample(np.tile(masked, (64, 1)), top_k=50, seed=np.arange(64))
+    assert set(draws.tolist()) <= {5, 9, 77, 300, 50000}
+    assert fastlm.sample(np.array([1.0, -np.inf, -np.inf]), top_k=2, seed=3) == 0
+    t = np.array([0.0, 0.0, 0.0, -3.0, -3.0])
+    np.testing.assert_array_equal(fastlm.typical_filter(t, 0.1, min_tokens_to_keep=2),
+                                  ref.typical_filter(t, 0.1, min_tokens_to_keep=2))
+    with pytest.raises(ValueError, match="temperature"):
+        fastlm.sample(np.float32([-0.5, 1, 1, -2]), temperature=1e-39)
+    for row in ([1.0, np.inf, 2.0], [0.0, -2000.0, -1000.0]):
+        for f in (fastlm.top_p_filter, fastlm.min_p_filter):
+            np.testing.assert_array_equal(f(np.array(row), 0.5, min_tokens_to_keep=2),
+                                          getattr(ref, f.__name__)(np.array(row), 0.5, min_tokens_to_keep=2))
+    with pytest.raises(ValueError, match="2\\^63"):
+        fastlm.top_k_filter(np.zeros(4), np.uint64(2**63 + 5))

@@ -43,6 +43,8 @@ def _per_row(value, lead, name, dtype, ok=None, valid=""):
                         f"of them, got dtype {a.dtype}")
     if a.ndim and a.shape != tuple(lead):
         raise ValueError(f"{name} has shape {a.shape}; expected a scalar or the leading shape {tuple(lead)}")
+    if a.dtype == np.uint64 and dtype == np.int64 and (a > np.iinfo(np.int64).max).any():
+        raise ValueError(f"{name} holds a value above 2^63 - 1")
     flat = np.ascontiguousarray(np.broadcast_to(a, lead).reshape(-1), dtype=dtype)
     if ok is not None:
         bad = ~ok(flat)
@@ -303,8 +305,8 @@ def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None,
     """
     a = _logits(logits)
     lead = a.shape[:-1]
-    T = _per_row(temperature, lead, "temperature", np.float64, lambda v: np.isfinite(v) & (v >= 0),
-                 "a finite number >= 0")
+    T = _per_row(temperature, lead, "temperature", np.float64, lambda v: np.isfinite(v) & ((v == 0) | (v >= 1e-30)),
+                 "0 or a finite number >= 1e-30")
     K = _per_row(top_k, lead, "top_k", np.int64)
     P = _per_row(top_p, lead, "top_p", np.float64, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
     M = _per_row(min_p, lead, "min_p", np.float64, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
