@@ -158,6 +158,8 @@ int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int
 int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                       int64_t skip_last, uint64_t *keys);
 int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts);
+int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
+                               int64_t skip_last, uint64_t *keys, uint64_t *tmp);
 void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table);
 void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, const int32_t *table,
                      const uint64_t *queries, int64_t nq, int64_t *out);

@@ -2,8 +2,9 @@
  *
  * A k-gram (t_0, ..., t_{k-1}) of ids below 2^bits is the key sum_i t_i << (bits (k-1-i)) (k bits <= 64),
  * so that the keys' order is the lexicographic order of the k-grams and the key of the (k-1)-gram
- * context is key >> bits. Counting: the keys of every window are generated, sorted by an LSD radix
- * sort (16-bit digits over the bits in use) and run-length encoded. Lookup: an open-addressing hash
+ * context is key >> bits. Counting: the keys of every window are generated, sorted by a radix sort
+ * (one most-significant 8-bit split, then byte-wise LSD passes inside each bucket) and run-length
+ * encoded; small key spaces are counted directly. Lookup: an open-addressing hash
  * index (multiplicative hash, linear probing) over the sorted keys, probed in batches with the next
  * slots prefetched, so that the cache misses of many queries overlap.
  */
@@ -29,41 +30,63 @@ int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nse
     return m;
 }
 
-/* Sorts keys[0..n) ascending: LSD radix sort over the low `bits` bits, in as few digits as possible of
- * at most 16 bits (one read pass counts every digit, then one scatter pass per digit that varies);
- * tmp: n entries; count: 4 x 65536 entries. */
-static void radix_sort(uint64_t *keys, uint64_t *tmp, int64_t n, int bits, int64_t *count) {
-    const int passes = (bits + 15) / 16, width = (bits + passes - 1) / passes;
-    const uint64_t dmask = ((uint64_t)1 << width) - 1;
-    memset(count, 0, sizeof(int64_t) * 4 * 65536);
-    for (int64_t i = 0; i < n; i++)
-        for (int p = 0; p < passes; p++) count[p * 65536 + ((keys[i] >> (p * width)) & dmask)]++;
-    uint64_t *src = keys, *dst = tmp;
-    for (int p = 0; p < passes; p++) {
-        int64_t total = 0, *c = count + p * 65536;
-        int single = 0;
-        for (uint64_t d = 0; d <= dmask; d++) {
-            single |= c[d] == n;
-            int64_t t = c[d];
-            c[d] = total;
+/* LSD radix sort of src[0..n) on the low `bits` bits, digits of at most 8 bits (cache-resident buckets),
+ * passes over a digit every key shares skipped; the result lands in dst (src is scratch). */
+static void lsd_sort(uint64_t *src, uint64_t *dst, int64_t n, int bits) {
+    uint64_t *a = src, *b = dst;
+    int64_t count[256];
+    for (int shift = 0; shift < bits; shift += 8) {
+        memset(count, 0, sizeof count);
+        for (int64_t i = 0; i < n; i++) count[(a[i] >> shift) & 255]++;
+        int64_t total = 0, same = 0;
+        for (int d = 0; d < 256; d++) {
+            same |= count[d] == n;
+            int64_t t = count[d];
+            count[d] = total;
             total += t;
         }
-        if (single) continue; /* every key has the same digit here: nothing moves */
-        for (int64_t i = 0; i < n; i++) dst[c[(src[i] >> (p * width)) & dmask]++] = src[i];
-        uint64_t *t = src;
-        src = dst;
-        dst = t;
+        if (same) continue;
+        for (int64_t i = 0; i < n; i++) b[count[(a[i] >> shift) & 255]++] = a[i];
+        uint64_t *t = a;
+        a = b;
+        b = t;
     }
-    if (src != keys) memcpy(keys, src, (size_t)n * sizeof *keys);
+    if (a != dst) memcpy(dst, a, (size_t)n * sizeof *a);
+}
+
+/* Sorts keys[0..n) ascending on their low `bits` bits (tmp: n entries): one MSD pass splits the keys
+ * into 2^8 buckets by their top 8 bits, then each bucket (usually cache-sized) is LSD-sorted. */
+static void radix_sort(uint64_t *keys, uint64_t *tmp, int64_t n, int bits) {
+    if (bits <= 16) {
+        lsd_sort(keys, tmp, n, bits);
+        memcpy(keys, tmp, (size_t)n * sizeof *keys);
+        return;
+    }
+    const int low = bits - 8;
+    int64_t start[(1 << 8) + 1], next[1 << 8];
+    memset(start, 0, sizeof start);
+    for (int64_t i = 0; i < n; i++) start[(keys[i] >> low) + 1]++;
+    for (int d = 0; d < (1 << 8); d++) start[d + 1] += start[d];
+    memcpy(next, start, sizeof next);
+    for (int64_t i = 0; i < n; i++) tmp[next[keys[i] >> low]++] = keys[i];
+    for (int d = 0; d < (1 << 8); d++) /* each bucket from tmp back into keys, sorted */
+        lsd_sort(tmp + start[d], keys + start[d], start[d + 1] - start[d], low);
 }
 
 /* Sorts keys[0..n) (tmp: n entries) and writes the distinct keys and their counts; returns how many,
- * or -1 without memory. Small key spaces (2^bits <= max(n, 2^16)) are counted directly. */
+ * -1 without memory, -2 if a key has bits above `bits`. Small key spaces (2^bits <= max(n, 2^16)) are
+ * counted directly. */
 int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts) {
     if (bits <= 24 && ((int64_t)1 << bits) <= (n > 65536 ? n : 65536)) {
         int64_t *c = calloc((size_t)1 << bits, sizeof *c);
         if (!c) return -1;
-        for (int64_t i = 0; i < n; i++) c[keys[i]]++;
+        for (int64_t i = 0; i < n; i++) {
+            if (keys[i] >> bits) {
+                free(c);
+                return -2;
+            }
+            c[keys[i]]++;
+        }
         int64_t m = 0;
         for (uint64_t k = 0; k < ((uint64_t)1 << bits); k++)
             if (c[k]) {
@@ -73,10 +96,7 @@ int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint6
         free(c);
         return m;
     }
-    int64_t *count = malloc(sizeof(int64_t) * 4 * 65536);
-    if (!count) return -1;
-    radix_sort(keys, tmp, n, bits, count);
-    free(count);
+    radix_sort(keys, tmp, n, bits);
     int64_t m = 0;
     for (int64_t i = 0; i < n;) {
         int64_t j = i + 1;
@@ -123,4 +143,13 @@ void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, c
             }
         out[q] = found;
     }
+}
+
+/* The distinct k-grams of every sequence (as fl_ngram_keys) and their counts. keys and tmp are scratch
+ * of starts[nseq] entries each; on return keys[0..m) hold the distinct keys, ascending, and
+ * ((int64_t *)tmp)[0..m) their counts. Returns m, -1 without memory, -2 if an id has bits above `bits`. */
+int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
+                               int64_t skip_last, uint64_t *keys, uint64_t *tmp) {
+    const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, skip_last, keys);
+    return fl_ngram_count(keys, nk, k * bits, tmp, keys, (int64_t *)tmp); /* in place: see fl_ngram_count */
 }

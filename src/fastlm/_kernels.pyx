@@ -9,8 +9,13 @@ status code to an exception.
 cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.string cimport memcpy
 
 cnp.import_array()
+
+cdef extern from "dispatch.h" nogil:
+    void *fl_scratch(size_t bytes)
+    void fl_scratch_release(void *p, size_t bytes)
 
 cdef extern from "fastlm.h" nogil:
     enum:
@@ -81,6 +86,8 @@ cdef extern from "fastlm.h" nogil:
     int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                           int64_t skip_last, uint64_t *keys)
     int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts)
+    int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
+                                   int64_t skip_last, uint64_t *keys, uint64_t *tmp)
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table)
     void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, const int32_t *table,
                          const uint64_t *queries, int64_t nq, int64_t *out)
@@ -416,9 +423,48 @@ def ngram_count(cnp.ndarray keys, int bits):
     with nogil:
         m = fl_ngram_count(kp, n, bits, <uint64_t *>cnp.PyArray_DATA(tmp), <uint64_t *>cnp.PyArray_DATA(unique),
                            <int64_t *>cnp.PyArray_DATA(counts))
+    if m == -2:
+        raise ValueError("internal: an n-gram key has bits above the key width")
     if m < 0:
         raise MemoryError("fastlm: n-gram counting")
     return unique[:m].copy(), counts[:m].copy()
+
+
+def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, orders, int bits, long long skip_last):
+    """{k: (distinct keys ascending, counts)} of the k-grams inside each sequence, for k in orders."""
+    cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
+    cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
+    cdef int64_t nseq = starts.shape[0] - 1
+    if nseq < 0 or (nseq > 0 and (starts[0] != 0 or starts[nseq] != tokens.shape[0] or np.any(np.diff(starts) < 0))):
+        raise ValueError("internal: starts must run from 0 to len(tokens), non-decreasing")
+    cdef int64_t n = max(tokens.shape[0], 1)
+    cdef size_t nbytes = 2 * 8 * <size_t>n
+    cdef uint64_t *kp = <uint64_t *>fl_scratch(nbytes)  # kept per thread between calls: no page faults
+    if kp == NULL:
+        raise MemoryError("fastlm: n-gram counting")
+    cdef uint64_t *mp = kp + n
+    cdef int64_t m
+    cdef int k
+    out = {}
+    try:
+        for k in orders:
+            if k < 1 or bits < 1 or k * bits > 64:
+                raise ValueError("internal: ngram_count_windows arguments")
+            with nogil:
+                m = fl_ngram_count_windows(tp, sp, nseq, k, bits, skip_last, kp, mp)
+            if m == -2:
+                raise ValueError("internal: an n-gram key has bits above the key width")
+            if m < 0:
+                raise MemoryError("fastlm: n-gram counting")
+            u = np.empty(m, np.uint64)
+            c = np.empty(m, np.int64)
+            if m:
+                memcpy(cnp.PyArray_DATA(u), kp, 8 * m)
+                memcpy(cnp.PyArray_DATA(c), mp, 8 * m)
+            out[k] = (u, c)
+    finally:
+        fl_scratch_release(kp, nbytes)
+    return out
 
 
 def ngram_index(cnp.ndarray keys):

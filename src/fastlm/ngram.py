@@ -83,8 +83,8 @@ def count_ngrams(tokens, order, *, num_threads=None):
     bits = _bits_for(int(t.max()) + 1)
     if order * bits > 64:
         raise ValueError(f"order {order} with ids up to {int(t.max())} needs {order * bits} bits; at most 64")
-    keys = _kernels.ngram_keys(t.astype(np.uint32), np.array([0, t.size], np.int64), order, bits, -1)
-    u, c = _kernels.ngram_count(keys, order * bits)
+    u, c = _kernels.ngram_count_windows(t.astype(np.uint32), np.array([0, t.size], np.int64), [order], bits,
+                                        -1)[order]
     return _unpack(u, order, bits), c
 
 
@@ -97,20 +97,23 @@ def _order(order) -> int:
 
 
 class _Table:
-    """Counts of one order: sorted keys, counts, and a hash index; the same for the contexts."""
+    """Counts of one order: sorted keys, counts and a hash index; the same for the contexts (key >> bits),
+    built when first needed."""
 
     def __init__(self, keys, counts, bits):
-        self.keys, self.counts = keys, counts
-        self.index = None
-        if keys.size:
-            prefix = keys >> np.uint64(bits)
-            starts = np.flatnonzero(np.concatenate([[True], prefix[1:] != prefix[:-1]]))
-            self.ctx_keys = prefix[starts]
-            self.ctx_totals = np.add.reduceat(counts, starts)
-        else:
-            self.ctx_keys = np.zeros(0, np.uint64)
-            self.ctx_totals = np.zeros(0, np.int64)
-        self.ctx_index = None
+        self.keys, self.counts, self.bits = keys, counts, bits
+        self.index = self.ctx = self.ctx_index = None
+
+    def contexts(self):
+        """(distinct context keys, c(h) = sum of the counts extending each)."""
+        if self.ctx is None:
+            prefix = self.keys >> np.uint64(self.bits)
+            if prefix.size:
+                first = np.flatnonzero(np.concatenate([[True], prefix[1:] != prefix[:-1]]))
+                self.ctx = (prefix[first], np.add.reduceat(self.counts, first))
+            else:
+                self.ctx = (prefix, self.counts[:0])
+        return self.ctx
 
     def lookup(self, queries):
         if self.index is None:
@@ -118,12 +121,14 @@ class _Table:
         return _kernels.ngram_lookup(self.keys, self.counts, *self.index, queries)
 
     def lookup_ctx(self, queries):
+        keys, totals = self.contexts()
         if self.ctx_index is None:
-            self.ctx_index = _kernels.ngram_index(self.ctx_keys)
-        return _kernels.ngram_lookup(self.ctx_keys, self.ctx_totals, *self.ctx_index, queries)
+            self.ctx_index = _kernels.ngram_index(keys)
+        return _kernels.ngram_lookup(keys, totals, *self.ctx_index, queries)
 
     def nbytes(self):
-        return sum(a.nbytes for a in (self.keys, self.counts, self.ctx_keys, self.ctx_totals))
+        keys, totals = self.contexts()
+        return self.keys.nbytes + self.counts.nbytes + keys.nbytes + totals.nbytes
 
 
 class NgramLM:
@@ -175,23 +180,26 @@ class NgramLM:
         return self.vocab_size_given if self.vocab_size_given is not None else self.max_id + 1
 
     def _prepare(self, sequences):
-        """Checked, padded, concatenated sequences: (tokens uint32, starts int64, number of sequences)."""
+        """Checked, padded sequences in one uint32 array: (tokens, starts)."""
         if isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu":
             raise TypeError("sequences must be an iterable of sequences (wrap a single sequence in a list)")
         pad = self.order - 1 if self.bos_id is not None else 0
-        parts, lengths = [], []
+        end = 1 if self.eos_id is not None else 0
+        seqs = []
         for s, seq in enumerate(sequences):
             a = _ids(seq, f"sequences[{s}]")
             _check_range(a, self.vocab_size_given, f"sequences[{s}]")
-            pieces = ([np.full(pad, self.bos_id)] if pad else []) + [a] + (
-                [np.array([self.eos_id])] if self.eos_id is not None else [])
-            full = np.concatenate(pieces) if len(pieces) > 1 else a
-            parts.append(full)
-            lengths.append(full.size)
             if a.size:
                 self.max_id = max(self.max_id, int(a.max()))
-        tokens = np.concatenate(parts).astype(np.uint32) if parts else np.zeros(0, np.uint32)
+            seqs.append(a)
+        lengths = np.array([a.size + pad + end for a in seqs], np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        tokens = np.empty(int(starts[-1]), np.uint32)
+        for a, lo, hi in zip(seqs, starts[:-1], starts[1:]):
+            tokens[lo:lo + pad] = self.bos_id if pad else 0
+            tokens[lo + pad:hi - end] = a
+            if end:
+                tokens[hi - 1] = self.eos_id
         return tokens, starts
 
     def _ensure_bits(self):
@@ -216,11 +224,46 @@ class NgramLM:
         tokens, starts = self._prepare(sequences)
         self._ensure_bits()
         skip = -1 if self.bos_id is None else self.bos_id
-        for k in range(1, self.order + 1):
-            keys = _kernels.ngram_keys(tokens, starts, k, self.bits, skip)
-            u, c = _kernels.ngram_count(keys, k * self.bits)
-            self._add(k, u, c)
+        n = self.order
+        # Count the n-grams; each lower order is their prefixes (one C sort), plus the last window of every
+        # sequence, less windows ending in BOS. That needs BOS to be padding only; else count each order.
+        derive = self.bos_id is None or int(np.count_nonzero(tokens == self.bos_id)) == (n - 1) * (starts.size - 1)
+        orders = [n] if derive else range(1, n + 1)
+        batch = _kernels.ngram_count_windows(tokens, starts, orders, self.bits, skip)
+        if derive:
+            lengths = np.diff(starts)
+            for k in range(n - 1, 0, -1):
+                batch[k] = self._prefix_counts(batch[k + 1], tokens, starts, lengths, k)
+        for k in range(1, n + 1):
+            self._add(k, *batch[k])
         return self
+
+    def _prefix_counts(self, upper, tokens, starts, lengths, k):
+        """Counts of the k-grams from those of the (k+1)-grams: every k-window but the last of a sequence
+        starts a (k+1)-window, so the prefix sums count them; the last windows are added, and windows
+        ending in BOS dropped."""
+        keys, counts = upper
+        prefix = keys >> np.uint64(self.bits)
+        if prefix.size:
+            first = np.flatnonzero(np.concatenate([[True], prefix[1:] != prefix[:-1]]))
+            pk, pc = prefix[first], np.add.reduceat(counts, first)
+        else:
+            pk, pc = prefix, counts
+        ends = starts[1:][lengths >= k]  # the last k-window of each long enough sequence
+        if ends.size:
+            last = _pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), self.bits)
+            lk, lc = np.unique(last, return_counts=True)
+            pos = np.searchsorted(pk, lk)
+            hit = pos < pk.size
+            hit[hit] = pk[pos[hit]] == lk[hit]
+            pc = pc.copy()
+            np.add.at(pc, pos[hit], lc[hit])
+            pk = np.insert(pk, pos[~hit], lk[~hit])
+            pc = np.insert(pc, pos[~hit], lc[~hit])
+        if self.bos_id is not None:
+            keep = (pk & np.uint64((1 << self.bits) - 1)) != np.uint64(self.bos_id)
+            pk, pc = pk[keep], pc[keep]
+        return pk, pc
 
     def _add(self, k, keys, counts):
         old = self.tables.get(k)
