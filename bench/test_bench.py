@@ -70,3 +70,18 @@ def test_bench_decoding(benchmark, shape, scale, case, label):
             benchmark(bench._hf_sample, torch, xt, 0.8, 50, 0.9, torch.Generator().manual_seed(0))
         return
     benchmark(bench.make_decoding_cases()[case](x, THREADS)["fastlm"])
+
+
+@pytest.fixture(scope="module")
+def ngram_cases():
+    return bench.make_ngram_cases(200_000 if os.environ.get("FASTLM_BENCH_QUICK") else 2_000_000)[0]
+
+
+@pytest.mark.parametrize("label", ["fit", "numpy sort+unique (trigram keys only)", "collections.Counter (trigram tuples)",
+                                   "score"])
+def test_bench_ngram(benchmark, ngram_cases, label):
+    benchmark.group = "ngram trigram, 2M Zipf ids" if label != "score" else "ngram scoring"
+    if label.startswith("collections"):
+        benchmark.pedantic(ngram_cases[label], rounds=1, iterations=1)
+    else:
+        benchmark(ngram_cases[label])

@@ -44,6 +44,10 @@ def cmd_bench(args) -> int:
                              repeat=args.repeat,
                              log=lambda r: print(f"  measured {r['case']} {r['shape']}", file=sys.stderr, flush=True))
     print(bench.format_decoding_table(dec))
+    print()
+    n = 200_000 if args.quick else 2_000_000
+    print(f"N-gram models: {n} Zipf ids (vocabulary 32000), trigram, one thread:")
+    print(bench.format_ngram_table(bench.run_ngram(n, repeat=args.repeat)))
     return 0
 
 
