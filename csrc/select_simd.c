@@ -260,26 +260,13 @@ static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *i
 
 static void FN(sel_apply_cut)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FL_T cv, int64_t ci, FL_T fill) {
     const FL_V c = VF(set1)(cv), f = VF(set1)(fill);
-    const int64_t split = ci < 0 ? 0 : ci >= n ? n : ci + 1; /* up to ci ties stay (>=), after it they go (>) */
-    for (int64_t j = 0; j < n; j += FL_W) {
-        int64_t len = n - j < FL_W ? n - j : FL_W;
-        FL_V xv = FN(sel_load)(x + j, len, 0), vv = FN(sel_load)(v + j, len, -INFINITY), out;
-        if (j + len <= split) out = VF(sel_ge)(vv, c, xv, f);
-        else if (j >= split) out = VF(sel_gt)(vv, c, xv, f);
-        else { /* the vector holding the split: element by element */
-            FL_T xb[FL_W], vb[FL_W];
-            VF(store)(xb, xv);
-            VF(store)(vb, vv);
-            for (int64_t k = 0; k < len; k++) xb[k] = (vb[k] > cv || (vb[k] == cv && j + k <= ci)) ? xb[k] : fill;
-            out = VF(load)(xb);
-        }
-        if (len == FL_W) VF(store)(y + j, out);
-        else {
-            FL_T b[FL_W];
-            VF(store)(b, out);
-            memcpy(y + j, b, (size_t)len * sizeof(FL_T));
-        }
-    }
+    const int64_t split = ci < 0 ? 0 : ci >= n ? n : ci + 1; /* before split ties stay (>=), after they go (>) */
+    int64_t j = 0;
+    for (; j + FL_W <= split; j += FL_W) VF(store)(y + j, VF(sel_ge)(VF(load)(v + j), c, VF(load)(x + j), f));
+    for (; j < n && j < split; j++) y[j] = v[j] >= cv ? x[j] : fill; /* up to the next vector boundary */
+    for (; j < n && j % FL_W; j++) y[j] = v[j] > cv ? x[j] : fill;
+    for (; j + FL_W <= n; j += FL_W) VF(store)(y + j, VF(sel_gt)(VF(load)(v + j), c, VF(load)(x + j), f));
+    for (; j < n; j++) y[j] = v[j] > cv ? x[j] : fill;
 }
 
 #endif
