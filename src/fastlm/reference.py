@@ -172,74 +172,65 @@ def _order(values):
     return np.lexsort((np.arange(values.size), -values))
 
 
-def _apply(x, x2, keep, filter_value):
-    out = np.where(keep, x2, filter_value)
-    return out.reshape(x.shape)
+def _filter(logits, param, filter_value, keep_row):
+    """Apply keep_row(row, param) -> bool mask to every row; filtered entries get filter_value."""
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    params = _per_row(param, x.shape[:-1])
+    keep = np.array([keep_row(row, params[i]) for i, row in enumerate(x2)]).reshape(x2.shape)
+    return np.where(keep, x2, filter_value).reshape(x.shape)
+
+
+def _in_order(order, sorted_keep):
+    """A mask over the row from a mask over the row sorted by `order`."""
+    keep = np.zeros(order.size, bool)
+    keep[order] = sorted_keep
+    return keep
 
 
 def top_k_filter(logits, k, *, min_tokens_to_keep=1, filter_value=-np.inf):
-    x, x2 = _rows(logits)
-    _check_rows(x2)
-    ks = _per_row(k, x.shape[:-1])
-    keep = np.ones(x2.shape, bool)
-    for i, row in enumerate(x2):
-        kk = int(ks[i])
+    def keep(row, kk):
         if kk <= 0:
-            continue
-        kk = min(max(kk, min_tokens_to_keep), row.size)
-        kth = np.sort(row)[::-1][kk - 1]
-        keep[i] = row >= kth
-    return _apply(x, x2, keep, filter_value)
+            return np.ones(row.size, bool)
+        kk = min(max(int(kk), min_tokens_to_keep), row.size)
+        return row >= np.sort(row)[::-1][kk - 1]
+    return _filter(logits, k, filter_value, keep)
 
 
 def top_p_filter(logits, p, *, min_tokens_to_keep=1, filter_value=-np.inf):
-    x, x2 = _rows(logits)
-    _check_rows(x2)
-    ps = _per_row(p, x.shape[:-1])
-    keep = np.zeros(x2.shape, bool)
-    for i, row in enumerate(x2):
+    def keep(row, pp):
         probs = _probs(row)
         order = _order(probs)
         above = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])
-        k = above < ps[i] if ps[i] < 1 else np.ones(row.size, bool)
+        k = above < pp if pp < 1 else np.ones(row.size, bool)
         k[:min_tokens_to_keep] = True
-        keep[i, order] = k
-    return _apply(x, x2, keep, filter_value)
+        return _in_order(order, k)
+    return _filter(logits, p, filter_value, keep)
 
 
 def min_p_filter(logits, min_p, *, min_tokens_to_keep=1, filter_value=-np.inf):
-    x, x2 = _rows(logits)
-    _check_rows(x2)
-    ms = _per_row(min_p, x.shape[:-1])
-    keep = np.zeros(x2.shape, bool)
-    for i, row in enumerate(x2):
+    def keep(row, mp):
         probs = _probs(row)
-        k = probs >= ms[i] * probs.max()
-        order = _order(probs)
-        k[order[:min_tokens_to_keep]] = True
-        keep[i] = k
-    return _apply(x, x2, keep, filter_value)
+        k = probs >= mp * probs.max()
+        k[_order(probs)[:min_tokens_to_keep]] = True
+        return k
+    return _filter(logits, min_p, filter_value, keep)
 
 
 def typical_filter(logits, mass, *, min_tokens_to_keep=1, filter_value=-np.inf):
     """Hugging Face's TypicalLogitsWarper, written out."""
-    x, x2 = _rows(logits)
-    _check_rows(x2)
-    ms = _per_row(mass, x.shape[:-1])
-    keep = np.zeros(x2.shape, bool)
-    for i, row in enumerate(x2):
+    def keep(row, ms):
         probs = _probs(row)
         with np.errstate(divide="ignore"):
             neg_logp = -np.log(probs)
         ent = np.sum(probs[probs > 0] * neg_logp[probs > 0])
         score = np.abs(neg_logp - ent)
         order = np.lexsort((np.arange(row.size), score))
-        cum = np.cumsum(probs[order])
-        last = min(int(np.sum(cum < ms[i])), row.size - 1)
+        last = min(int(np.sum(np.cumsum(probs[order]) < ms)), row.size - 1)
         k = score[order] <= score[order][last]
         k[:min_tokens_to_keep] = True
-        keep[i, order] = k
-    return _apply(x, x2, keep, filter_value)
+        return _in_order(order, k)
+    return _filter(logits, mass, filter_value, keep)
 
 
 def greedy(logits):
