@@ -15,6 +15,14 @@ typedef struct {
                     double grad_scale);
     int (*xent_f64)(const double *x, double *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,
                     double grad_scale);
+    int (*entropy_f32)(const float *x, const fl_rows *r, double *out);
+    int (*entropy_f64)(const double *x, const fl_rows *r, double *out);
+    int (*kl_f32)(const float *p, const float *q, const fl_rows *r, double *out);
+    int (*kl_f64)(const double *p, const double *q, const fl_rows *r, double *out);
+    int (*tstats_f32)(const float *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
+                      double *nll, double *g, double *v);
+    int (*tstats_f64)(const double *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
+                      double *nll, double *g, double *v);
 } fl_softmax_kernels;
 
 extern const fl_softmax_kernels fl_softmax_kernels_scalar;

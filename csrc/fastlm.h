@@ -63,6 +63,24 @@ int fl_logsumexp_f64(const double *x, const fl_rows *r, double inv_temperature, 
 int fl_softmax_f32(const float *x, float *y, const fl_rows *r, double inv_temperature, int log);
 int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_temperature, int log);
 
+/* Entropy H(softmax(x)) per row in nats (0 log 0 = 0: -inf entries add nothing); NaN in -> NaN; a row
+ * holding +inf, or only -inf, gives NaN. */
+int fl_entropy_f32(const float *x, const fl_rows *r, double *out);
+int fl_entropy_f64(const double *x, const fl_rows *r, double *out);
+/* KL(softmax(p) || softmax(q)) per row in nats, p rows x_stride apart and q rows y_stride apart; >= 0,
+ * +inf where some q is 0 < p; p = 0 entries add nothing. */
+int fl_kl_f32(const float *p, const float *q, const fl_rows *r, double *out);
+int fl_kl_f64(const double *p, const double *q, const fl_rows *r, double *out);
+/* The row max (of a row without NaN), into out[rows]. */
+int fl_rowmax_f32(const float *x, const fl_rows *r, double *out);
+int fl_rowmax_f64(const double *x, const fl_rows *r, double *out);
+/* Temperature scaling statistics at beta = 1/T, per row with label y[i] in [0, cols) and its max xmax[i]:
+ * nll = lse(beta x) - beta x_y, g = E_p[x] - x_y (= d nll / d beta), v = Var_p[x] (= d2 nll / d beta2). */
+int fl_temperature_stats_f32(const float *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
+                             double *nll, double *g, double *v);
+int fl_temperature_stats_f64(const double *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
+                             double *nll, double *g, double *v);
+
 typedef enum { FL_REDUCE_NONE = 0, FL_REDUCE_SUM = 1, FL_REDUCE_MEAN = 2 } fl_reduction;
 
 /* Fused cross-entropy (loss and, optionally, its gradient w.r.t. the logits).

@@ -23,6 +23,28 @@ static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
         st = fl_softmax_active()->xent_##SFX(logits, grad, r, p, cws, scale);                         \
         xent_reduce(r, p);                                                                            \
         return st;                                                                                    \
+    }                                                                                                 \
+    int fl_entropy_##SFX(const T *x, const fl_rows *r, double *out) {                                \
+        if (!fl_rows_ok(r, 0) || !out) return FL_ERR_ARG;                                             \
+        return fl_softmax_active()->entropy_##SFX(x, r, out);                                         \
+    }                                                                                                 \
+    int fl_kl_##SFX(const T *p, const T *q, const fl_rows *r, double *out) {                         \
+        if (!fl_rows_ok(r, 1) || !out) return FL_ERR_ARG;                                             \
+        return fl_softmax_active()->kl_##SFX(p, q, r, out);                                           \
+    }                                                                                                 \
+    int fl_rowmax_##SFX(const T *x, const fl_rows *r, double *out) {                                 \
+        if (!fl_rows_ok(r, 0) || !out) return FL_ERR_ARG;                                             \
+        for (int64_t i = 0; i < r->rows; i++)                                                         \
+            out[i] = (double)fl_select_active()->max_##SFX(x + i * r->x_stride, r->cols);             \
+        return FL_OK;                                                                                 \
+    }                                                                                                 \
+    int fl_temperature_stats_##SFX(const T *x, const fl_rows *r, const int64_t *y, const double *xmax,  \
+                                   double beta, double *nll, double *g, double *v) {                  \
+        if (!fl_rows_ok(r, 0) || !y || !xmax || !nll || !g || !v || !(beta > 0 && isfinite(beta)))    \
+            return FL_ERR_ARG;                                                                        \
+        for (int64_t i = 0; i < r->rows; i++)                                                         \
+            if (y[i] < 0 || y[i] >= r->cols) return FL_ERR_ARG;                                       \
+        return fl_softmax_active()->tstats_##SFX(x, r, y, xmax, beta, nll, g, v);                     \
     }
 
 /* Options, targets and the reduction's denominator, before anything is written.

@@ -47,6 +47,7 @@ static inline double fl_shift(double m) { return isfinite(m) ? m : 0.0; }
 
 const fl_softmax_kernels FL_CAT(fl_softmax_kernels_, FL_SIMD_SUFFIX) = {
     logsumexp_rows_f32, logsumexp_rows_f64, softmax_rows_f32, softmax_rows_f64, xent_rows_f32, xent_rows_f64,
+    entropy_rows_f32,   entropy_rows_f64,   kl_rows_f32,      kl_rows_f64,      tstats_rows_f32, tstats_rows_f64,
 };
 
 #else /* ---------------------------------------------- template body: T = FL_T, vector = FL_V */
@@ -396,6 +397,90 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
     }
     g[y] -= (FL_T)(scale * (double)dy * (1 - e) * wy);
     return loss;
+}
+
+/* Moments of one row under p = softmax(beta x), against its max ref (finite):
+ *   s = sum e, a = sum e d, b = sum e d^2, with d = x - ref, e = exp(beta d) (<= 1),
+ * a term with e = 0 adding 0 (so -inf entries never make NaN; a NaN entry makes s NaN). float64 sums. */
+static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int want_b, double *s, double *a, double *b) {
+    vf64 as[2] = {vf64_set1(0), vf64_set1(0)}, aa[2] = {vf64_set1(0), vf64_set1(0)};
+    vf64 ab[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V rv = VF(set1)(ref), bv = VF(set1)(beta), zero = VF(set1)(0);
+    for (int64_t j = 0; j < n; j += FL_W) {
+        FL_V v = n - j >= FL_W ? VF(load)(x + j) : FN(load_part)(x + j, n - j, -INFINITY);
+        FL_V d = VF(sub)(v, rv), e = VF(expn)(VF(mul)(d, bv));
+        FL_V t = VF(sel_gt)(e, zero, VF(mul)(e, d), zero);
+        VF(acc)(as, e);
+        VF(acc)(aa, t);
+        if (want_b) VF(acc)(ab, VF(sel_gt)(e, zero, VF(mul)(t, d), zero));
+    }
+    *s = vf64_hsum(vf64_add(as[0], as[1]));
+    *a = vf64_hsum(vf64_add(aa[0], aa[1]));
+    *b = want_b ? vf64_hsum(vf64_add(ab[0], ab[1])) : 0;
+}
+
+/* H(softmax(x)) = log s - a/s per row (nats; 0 log 0 = 0). */
+static int FN(entropy_rows)(const FL_T *x, const fl_rows *r, double *out) {
+    int nt = fl_threads_for(r);
+    (void)nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t i = 0; i < r->rows; i++) {
+        const FL_T *xi = x + i * r->x_stride;
+        double s, a, b;
+        FN(moments)(xi, r->cols, FN(block_max)(xi, r->cols), 1, 0, &s, &a, &b);
+        out[i] = log(s) - a / s;
+    }
+    return FL_OK;
+}
+
+/* KL(p || q) = sum p (log p - log q) per row, p and q softmaxes of two logit rows (x: p, y: q):
+ * u / s_p - (m_p + log s_p) + (m_q + log s_q), u = sum e_p (z_p - z_q), clamped at 0; +inf where some
+ * q is 0 < p. */
+static int FN(kl_rows)(const FL_T *x, const FL_T *y, const fl_rows *r, double *out) {
+    int nt = fl_threads_for(r);
+    (void)nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t i = 0; i < r->rows; i++) {
+        const FL_T *p = x + i * r->x_stride, *q = y + i * r->y_stride;
+        const int64_t n = r->cols;
+        const FL_T mp = FN(block_max)(p, n), mq = FN(block_max)(q, n);
+        const FL_V mpv = VF(set1)(mp), mqv = VF(set1)(mq), zero = VF(set1)(0);
+        vf64 sp[2] = {vf64_set1(0), vf64_set1(0)}, sq[2] = {vf64_set1(0), vf64_set1(0)};
+        vf64 u[2] = {vf64_set1(0), vf64_set1(0)};
+        for (int64_t j = 0; j < n; j += FL_W) {
+            FL_V pv = n - j >= FL_W ? VF(load)(p + j) : FN(load_part)(p + j, n - j, -INFINITY);
+            FL_V qv = n - j >= FL_W ? VF(load)(q + j) : FN(load_part)(q + j, n - j, -INFINITY);
+            FL_V ep = VF(expn)(VF(sub)(pv, mpv)), eq = VF(expn)(VF(sub)(qv, mqv));
+            VF(acc)(sp, ep);
+            VF(acc)(sq, eq);
+            VF(acc)(u, VF(sel_gt)(ep, zero, VF(mul)(ep, VF(sub)(pv, qv)), zero));
+        }
+        const double Sp = vf64_hsum(vf64_add(sp[0], sp[1])), Sq = vf64_hsum(vf64_add(sq[0], sq[1]));
+        const double U = vf64_hsum(vf64_add(u[0], u[1]));
+        const double kl = U / Sp - ((double)mp + log(Sp)) + ((double)mq + log(Sq));
+        out[i] = kl > 0 || kl != kl ? kl : 0;
+    }
+    return FL_OK;
+}
+
+/* Temperature statistics at beta = 1/T, per row with target y and row max xmax[i]:
+ *   nll = lse(beta x) - beta x_y,  g = E_p[x] - x_y = d nll / d beta,  v = Var_p[x] = d2 nll / d beta2. */
+static int FN(tstats_rows)(const FL_T *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
+                           double *nll, double *g, double *v) {
+    int nt = fl_threads_for(r);
+    (void)nt;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t i = 0; i < r->rows; i++) {
+        const FL_T *xi = x + i * r->x_stride;
+        double s, a, b;
+        const FL_T ref = (FL_T)xmax[i];
+        FN(moments)(xi, r->cols, ref, (FL_T)beta, 1, &s, &a, &b);
+        const double mean = a / s, xy = (double)xi[y[i]] - (double)ref;
+        nll[i] = log(s) - beta * xy;
+        g[i] = mean - xy;
+        v[i] = b / s - mean * mean;
+    }
+    return FL_OK;
 }
 
 static int FN(xent_rows)(const FL_T *x, FL_T *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,

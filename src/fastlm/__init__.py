@@ -21,7 +21,20 @@ from .decoding import (  # noqa: E402
     top_p_filter,
     typical_filter,
 )
+from . import calibration, ngram  # noqa: E402
 from .losses import cross_entropy, cross_entropy_with_grad, token_logprobs  # noqa: E402
+from .metrics import (  # noqa: E402
+    bits_per_byte,
+    bits_per_token,
+    byte_perplexity,
+    choose,
+    entropy,
+    kl_divergence,
+    perplexity,
+    rolling_windows,
+    sequence_logprob,
+    word_perplexity,
+)
 from .softmax import log_softmax, logsumexp, softmax  # noqa: E402
 
 __all__ = [
@@ -43,6 +56,18 @@ __all__ = [
     "greedy",
     "sample",
     "beam_search",
+    "entropy",
+    "kl_divergence",
+    "perplexity",
+    "bits_per_token",
+    "bits_per_byte",
+    "byte_perplexity",
+    "word_perplexity",
+    "sequence_logprob",
+    "choose",
+    "rolling_windows",
+    "calibration",
+    "ngram",
     "set_num_threads",
     "get_num_threads",
     "show_config",

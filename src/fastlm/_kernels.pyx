@@ -56,6 +56,16 @@ cdef extern from "fastlm.h" nogil:
     int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_t, int log)
     int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p)
     int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p)
+    int fl_entropy_f32(const float *x, const fl_rows *r, double *out)
+    int fl_entropy_f64(const double *x, const fl_rows *r, double *out)
+    int fl_kl_f32(const float *p, const float *q, const fl_rows *r, double *out)
+    int fl_kl_f64(const double *p, const double *q, const fl_rows *r, double *out)
+    int fl_rowmax_f32(const float *x, const fl_rows *r, double *out)
+    int fl_rowmax_f64(const double *x, const fl_rows *r, double *out)
+    int fl_temperature_stats_f32(const float *x, const fl_rows *r, const int64_t *y, const double *xmax,
+                                 double beta, double *nll, double *g, double *v)
+    int fl_temperature_stats_f64(const double *x, const fl_rows *r, const int64_t *y, const double *xmax,
+                                 double beta, double *nll, double *g, double *v)
 
     enum:
         FL_ERR_NAN
@@ -495,3 +505,72 @@ def ngram_lookup(cnp.ndarray keys, cnp.ndarray counts, int log2cap, cnp.ndarray 
     with nogil:
         fl_ngram_lookup(kp, cp, log2cap, tp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
     return out[:nq]
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+cdef double *_f64_out(cnp.ndarray a, int64_t n, str name) except NULL:
+    if a.ndim != 1 or a.shape[0] != n or a.dtype.num != cnp.NPY_FLOAT64 or not a.flags.c_contiguous \
+            or not a.flags.writeable:
+        raise ValueError(f"internal: {name} must be writable float64 ({n},)")
+    return <double *>cnp.PyArray_DATA(a) if n else <double *>1
+
+
+def entropy_rows(cnp.ndarray x, cnp.ndarray out, int num_threads):
+    cdef fl_rows r = _rows(x, None, num_threads)
+    cdef double *op = _f64_out(out, r.rows, "out")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef int st
+    with nogil:
+        st = fl_entropy_f32(<const float *>xp, &r, op) if f32 else fl_entropy_f64(<const double *>xp, &r, op)
+    _check(st)
+
+
+def kl_rows(cnp.ndarray p, cnp.ndarray q, cnp.ndarray out, int num_threads):
+    """KL per row; q has p's shape and dtype (its rows may be strided differently)."""
+    cdef fl_rows r = _rows(p, None, num_threads)
+    if q.ndim != 2 or q.shape[0] != r.rows or q.shape[1] != r.cols or q.dtype.num != p.dtype.num:
+        raise ValueError("internal: q must match p")
+    r.y_stride = _row_stride(q, p.itemsize)
+    cdef double *op = _f64_out(out, r.rows, "out")
+    cdef bint f32 = p.dtype.num == cnp.NPY_FLOAT32
+    cdef void *pp = cnp.PyArray_DATA(p)
+    cdef void *qp = cnp.PyArray_DATA(q)
+    cdef int st
+    with nogil:
+        if f32:
+            st = fl_kl_f32(<const float *>pp, <const float *>qp, &r, op)
+        else:
+            st = fl_kl_f64(<const double *>pp, <const double *>qp, &r, op)
+    _check(st)
+
+
+def rowmax(cnp.ndarray x, cnp.ndarray out):
+    cdef fl_rows r = _rows(x, None, 1)
+    cdef double *op = _f64_out(out, r.rows, "out")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef int st
+    with nogil:
+        st = fl_rowmax_f32(<const float *>xp, &r, op) if f32 else fl_rowmax_f64(<const double *>xp, &r, op)
+    _check(st)
+
+
+def temperature_stats(cnp.ndarray x, cnp.ndarray y, cnp.ndarray xmax, double beta, cnp.ndarray nll, cnp.ndarray g,
+                      cnp.ndarray v, int num_threads):
+    cdef fl_rows r = _rows(x, None, num_threads)
+    cdef const int64_t *yp = <const int64_t *>_vec(y, r.rows, cnp.NPY_INT64, "labels")
+    cdef const double *mp = <const double *>_vec(xmax, r.rows, cnp.NPY_FLOAT64, "xmax")
+    cdef double *np_ = _f64_out(nll, r.rows, "nll")
+    cdef double *gp = _f64_out(g, r.rows, "g")
+    cdef double *vp = _f64_out(v, r.rows, "v")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef int st
+    with nogil:
+        if f32:
+            st = fl_temperature_stats_f32(<const float *>xp, &r, yp, mp, beta, np_, gp, vp)
+        else:
+            st = fl_temperature_stats_f64(<const double *>xp, &r, yp, mp, beta, np_, gp, vp)
+    _check(st)

@@ -1,0 +1,196 @@
+"""Calibration: expected calibration error, reliability bins and diagrams, temperature scaling.
+
+Bins follow Guo et al. (2017) by default: M equal-width bins ((m-1)/M, m/M] (closed="right"; the first
+also holds 0). closed="left" gives torchmetrics' [(m-1)/M, m/M) with 1.0 in the last bin. torchmetrics
+builds its edges with linspace(0, 1, M + 1) and bucketizes, which puts 1.0 in a bin of its own beyond
+the last unless it is clamped; fastlm always keeps exactly M bins.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _kernels
+from ._arrays import COMPUTE, float_array, int_array, rows_in
+from ._config import resolve_threads
+
+__all__ = ["expected_calibration_error", "reliability_bins", "calibration_from_logits", "fit_temperature",
+           "plot_reliability_diagram"]
+
+
+def _inputs(confidences, correct):
+    c = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    k = np.asarray(correct)
+    if k.dtype.kind not in "biuf":
+        raise TypeError(f"correct must be booleans or 0/1 numbers, got dtype {k.dtype}")
+    k = k.astype(np.float64).reshape(-1)
+    if c.size == 0:
+        raise ValueError("confidences is empty")
+    if c.shape != k.shape:
+        raise ValueError(f"confidences has {c.size} entries but correct has {k.size}")
+    if not ((c >= 0) & (c <= 1)).all():
+        j = int(np.argmax(~((c >= 0) & (c <= 1))))
+        raise ValueError(f"confidences[{j}] = {c[j]} is outside [0, 1]")
+    if not np.isin(k, (0.0, 1.0)).all():
+        raise ValueError("correct must hold 0/1 or booleans")
+    return c, k
+
+
+def _bin_index(c, n_bins, strategy, closed):
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    if closed not in ("right", "left"):
+        raise ValueError(f'closed must be "right" or "left", got {closed!r}')
+    if strategy == "uniform":
+        edges = np.linspace(0.0, 1.0, n_bins + 1)
+    elif strategy == "quantile":
+        # equal-mass edges; duplicate edges (ties) merge their bins
+        edges = np.unique(np.quantile(c, np.linspace(0.0, 1.0, n_bins + 1)))
+        edges[0], edges[-1] = 0.0, 1.0
+        if edges.size < 2:
+            edges = np.array([0.0, 1.0])
+    else:
+        raise ValueError(f'strategy must be "uniform" or "quantile", got {strategy!r}')
+    inner = edges[1:-1]
+    if closed == "right":  # (lo, hi]: the first bin also holds its lower edge
+        idx = np.searchsorted(inner, c, side="left")
+    else:  # [lo, hi): the last bin also holds its upper edge
+        idx = np.searchsorted(inner, c, side="right")
+    return idx, edges
+
+
+def reliability_bins(confidences, correct, *, n_bins=15, strategy="uniform", closed="right"):
+    """Per bin: dict of arrays lower, upper, count, confidence (mean), accuracy (mean); empty bins have
+    count 0 and NaN means. Binning as expected_calibration_error."""
+    c, k = _inputs(confidences, correct)
+    idx, edges = _bin_index(c, n_bins, strategy, closed)
+    nb = edges.size - 1
+    count = np.bincount(idx, minlength=nb).astype(np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        conf = np.bincount(idx, weights=c, minlength=nb) / count
+        acc = np.bincount(idx, weights=k, minlength=nb) / count
+    return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": conf, "accuracy": acc}
+
+
+def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uniform", norm="l1",
+                               closed="right"):
+    """ECE: l1 = sum_m (n_m / n) |acc_m - conf_m|; l2 = sqrt(sum_m (n_m / n) (acc_m - conf_m)^2) (torchmetrics'
+    "l2"); max = max_m |acc_m - conf_m| over non-empty bins (MCE).
+
+    confidences in [0, 1], correct booleans (or 0/1). strategy "uniform" (equal width) or "quantile" (equal
+    mass; ties that repeat an edge merge those bins). closed: see the module docstring.
+    """
+    if norm not in ("l1", "l2", "max"):
+        raise ValueError(f'norm must be "l1", "l2" or "max", got {norm!r}')
+    b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
+    live = b["count"] > 0
+    gap = np.abs(b["accuracy"][live] - b["confidence"][live])
+    w = b["count"][live] / b["count"].sum()
+    if norm == "l1":
+        return float(np.sum(w * gap))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(w * gap**2)))
+    return float(np.max(gap))
+
+
+def calibration_from_logits(logits, labels, *, num_threads=None):
+    """(confidence = max softmax probability, correct = argmax == label) per row of logits (..., V), from
+    two fused passes (log-sum-exp and argmax; no probabilities materialized)."""
+    from .decoding import greedy
+    from .softmax import logsumexp
+
+    x = float_array(logits, "logits")
+    y = int_array(labels, "labels")
+    if x.ndim == 0 or y.shape != x.shape[:-1]:
+        raise ValueError(f"labels has shape {y.shape}; expected {x.shape[:-1]}")
+    if ((y < 0) | (y >= x.shape[-1])).any():
+        j = int(np.argmax(((y < 0) | (y >= x.shape[-1])).reshape(-1)))
+        raise ValueError(f"labels[{j}] = {y.reshape(-1)[j]} is outside [0, {x.shape[-1]})")
+    top = greedy(x, num_threads=num_threads)
+    lse = np.asarray(logsumexp(x.astype(COMPUTE[x.dtype], copy=False), num_threads=num_threads), np.float64)
+    xmax = np.take_along_axis(x, np.asarray(top)[..., None], axis=-1)[..., 0].astype(np.float64)
+    return np.exp(xmax - lse), np.asarray(top) == y
+
+
+def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-10, max_passes=20, num_threads=None):
+    """T in bounds minimizing the mean NLL of softmax(logits / T) against labels (temperature scaling, Guo
+    et al. 2017).
+
+    The NLL is convex in beta = 1/T; each Newton step on beta takes one fused C pass over the logits that
+    returns the NLL and its first and second derivatives (E_p[x] - x_y and Var_p[x] per row), kept
+    inside a shrinking bracket on the derivative's sign. One more pass takes the row maxima. At most
+    max_passes passes in all.
+    """
+    x = float_array(logits, "logits")
+    y = int_array(labels, "labels")
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"logits must be (N, V) and labels (N,); got {x.shape} and {y.shape}")
+    if x.shape[0] == 0:
+        raise ValueError("logits is empty")
+    lo, hi = (float(b) for b in bounds)
+    if not (0 < lo < hi and math.isfinite(hi)):
+        raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds!r}")
+    bad = (y < 0) | (y >= x.shape[1])
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise ValueError(f"labels[{j}] = {y[j]} is outside [0, {x.shape[1]})")
+    xr = rows_in(x, COMPUTE[x.dtype])
+    nt = resolve_threads(num_threads)
+    N = xr.shape[0]
+    xmax = np.empty(N, np.float64)
+    _kernels.rowmax(xr, xmax)
+    if not np.isfinite(xmax).all():
+        raise ValueError("every row of logits must be finite at its max (no NaN, +inf or all -inf rows)")
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    nll, g, v = (np.empty(N, np.float64) for _ in range(3))
+
+    def stats(beta):
+        _kernels.temperature_stats(xr, y, xmax, beta, nll, g, v, nt)
+        return float(nll.mean()), float(g.mean()), float(v.mean())
+
+    b_lo, b_hi = 1.0 / hi, 1.0 / lo  # bracket on beta
+    beta, passes = 1.0 if b_lo <= 1.0 <= b_hi else math.sqrt(b_lo * b_hi), 1
+    best = None
+    while passes < max_passes:
+        f, d1, d2 = stats(beta)
+        passes += 1
+        if best is None or f < best[0]:
+            best = (f, beta)
+        if d1 > 0:
+            b_hi = beta
+        else:
+            b_lo = beta
+        step = beta - d1 / d2 if d2 > 0 else None
+        new = step if step is not None and b_lo < step < b_hi else 0.5 * (b_lo + b_hi)
+        if abs(new - beta) <= tol * beta or b_hi - b_lo <= tol * beta:
+            beta = new
+            break
+        beta = new
+    return 1.0 / min(max(beta, 1.0 / hi), 1.0 / lo)
+
+
+def plot_reliability_diagram(confidences, correct, *, n_bins=15, strategy="uniform", closed="right", ax=None):
+    """A reliability diagram (accuracy per confidence bin against the diagonal, with the ECE in the
+    title) as a matplotlib Figure. Needs matplotlib (pip install "fastlm[plot]")."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError('plot_reliability_diagram needs matplotlib: pip install "fastlm[plot]"') from e
+    b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
+    ece = expected_calibration_error(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
+    fig = Figure() if ax is None else ax.figure  # no pyplot: no global state, no display backend
+    ax = fig.add_subplot(1, 1, 1) if ax is None else ax
+    live = b["count"] > 0
+    ax.bar(b["lower"][live], b["accuracy"][live], width=(b["upper"] - b["lower"])[live], align="edge",
+           edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Reliability diagram (ECE {ece:.4f})")
+    ax.legend(loc="upper left")
+    return fig

@@ -1,0 +1,217 @@
+"""Evaluation: entropy, KL, perplexity, bits per token / byte, answer-only scoring, multiple choice,
+rolling windows. Each function states whose convention it follows."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _kernels
+from ._arrays import COMPUTE, float_array, int_array, normalize_axis, rows_in
+from ._config import resolve_threads
+from .losses import cross_entropy, token_logprobs
+
+__all__ = ["entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per_byte", "byte_perplexity",
+           "word_perplexity", "sequence_logprob", "choose", "rolling_windows"]
+
+
+def _base(base):
+    if base is None:
+        return 1.0
+    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not (base > 0 and base != 1) \
+            or not math.isfinite(base):
+        raise ValueError(f"base must be None or a finite number > 0 other than 1, got {base!r}")
+    return math.log(base)
+
+
+def _rows_of(a, axis, dtype):
+    moved = np.moveaxis(a, axis, -1)
+    return moved.shape[:-1], rows_in(moved, dtype)
+
+
+def entropy(logits, axis=-1, *, base=None, num_threads=None):
+    """Shannon entropy of softmax(logits) along `axis`: H = lse(z) - E_p[z], one fused pass per row (no
+    probabilities materialized), accumulated in float64; nats, or log base `base`.
+
+    0 log 0 = 0: -inf logits add nothing. NaN in a slice gives NaN; a slice holding +inf or only -inf
+    gives NaN (no distribution). Same values as scipy.stats.entropy(softmax(logits)).
+    Returns the logits' shape without `axis`, in the logits' float dtype.
+    """
+    a = float_array(logits, "logits")
+    if a.ndim == 0:
+        raise ValueError("logits must have at least one dimension")
+    ax = normalize_axis(axis, a.ndim)
+    lb = _base(base)
+    lead, xr = _rows_of(a, ax, COMPUTE[a.dtype])
+    out = np.empty(xr.shape[0], np.float64)
+    _kernels.entropy_rows(xr, out, resolve_threads(num_threads))
+    return (out / lb).reshape(lead).astype(a.dtype)[()]
+
+
+def kl_divergence(p_logits, q_logits, axis=-1, *, base=None, num_threads=None):
+    """KL(softmax(p_logits) || softmax(q_logits)) along `axis`, fused from the logits in one pass per row:
+    E_p[z_p - z_q] - lse(z_p) + lse(z_q).
+
+    Terms with p = 0 add nothing; +inf where some q = 0 < p; clamped at >= 0 (rounding); never NaN from
+    -inf entries. scipy.special.rel_entr(p, q).sum() on the probabilities gives the same.
+    """
+    p = float_array(p_logits, "p_logits")
+    q = float_array(q_logits, "q_logits")
+    if p.shape != q.shape:
+        raise ValueError(f"p_logits has shape {p.shape} but q_logits {q.shape}")
+    if p.ndim == 0:
+        raise ValueError("p_logits must have at least one dimension")
+    ax = normalize_axis(axis, p.ndim)
+    lb = _base(base)
+    dtype = np.result_type(COMPUTE[p.dtype], COMPUTE[q.dtype])
+    lead, pr = _rows_of(p, ax, dtype)
+    _, qr = _rows_of(q, ax, dtype)
+    out = np.empty(pr.shape[0], np.float64)
+    _kernels.kl_rows(pr, qr, out, resolve_threads(num_threads))
+    return (out / lb).reshape(lead).astype(np.result_type(p.dtype, q.dtype))[()]
+
+
+def perplexity(logits, targets, *, ignore_index=-100, num_threads=None):
+    """Pooled perplexity: exp(mean NLL over every non-ignored position) (NaN when there is none). This is
+    the token-level perplexity of Hugging Face's evaluate and torchmetrics' Perplexity; for the mean of
+    per-sequence perplexities, call it per sequence."""
+    return math.exp(cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads))
+
+
+def bits_per_token(logits, targets, *, ignore_index=-100, num_threads=None):
+    """Mean NLL over non-ignored positions in bits: cross-entropy / ln 2."""
+    return cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads) / math.log(2)
+
+
+def _total(total_logprob, count, name):
+    t = float(np.sum(np.asarray(total_logprob, dtype=np.float64)))
+    c = float(np.sum(np.asarray(count, dtype=np.float64)))
+    if not c > 0:
+        raise ValueError(f"{name} must add up to a positive number, got {c}")
+    return t, c
+
+
+def bits_per_byte(total_logprob, n_bytes):
+    """-sum log p / (n_bytes ln 2) (lm-evaluation-harness bits_per_byte): total_logprob in nats and n_bytes
+    (UTF-8 bytes of the text) may be scalars or per-document arrays, which are summed (pooled)."""
+    t, c = _total(total_logprob, n_bytes, "n_bytes")
+    return -t / (c * math.log(2))
+
+
+def byte_perplexity(total_logprob, n_bytes):
+    """exp(-sum log p / n_bytes) (lm-evaluation-harness byte_perplexity), pooled over documents."""
+    t, c = _total(total_logprob, n_bytes, "n_bytes")
+    return math.exp(-t / c)
+
+
+def word_perplexity(total_logprob, n_words):
+    """exp(-sum log p / n_words) (lm-evaluation-harness word_perplexity), pooled over documents."""
+    t, c = _total(total_logprob, n_words, "n_words")
+    return math.exp(-t / c)
+
+
+def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_index=-100, normalize=None,
+                     lengths=None, return_is_greedy=False, num_threads=None):
+    """Per-sequence log-likelihood of the answer tokens (lm-evaluation-harness loglikelihood).
+
+    logits (B, T, V) and aligned targets (B, T): logits[b, t] scores targets[b, t] (shift before calling
+    for a causal model). Scored positions: t >= prompt_lengths[b] (when given), mask[b, t] true (when
+    given) and targets[b, t] != ignore_index. Returns the (B,) float64 sum of log p over them, divided by
+    the number of scored tokens (normalize="tokens"), or by lengths[b] (normalize="chars" / "bytes": the
+    answer's characters or UTF-8 bytes, lm-evaluation-harness acc_norm / acc_bytes). With
+    return_is_greedy, also (B,) bool: every scored target is the argmax of its logits (lowest index on
+    ties). Padding positions excluded by mask or ignore_index do not count, so left and right padding
+    give the same results.
+    """
+    x = float_array(logits, "logits")
+    t = int_array(targets, "targets")
+    if x.ndim != 3 or t.shape != x.shape[:2]:
+        raise ValueError(f"logits must be (B, T, V) and targets (B, T); got {x.shape} and {t.shape}")
+    B, T, _ = x.shape
+    keep = t != ignore_index
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.shape != (B, T):
+            raise ValueError(f"mask has shape {m.shape}, expected {(B, T)}")
+        keep &= m.astype(bool)
+    if prompt_lengths is not None:
+        pl = int_array(prompt_lengths, "prompt_lengths")
+        if pl.shape != (B,):
+            raise ValueError(f"prompt_lengths has shape {pl.shape}, expected ({B},)")
+        if (pl < 0).any() or (pl > T).any():
+            raise ValueError(f"prompt_lengths must be in [0, {T}]")
+        keep &= np.arange(T)[None, :] >= pl[:, None]
+    safe = np.where(keep, t, ignore_index)
+    lp = token_logprobs(x, safe, ignore_index=ignore_index, num_threads=num_threads).astype(np.float64)
+    total = np.where(keep, lp, 0.0).sum(axis=1)
+    if normalize == "tokens":
+        total = total / keep.sum(axis=1)
+    elif normalize in ("chars", "bytes"):
+        if lengths is None:
+            raise ValueError(f'normalize="{normalize}" needs lengths (the answers\' {normalize})')
+        ln = np.asarray(lengths, dtype=np.float64)
+        if ln.shape != (B,):
+            raise ValueError(f"lengths has shape {ln.shape}, expected ({B},)")
+        total = total / ln
+    elif normalize is not None:
+        raise ValueError(f'normalize must be None, "tokens", "chars" or "bytes", got {normalize!r}')
+    if not return_is_greedy:
+        return total
+    from .decoding import greedy
+
+    g = greedy(x, num_threads=num_threads)
+    return total, np.all(~keep | (g == t), axis=1)
+
+
+def choose(loglikelihoods, *, lengths=None, normalize=None):
+    """The chosen choice per question: argmax of loglikelihoods (Q, C) (or (C,)), the first on ties
+    (lm-evaluation-harness acc). normalize="chars" / "bytes" divides by lengths (same shape: the choices'
+    characters, acc_norm, or UTF-8 bytes, acc_bytes) first. -inf marks a missing choice."""
+    ll = np.asarray(loglikelihoods, dtype=np.float64)
+    if ll.ndim not in (1, 2) or ll.shape[-1] == 0:
+        raise ValueError(f"loglikelihoods must be (C,) or (Q, C) with C >= 1, got shape {ll.shape}")
+    if np.isnan(ll).any():
+        raise ValueError("loglikelihoods contains NaN")
+    if normalize in ("chars", "bytes"):
+        if lengths is None:
+            raise ValueError(f'normalize="{normalize}" needs lengths')
+        ln = np.asarray(lengths, dtype=np.float64)
+        if ln.shape != ll.shape:
+            raise ValueError(f"lengths has shape {ln.shape}, expected {ll.shape}")
+        if (ln <= 0).any():
+            raise ValueError("lengths must be > 0")
+        ll = ll / ln
+    elif normalize is not None:
+        raise ValueError(f'normalize must be None, "chars" or "bytes", got {normalize!r}')
+    return np.argmax(ll, axis=-1)[()]
+
+
+def rolling_windows(n_tokens, max_length, *, stride=None):
+    """Windows to score a text of n_tokens with a model of context max_length, every token exactly once.
+
+    Returns (K, 3) int64 rows (start, end, score_from): feed tokens [start, end), score the predictions
+    for tokens [score_from, end); the tokens before score_from are context only. Windows begin at
+    multiples of stride (default max_length: disjoint windows, lm-evaluation-harness rolling
+    loglikelihood without overlap); with stride < max_length each window re-reads max_length - stride
+    tokens of context (Hugging Face's strided perplexity). The first token of the text is scored in the
+    first window like every other (as in Hugging Face's recipe; lm-evaluation-harness instead prepends an
+    end-of-text token as its context).
+    """
+    for name, v in (("n_tokens", n_tokens), ("max_length", max_length)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {v!r}")
+    if n_tokens < 0 or max_length < 1:
+        raise ValueError(f"need n_tokens >= 0 and max_length >= 1, got {n_tokens}, {max_length}")
+    stride = max_length if stride is None else stride
+    if isinstance(stride, bool) or not isinstance(stride, numbers.Integral) or not 1 <= stride <= max_length:
+        raise ValueError(f"stride must be an integer in [1, max_length], got {stride!r}")
+    out, prev_end = [], 0
+    for begin in range(0, int(n_tokens), int(stride)):
+        end = min(begin + int(max_length), int(n_tokens))
+        out.append((begin, end, prev_end))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return np.array(out, dtype=np.int64).reshape(-1, 3)
