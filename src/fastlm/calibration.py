@@ -45,7 +45,7 @@ def _bin_index(c, n_bins, strategy, closed):
     if closed not in ("right", "left"):
         raise ValueError(f'closed must be "right" or "left", got {closed!r}')
     if strategy == "uniform":
-        edges = np.linspace(0.0, 1.0, n_bins + 1)
+        edges = np.arange(n_bins + 1) / n_bins  # m / M exactly, as the bins are defined
     elif strategy == "quantile":
         # equal-mass edges; duplicate edges (ties) merge their bins
         edges = np.unique(np.quantile(c, np.linspace(0.0, 1.0, n_bins + 1)))
@@ -153,19 +153,19 @@ def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-10, max_passe
 
     b_lo, b_hi = 1.0 / hi, 1.0 / lo  # bracket on beta
     beta, passes = 1.0 if b_lo <= 1.0 <= b_hi else math.sqrt(b_lo * b_hi), 1
-    best = None
     while passes < max_passes:
-        f, d1, d2 = stats(beta)
+        _, d1, d2 = stats(beta)
         passes += 1
-        if best is None or f < best[0]:
-            best = (f, beta)
         if d1 > 0:
             b_hi = beta
         else:
             b_lo = beta
-        step = beta - d1 / d2 if d2 > 0 else None
-        new = step if step is not None and b_lo < step < b_hi else 0.5 * (b_lo + b_hi)
-        if abs(new - beta) <= tol * beta or b_hi - b_lo <= tol * beta:
+        step = beta - d1 / d2 if d2 > 0 else math.nan
+        if abs(step - beta) <= tol * beta:  # Newton has converged
+            beta = step
+            break
+        new = step if b_lo < step < b_hi else 0.5 * (b_lo + b_hi)  # else bisect the bracket
+        if b_hi - b_lo <= tol * beta:
             beta = new
             break
         beta = new

@@ -466,3 +466,160 @@ class NgramLM:
                 total += math.log(self._prob1(w, h))
                 n += 1
         return math.exp(-total / n) if n else float("nan")
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+def entropy(logits, axis=-1, *, base=None):
+    """-sum p log p of softmax(logits), 0 log 0 = 0."""
+    p = np.moveaxis(softmax(logits, axis=axis), axis, -1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p > 0, -p * np.log(p), 0.0)
+    terms = np.where(np.isnan(p), np.nan, terms)
+    h = terms.sum(axis=-1)
+    return (h / (np.log(base) if base else 1.0))[()]
+
+
+def kl_divergence(p_logits, q_logits, axis=-1, *, base=None):
+    """sum p (log p - log q); p = 0 terms are 0; +inf where q = 0 < p; clamped at 0."""
+    p = np.moveaxis(softmax(p_logits, axis=axis), axis, -1)
+    lp = np.moveaxis(log_softmax(p_logits, axis=axis), axis, -1)
+    lq = np.moveaxis(log_softmax(q_logits, axis=axis), axis, -1)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p > 0, p * (lp - lq), 0.0)
+    terms = np.where(np.isnan(p) | np.isnan(lq), np.nan, terms)
+    kl = np.maximum(terms.sum(axis=-1), 0.0)
+    return (kl / (np.log(base) if base else 1.0))[()]
+
+
+def perplexity(logits, targets, *, ignore_index=-100):
+    return math.exp(cross_entropy(logits, targets, ignore_index=ignore_index))
+
+
+def bits_per_token(logits, targets, *, ignore_index=-100):
+    return cross_entropy(logits, targets, ignore_index=ignore_index) / math.log(2)
+
+
+def bits_per_byte(total_logprob, n_bytes):
+    return -float(np.sum(total_logprob)) / (float(np.sum(n_bytes)) * math.log(2))
+
+
+def byte_perplexity(total_logprob, n_bytes):
+    return math.exp(-float(np.sum(total_logprob)) / float(np.sum(n_bytes)))
+
+
+def word_perplexity(total_logprob, n_words):
+    return math.exp(-float(np.sum(total_logprob)) / float(np.sum(n_words)))
+
+
+def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_index=-100, normalize=None,
+                     lengths=None, return_is_greedy=False):
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(targets)
+    B, T, _ = x.shape
+    totals, greedy_ok = [], []
+    for b in range(B):
+        lp = log_softmax(x[b])
+        total, count, ok = 0.0, 0, True
+        for i in range(T):
+            if t[b, i] == ignore_index or (mask is not None and not mask[b][i]) or (
+                    prompt_lengths is not None and i < prompt_lengths[b]):
+                continue
+            total += lp[i, t[b, i]]
+            count += 1
+            ok = ok and int(np.argmax(x[b, i])) == int(t[b, i])
+        if normalize == "tokens":
+            total /= count
+        elif normalize in ("chars", "bytes"):
+            total /= lengths[b]
+        totals.append(total)
+        greedy_ok.append(ok)
+    totals = np.array(totals)
+    return (totals, np.array(greedy_ok)) if return_is_greedy else totals
+
+
+def choose(loglikelihoods, *, lengths=None, normalize=None):
+    ll = np.asarray(loglikelihoods, dtype=np.float64)
+    if normalize in ("chars", "bytes"):
+        ll = ll / np.asarray(lengths, dtype=np.float64)
+    rows = ll.reshape(-1, ll.shape[-1])
+    out = []
+    for row in rows:
+        best = 0
+        for j in range(1, row.size):
+            if row[j] > row[best]:
+                best = j
+        out.append(best)
+    return np.array(out).reshape(ll.shape[:-1])[()]
+
+
+def _bins(c, n_bins, strategy, closed):
+    if strategy == "uniform":
+        edges = [m / n_bins for m in range(n_bins + 1)]
+    else:
+        edges = sorted(set(np.quantile(c, np.linspace(0, 1, n_bins + 1)).tolist()))
+        edges[0], edges[-1] = 0.0, 1.0
+    M = len(edges) - 1
+    idx = []
+    for v in c:
+        for m in range(M):
+            lo, hi = edges[m], edges[m + 1]
+            inside = (lo < v <= hi or (m == 0 and v == lo)) if closed == "right" else (
+                lo <= v < hi or (m == M - 1 and v == hi))
+            if inside:
+                idx.append(m)
+                break
+    return np.array(idx), np.array(edges)
+
+
+def reliability_bins(confidences, correct, *, n_bins=15, strategy="uniform", closed="right"):
+    c = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    k = np.asarray(correct, dtype=np.float64).reshape(-1)
+    idx, edges = _bins(c, n_bins, strategy, closed)
+    M = edges.size - 1
+    count = np.array([np.sum(idx == m) for m in range(M)])
+    conf = np.array([c[idx == m].mean() if count[m] else np.nan for m in range(M)])
+    acc = np.array([k[idx == m].mean() if count[m] else np.nan for m in range(M)])
+    return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": conf, "accuracy": acc}
+
+
+def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uniform", norm="l1", closed="right"):
+    b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
+    n = b["count"].sum()
+    gaps = [(b["count"][m] / n, abs(b["accuracy"][m] - b["confidence"][m])) for m in range(b["count"].size)
+            if b["count"][m]]
+    if norm == "l1":
+        return float(sum(w * g for w, g in gaps))
+    if norm == "l2":
+        return float(math.sqrt(sum(w * g * g for w, g in gaps)))
+    return float(max(g for _, g in gaps))
+
+
+def calibration_from_logits(logits, labels):
+    p = softmax(logits)
+    return p.max(axis=-1), np.argmax(p, axis=-1) == np.asarray(labels)
+
+
+def mean_nll_at_temperature(logits, labels, T):
+    lp = log_softmax(np.asarray(logits, dtype=np.float64) / T)
+    return float(-np.mean(lp[np.arange(lp.shape[0]), np.asarray(labels)]))
+
+
+def fit_temperature(logits, labels, *, bounds=(0.05, 20.0)):
+    """Golden-section search on log T over the bounds (the mean NLL is unimodal in T)."""
+    lo, hi = math.log(bounds[0]), math.log(bounds[1])
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc = mean_nll_at_temperature(logits, labels, math.exp(c))
+    fd = mean_nll_at_temperature(logits, labels, math.exp(d))
+    while b - a > 1e-10:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = mean_nll_at_temperature(logits, labels, math.exp(c))
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = mean_nll_at_temperature(logits, labels, math.exp(d))
+    return math.exp((a + b) / 2)
