@@ -401,22 +401,46 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
 
 /* Moments of one row under p = softmax(beta x), against its max ref (finite):
  *   s = sum e, a = sum e d, b = sum e d^2, with d = x - ref, e = exp(beta d) (<= 1),
- * a term with e = 0 adding 0 (so -inf entries never make NaN; a NaN entry makes s NaN). float64 sums. */
-static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int want_b, double *s, double *a, double *b) {
+ * a term with e = 0 adding 0 (so -inf entries never make NaN; a NaN entry makes s NaN). Groups of four
+ * vectors are summed in T, the groups in float64. */
+static inline void FN(moment_terms)(FL_V v, FL_V rv, FL_V bv, int scaled, int want_b, FL_V *e, FL_V *t, FL_V *u) {
+    const FL_V zero = VF(set1)(0), d = VF(sub)(v, rv);
+    *e = VF(expn)(scaled ? VF(mul)(d, bv) : d);
+    *t = VF(sel_gt)(*e, zero, VF(mul)(*e, d), zero);
+    if (want_b) *u = VF(sel_gt)(*e, zero, VF(mul)(*t, d), zero);
+}
+
+static inline void FN(moments_impl)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int scaled, int want_b, double *s,
+                                    double *a, double *b) {
     vf64 as[2] = {vf64_set1(0), vf64_set1(0)}, aa[2] = {vf64_set1(0), vf64_set1(0)};
     vf64 ab[2] = {vf64_set1(0), vf64_set1(0)};
-    const FL_V rv = VF(set1)(ref), bv = VF(set1)(beta), zero = VF(set1)(0);
-    for (int64_t j = 0; j < n; j += FL_W) {
-        FL_V v = n - j >= FL_W ? VF(load)(x + j) : FN(load_part)(x + j, n - j, -INFINITY);
-        FL_V d = VF(sub)(v, rv), e = VF(expn)(VF(mul)(d, bv));
-        FL_V t = VF(sel_gt)(e, zero, VF(mul)(e, d), zero);
-        VF(acc)(as, e);
-        VF(acc)(aa, t);
-        if (want_b) VF(acc)(ab, VF(sel_gt)(e, zero, VF(mul)(t, d), zero));
+    const FL_V rv = VF(set1)(ref), bv = VF(set1)(beta);
+    FL_V e0, e1, e2, e3, t0, t1, t2, t3, u0 = rv, u1 = rv, u2 = rv, u3 = rv;
+    int64_t j = 0;
+    for (; j + 4 * FL_W <= n; j += 4 * FL_W) {
+        FN(moment_terms)(VF(load)(x + j), rv, bv, scaled, want_b, &e0, &t0, &u0);
+        FN(moment_terms)(VF(load)(x + j + FL_W), rv, bv, scaled, want_b, &e1, &t1, &u1);
+        FN(moment_terms)(VF(load)(x + j + 2 * FL_W), rv, bv, scaled, want_b, &e2, &t2, &u2);
+        FN(moment_terms)(VF(load)(x + j + 3 * FL_W), rv, bv, scaled, want_b, &e3, &t3, &u3);
+        VF(acc)(as, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
+        VF(acc)(aa, VF(add)(VF(add)(t0, t1), VF(add)(t2, t3)));
+        if (want_b) VF(acc)(ab, VF(add)(VF(add)(u0, u1), VF(add)(u2, u3)));
+    }
+    for (; j < n; j += FL_W) {
+        FN(moment_terms)(n - j >= FL_W ? VF(load)(x + j) : FN(load_part)(x + j, n - j, -INFINITY), rv, bv, scaled,
+                         want_b, &e0, &t0, &u0);
+        VF(acc)(as, e0);
+        VF(acc)(aa, t0);
+        if (want_b) VF(acc)(ab, u0);
     }
     *s = vf64_hsum(vf64_add(as[0], as[1]));
     *a = vf64_hsum(vf64_add(aa[0], aa[1]));
     *b = want_b ? vf64_hsum(vf64_add(ab[0], ab[1])) : 0;
+}
+
+static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int want_b, double *s, double *a, double *b) {
+    if (beta == 1 && !want_b) FN(moments_impl)(x, n, ref, beta, 0, 0, s, a, b); /* entropy */
+    else FN(moments_impl)(x, n, ref, beta, 1, 1, s, a, b);                       /* temperature statistics */
 }
 
 /* H(softmax(x)) = log s - a/s per row (nats; 0 log 0 = 0). */
@@ -447,7 +471,16 @@ static int FN(kl_rows)(const FL_T *x, const FL_T *y, const fl_rows *r, double *o
         const FL_V mpv = VF(set1)(mp), mqv = VF(set1)(mq), zero = VF(set1)(0);
         vf64 sp[2] = {vf64_set1(0), vf64_set1(0)}, sq[2] = {vf64_set1(0), vf64_set1(0)};
         vf64 u[2] = {vf64_set1(0), vf64_set1(0)};
-        for (int64_t j = 0; j < n; j += FL_W) {
+        int64_t j = 0;
+        for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
+            FL_V p0 = VF(load)(p + j), p1 = VF(load)(p + j + FL_W), q0 = VF(load)(q + j), q1 = VF(load)(q + j + FL_W);
+            FL_V ep0 = VF(expn)(VF(sub)(p0, mpv)), ep1 = VF(expn)(VF(sub)(p1, mpv));
+            VF(acc)(sp, VF(add)(ep0, ep1));
+            VF(acc)(sq, VF(add)(VF(expn)(VF(sub)(q0, mqv)), VF(expn)(VF(sub)(q1, mqv))));
+            VF(acc)(u, VF(add)(VF(sel_gt)(ep0, zero, VF(mul)(ep0, VF(sub)(p0, q0)), zero),
+                               VF(sel_gt)(ep1, zero, VF(mul)(ep1, VF(sub)(p1, q1)), zero)));
+        }
+        for (; j < n; j += FL_W) {
             FL_V pv = n - j >= FL_W ? VF(load)(p + j) : FN(load_part)(p + j, n - j, -INFINITY);
             FL_V qv = n - j >= FL_W ? VF(load)(q + j) : FN(load_part)(q + j, n - j, -INFINITY);
             FL_V ep = VF(expn)(VF(sub)(pv, mpv)), eq = VF(expn)(VF(sub)(qv, mqv));
