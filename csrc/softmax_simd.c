@@ -27,18 +27,21 @@
 static inline double fl_shift(double m) { return isfinite(m) ? m : 0.0; }
 
 #define FL_T float
+#define FL_TMAX 3.4028234663852886e38f
 #define FL_V vf32
 #define FL_W vf32_W
 #define VF(op) vf32_##op
 #define FN(name) name##_f32
 #include "softmax_simd.c"
 #undef FL_T
+#undef FL_TMAX
 #undef FL_V
 #undef FL_W
 #undef VF
 #undef FN
 
 #define FL_T double
+#define FL_TMAX 1.7976931348623157e308
 #define FL_V vf64
 #define FL_W vf64_W
 #define VF(op) vf64_##op
@@ -406,8 +409,10 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
 static inline void FN(moment_terms)(FL_V v, FL_V rv, FL_V bv, int scaled, int want_b, FL_V *e, FL_V *t, FL_V *u) {
     const FL_V zero = VF(set1)(0), d = VF(sub)(v, rv);
     *e = VF(expn)(scaled ? VF(mul)(d, bv) : d);
-    *t = VF(sel_gt)(*e, zero, VF(mul)(*e, d), zero);
-    if (want_b) *u = VF(sel_gt)(*e, zero, VF(mul)(*t, d), zero);
+    /* d >= -max: a -inf entry gives e = 0 times a finite d (NaN entries already made e NaN) */
+    const FL_V dc = VF(max)(d, VF(set1)(-FL_TMAX));
+    *t = VF(mul)(*e, dc);
+    if (want_b) *u = VF(sel_gt)(*e, zero, VF(mul)(*t, dc), zero);
 }
 
 static inline void FN(moments_impl)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int scaled, int want_b, double *s,
@@ -438,22 +443,83 @@ static inline void FN(moments_impl)(const FL_T *x, int64_t n, FL_T ref, FL_T bet
     *b = want_b ? vf64_hsum(vf64_add(ab[0], ab[1])) : 0;
 }
 
-static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int want_b, double *s, double *a, double *b) {
-    if (beta == 1 && !want_b) FN(moments_impl)(x, n, ref, beta, 0, 0, s, a, b); /* entropy */
-    else FN(moments_impl)(x, n, ref, beta, 1, 1, s, a, b);                       /* temperature statistics */
+static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s, double *a, double *b) {
+    FN(moments_impl)(x, n, ref, beta, 1, 1, s, a, b);
 }
 
-/* H(softmax(x)) = log s - a/s per row (nats; 0 log 0 = 0). */
+/* One block for the entropy: s = sum e, u = sum e (z - m), e = exp(z - m) (m finite), and the block's
+ * max into *bmax; -inf entries add 0 to both. */
+static inline void FN(block_entropy)(const FL_T *z, int64_t n, FL_T m, FL_T *bmax, double *s, double *u) {
+    vf64 as[2] = {vf64_set1(0), vf64_set1(0)}, au[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V mv = VF(set1)(m), lo = VF(set1)(-FL_TMAX);
+    FL_V mx = VF(set1)(-INFINITY);
+    int64_t j = 0;
+    for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
+        FL_V v0 = VF(load)(z + j), v1 = VF(load)(z + j + FL_W);
+        mx = VF(max)(mx, VF(max)(v0, v1));
+        FL_V d0 = VF(sub)(v0, mv), d1 = VF(sub)(v1, mv), e0 = VF(expn)(d0), e1 = VF(expn)(d1);
+        VF(acc)(as, VF(add)(e0, e1));
+        VF(acc)(au, VF(add)(VF(mul)(e0, VF(max)(d0, lo)), VF(mul)(e1, VF(max)(d1, lo))));
+    }
+    for (; j < n; j += FL_W) {
+        FL_V v = n - j >= FL_W ? VF(load)(z + j) : FN(load_part)(z + j, n - j, -INFINITY);
+        mx = VF(max)(mx, v);
+        FL_V d = VF(sub)(v, mv), e = VF(expn)(d);
+        VF(acc)(as, e);
+        VF(acc)(au, VF(mul)(e, VF(max)(d, lo)));
+    }
+    *bmax = VF(hmax)(mx);
+    *s = vf64_hsum(vf64_add(as[0], as[1]));
+    *u = vf64_hsum(vf64_add(au[0], au[1]));
+}
+
+/* H(softmax(x)) per row in one read pass: the online log-sum-exp of row_stats, carrying also
+ * u = sum e (z - m); when the max rises from m to m', s <- s e^(m - m') and u <- e^(m - m') (u - (m' - m) s).
+ * H = log s - u / s (nats; 0 log 0 = 0). */
+static double FN(entropy_row)(const FL_T *x, int64_t n) {
+    FL_T m = -INFINITY;
+    double s = 0, u = 0;
+    for (int64_t off = 0; off < n; off += FL_BLOCK) {
+        const int64_t len = n - off < FL_BLOCK ? n - off : FL_BLOCK;
+        const FL_T *z = x + off;
+        FL_T bm;
+        double bs, bu;
+        if (isfinite(m)) {
+            FN(block_entropy)(z, len, m, &bm, &bs, &bu);
+            if (!(bm > m) || (double)bm - (double)m <= FL_MAX_JUMP) {
+                s += bs;
+                u += bu;
+                if (bm > m) { /* rebase both sums to the new max */
+                    const double dm = (double)bm - (double)m, f = exp(-dm);
+                    u = f * (u - dm * s);
+                    s *= f;
+                    m = bm;
+                }
+                continue;
+            }
+        }
+        bm = FN(block_max)(z, len); /* first block, or a jump too large for one pass */
+        if (bm > m) {
+            if (s != 0) {
+                const double dm = (double)bm - (double)m, f = exp(-dm);
+                u = f * (u - dm * s);
+                s *= f;
+            }
+            m = bm;
+        }
+        FN(block_entropy)(z, len, (FL_T)fl_shift(m), &bm, &bs, &bu);
+        s += bs;
+        u += bu;
+    }
+    return m == INFINITY ? NAN : log(s) - u / s;
+}
+
+/* H(softmax(x)) per row (nats). */
 static int FN(entropy_rows)(const FL_T *x, const fl_rows *r, double *out) {
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) {
-        const FL_T *xi = x + i * r->x_stride;
-        double s, a, b;
-        FN(moments)(xi, r->cols, FN(block_max)(xi, r->cols), 1, 0, &s, &a, &b);
-        out[i] = log(s) - a / s;
-    }
+    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(entropy_row)(x + i * r->x_stride, r->cols);
     return FL_OK;
 }
 
@@ -507,7 +573,7 @@ static int FN(tstats_rows)(const FL_T *x, const fl_rows *r, const int64_t *y, co
         const FL_T *xi = x + i * r->x_stride;
         double s, a, b;
         const FL_T ref = (FL_T)xmax[i];
-        FN(moments)(xi, r->cols, ref, (FL_T)beta, 1, &s, &a, &b);
+        FN(moments)(xi, r->cols, ref, (FL_T)beta, &s, &a, &b);
         const double mean = a / s, xy = (double)xi[y[i]] - (double)ref;
         nll[i] = log(s) - beta * xy;
         g[i] = mean - xy;

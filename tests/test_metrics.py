@@ -258,3 +258,16 @@ def test_plot_reliability_diagram(rng):
     ax = fig.axes[0]
     assert "ECE" in ax.get_title() and ax.get_xlabel() == "confidence"
     assert len(ax.patches) == 10
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_entropy_rows_whose_max_rises_across_blocks(simd, rng, dtype):
+    x = logits_like(rng, (6, 9000), dtype, scale=1.0)
+    x[1, 5000] = 30.0      # a small rise in a later block
+    x[2, 8999] = 500.0     # a jump larger than one pass allows
+    x[3, :2048] = -1e4     # a first block far below the rest
+    x[4] = np.linspace(-300, 300, 9000)
+    x[5, ::3] = -np.inf
+    close(fastlm.entropy(x), ref.entropy(x), dtype, scale=100)
+    y = x[::-1].copy()
+    close(fastlm.kl_divergence(x, y), ref.kl_divergence(x, y), dtype, scale=1000)
