@@ -105,12 +105,13 @@ def _build_softmax(shape, threads):
 
 
 def best_time(fn, repeat: int, min_time: float = 0.0) -> float:
-    """Best wall time of `repeat` calls (after one warm-up call), in seconds."""
-    fn()
+    """Best wall time of `repeat` calls after one warm-up call (repeat 0: one call, no warm-up), in seconds."""
+    if repeat > 0:
+        fn()  # warm-up
     best = float("inf")
     t_end = time.perf_counter() + min_time
     i = 0
-    while i < repeat or time.perf_counter() < t_end:
+    while i < max(repeat, 1) or time.perf_counter() < t_end:
         t0 = time.perf_counter()
         fn()
         best = min(best, time.perf_counter() - t0)
@@ -291,4 +292,70 @@ def format_ngram_table(r) -> str:
                 f"tokens/s | |")
     rows.append(f"| count storage | {r['storage'] / 1e6:.1f} MB | {r['storage'] / r['packed']:.2f}x the packed "
                 f"key + count size | |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+def run_evaluation(shape=(2048, 32000), temp_shape=(100000, 1000), threads=1, repeat=3, include_slow=True):
+    """entropy / kl_divergence against scipy and one read pass (np.max); fit_temperature against
+    scipy.optimize.minimize_scalar over a NumPy objective."""
+    from . import calibration
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
+    y = rng.standard_normal(shape, dtype=np.float32) * np.float32(3)
+    out = {"shape": shape, "temp_shape": temp_shape}
+    out["np.max"] = best_time(lambda: x.max(axis=-1), repeat)
+    out["entropy"] = best_time(lambda: fastlm.entropy(x, num_threads=threads), repeat)
+    out["kl"] = best_time(lambda: fastlm.kl_divergence(x, y, num_threads=threads), repeat)
+    try:
+        import scipy.optimize
+        import scipy.special
+        import scipy.stats
+    except ImportError:
+        scipy = None
+    if scipy is not None and include_slow:
+        sm = scipy.special.softmax
+        out["scipy entropy"] = best_time(lambda: scipy.stats.entropy(sm(x, axis=-1), axis=-1), 1)
+        out["scipy kl"] = best_time(lambda: scipy.special.rel_entr(sm(x, axis=-1), sm(y, axis=-1)).sum(-1), 1)
+    # overconfident logits: labels drawn from softmax(logits / 2) (Gumbel-max), so the best T is near 2
+    logits = rng.standard_normal(temp_shape, dtype=np.float32) * np.float32(3)
+    labels = np.concatenate([
+        np.argmax(logits[i:i + 10000] / np.float32(2) - np.log(-np.log(
+            rng.random((min(10000, temp_shape[0] - i), temp_shape[1]), dtype=np.float32))), axis=1)
+        for i in range(0, temp_shape[0], 10000)])
+    calls = []
+    orig = calibration._kernels.temperature_stats
+
+    def counting(*a):
+        calls.append(1)
+        return orig(*a)
+
+    calibration._kernels.temperature_stats = counting
+    try:
+        out["fit_temperature"] = best_time(lambda: calibration.fit_temperature(logits, labels, num_threads=threads), 1)
+    finally:
+        calibration._kernels.temperature_stats = orig
+    out["passes"] = len(calls) // 2 + 1  # per call (best_time runs it twice), plus the row-max pass
+    if scipy is not None and include_slow:
+        rows = np.arange(labels.size)
+
+        def objective(log_t):
+            zz = logits / np.float32(np.exp(log_t))
+            return float(np.mean(scipy.special.logsumexp(zz, axis=1) - zz[rows, labels]))
+
+        out["scipy fit"] = best_time(lambda: scipy.optimize.minimize_scalar(
+            objective, bounds=(np.log(0.05), np.log(20.0)), method="bounded", options={"xatol": 1e-6}), 0)
+    return out
+
+
+def format_evaluation_table(r) -> str:
+    shp = f"{r['shape'][0]}x{r['shape'][1]}"
+    rows = ["| measurement | fastlm ms | alternative ms | speedup | / np.max (one read pass) |", "|---|---|---|---|---|"]
+    for key, alt, label, passes in (("entropy", "scipy entropy", "entropy", 1), ("kl", "scipy kl", "kl_divergence", 2)):
+        a = f"{r[alt] * 1e3:.0f} | {r[alt] / r[key]:.0f}x" if alt in r else "n/a | n/a"
+        rows.append(f"| {label} {shp} | {r[key] * 1e3:.1f} | {a} | {r[key] / (passes * r['np.max']):.2f} |")
+    t = r["temp_shape"]
+    a = f"{r['scipy fit'] * 1e3:.0f} | {r['scipy fit'] / r['fit_temperature']:.0f}x" if "scipy fit" in r else "n/a | n/a"
+    rows.append(f"| fit_temperature {t[0]}x{t[1]} ({r['passes']} passes) | {r['fit_temperature'] * 1e3:.0f} | {a} | |")
     return "\n".join(rows)

@@ -48,6 +48,12 @@ def cmd_bench(args) -> int:
     n = 200_000 if args.quick else 2_000_000
     print(f"N-gram models: {n} Zipf ids (vocabulary 32000), trigram, one thread:")
     print(bench.format_ngram_table(bench.run_ngram(n, repeat=args.repeat)))
+    print()
+    shape, tshape = ((256, 32000), (10000, 1000)) if args.quick else ((2048, 32000), (100000, 1000))
+    print("Evaluation (kl_divergence's read floor is np.max over both arrays; scipy.optimize.minimize_scalar "
+          "'bounded' over a NumPy objective for temperature):")
+    print(bench.format_evaluation_table(bench.run_evaluation(shape, tshape, threads=args.threads,
+                                                             repeat=args.repeat, include_slow=not args.no_numpy)))
     return 0
 
 
