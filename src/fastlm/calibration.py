@@ -115,14 +115,15 @@ def calibration_from_logits(logits, labels, *, num_threads=None):
     return np.exp(xmax - lse), np.asarray(top) == y
 
 
-def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-10, max_passes=20, num_threads=None):
+def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-9, max_passes=20, num_threads=None):
     """T in bounds minimizing the mean NLL of softmax(logits / T) against labels (temperature scaling, Guo
     et al. 2017).
 
     The NLL is convex in beta = 1/T; each Newton step on beta takes one fused C pass over the logits that
     returns the NLL and its first and second derivatives (E_p[x] - x_y and Var_p[x] per row), kept
-    inside a shrinking bracket on the derivative's sign. One more pass takes the row maxima. At most
-    max_passes passes in all.
+    inside a shrinking bracket on the derivative's sign, until a step is below tol (relative; at least 8
+    ulp of the logits' dtype, whose precision bounds the derivative's). One more pass takes the row
+    maxima. At most max_passes passes in all.
     """
     x = float_array(logits, "logits")
     y = int_array(labels, "labels")
@@ -138,6 +139,7 @@ def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-10, max_passe
         j = int(np.argmax(bad))
         raise ValueError(f"labels[{j}] = {y[j]} is outside [0, {x.shape[1]})")
     xr = rows_in(x, COMPUTE[x.dtype])
+    tol = max(float(tol), 8 * float(np.finfo(xr.dtype).eps))
     nt = resolve_threads(num_threads)
     N = xr.shape[0]
     xmax = np.empty(N, np.float64)
