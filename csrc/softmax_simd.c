@@ -454,12 +454,15 @@ static inline void FN(block_entropy)(const FL_T *z, int64_t n, FL_T m, FL_T *bma
     const FL_V mv = VF(set1)(m), lo = VF(set1)(-FL_TMAX);
     FL_V mx = VF(set1)(-INFINITY);
     int64_t j = 0;
-    for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
-        FL_V v0 = VF(load)(z + j), v1 = VF(load)(z + j + FL_W);
-        mx = VF(max)(mx, VF(max)(v0, v1));
-        FL_V d0 = VF(sub)(v0, mv), d1 = VF(sub)(v1, mv), e0 = VF(expn)(d0), e1 = VF(expn)(d1);
-        VF(acc)(as, VF(add)(e0, e1));
-        VF(acc)(au, VF(add)(VF(mul)(e0, VF(max)(d0, lo)), VF(mul)(e1, VF(max)(d1, lo))));
+    for (; j + 4 * FL_W <= n; j += 4 * FL_W) { /* four vectors a step, summed in T first */
+        FL_V v0 = VF(load)(z + j), v1 = VF(load)(z + j + FL_W), v2 = VF(load)(z + j + 2 * FL_W);
+        FL_V v3 = VF(load)(z + j + 3 * FL_W);
+        mx = VF(max)(mx, VF(max)(VF(max)(v0, v1), VF(max)(v2, v3)));
+        FL_V d0 = VF(sub)(v0, mv), d1 = VF(sub)(v1, mv), d2 = VF(sub)(v2, mv), d3 = VF(sub)(v3, mv);
+        FL_V e0 = VF(expn)(d0), e1 = VF(expn)(d1), e2 = VF(expn)(d2), e3 = VF(expn)(d3);
+        VF(acc)(as, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
+        VF(acc)(au, VF(add)(VF(add)(VF(mul)(e0, VF(max)(d0, lo)), VF(mul)(e1, VF(max)(d1, lo))),
+                            VF(add)(VF(mul)(e2, VF(max)(d2, lo)), VF(mul)(e3, VF(max)(d3, lo)))));
     }
     for (; j < n; j += FL_W) {
         FL_V v = n - j >= FL_W ? VF(load)(z + j) : FN(load_part)(z + j, n - j, -INFINITY);
@@ -523,42 +526,89 @@ static int FN(entropy_rows)(const FL_T *x, const fl_rows *r, double *out) {
     return FL_OK;
 }
 
-/* KL(p || q) = sum p (log p - log q) per row, p and q softmaxes of two logit rows (x: p, y: q):
- * u / s_p - (m_p + log s_p) + (m_q + log s_q), u = sum e_p (z_p - z_q), clamped at 0; +inf where some
- * q is 0 < p. */
+/* One block for KL: sp = sum e_p, sq = sum e_q, u = sum e_p (z_p - z_q) (e_p = 0 terms add 0), with
+ * e_p = exp(z_p - mp), e_q = exp(z_q - mq), and the blocks' maxima. */
+static inline void FN(block_kl)(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL_T mq, FL_T *bp, FL_T *bq,
+                                double *sp, double *sq, double *u) {
+    vf64 ap[2] = {vf64_set1(0), vf64_set1(0)}, aq[2] = {vf64_set1(0), vf64_set1(0)};
+    vf64 au[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V mpv = VF(set1)(mp), mqv = VF(set1)(mq), zero = VF(set1)(0);
+    FL_V xp = VF(set1)(-INFINITY), xq = xp;
+    int64_t j = 0;
+    for (; j + 2 * FL_W <= n; j += 2 * FL_W) { /* two vectors a step, summed in T first */
+        FL_V p0 = VF(load)(p + j), p1 = VF(load)(p + j + FL_W), q0 = VF(load)(q + j), q1 = VF(load)(q + j + FL_W);
+        xp = VF(max)(xp, VF(max)(p0, p1));
+        xq = VF(max)(xq, VF(max)(q0, q1));
+        FL_V e0 = VF(expn)(VF(sub)(p0, mpv)), e1 = VF(expn)(VF(sub)(p1, mpv));
+        VF(acc)(ap, VF(add)(e0, e1));
+        VF(acc)(aq, VF(add)(VF(expn)(VF(sub)(q0, mqv)), VF(expn)(VF(sub)(q1, mqv))));
+        VF(acc)(au, VF(add)(VF(sel_gt)(e0, zero, VF(mul)(e0, VF(sub)(p0, q0)), zero),
+                            VF(sel_gt)(e1, zero, VF(mul)(e1, VF(sub)(p1, q1)), zero)));
+    }
+    for (; j < n; j += FL_W) {
+        FL_V pv = n - j >= FL_W ? VF(load)(p + j) : FN(load_part)(p + j, n - j, -INFINITY);
+        FL_V qv = n - j >= FL_W ? VF(load)(q + j) : FN(load_part)(q + j, n - j, -INFINITY);
+        xp = VF(max)(xp, pv);
+        xq = VF(max)(xq, qv);
+        FL_V ep = VF(expn)(VF(sub)(pv, mpv));
+        VF(acc)(ap, ep);
+        VF(acc)(aq, VF(expn)(VF(sub)(qv, mqv)));
+        VF(acc)(au, VF(sel_gt)(ep, zero, VF(mul)(ep, VF(sub)(pv, qv)), zero));
+    }
+    *bp = VF(hmax)(xp);
+    *bq = VF(hmax)(xq);
+    *sp = vf64_hsum(vf64_add(ap[0], ap[1]));
+    *sq = vf64_hsum(vf64_add(aq[0], aq[1]));
+    *u = vf64_hsum(vf64_add(au[0], au[1]));
+}
+
+/* KL(p || q) = sum p (log p - log q) for one pair of rows in one read pass: online log-sum-exps of both
+ * (sums rebased when a max rises; u = sum e_p (z_p - z_q) follows p's), then
+ * u / s_p - (m_p + log s_p) + (m_q + log s_q), clamped at 0; +inf where some q is 0 < p. */
+static double FN(kl_row)(const FL_T *p, const FL_T *q, int64_t n) {
+    FL_T mp = -INFINITY, mq = -INFINITY;
+    double sp = 0, sq = 0, u = 0;
+    for (int64_t off = 0; off < n; off += FL_BLOCK) {
+        const int64_t len = n - off < FL_BLOCK ? n - off : FL_BLOCK;
+        FL_T bp, bq;
+        double bsp, bsq, bu;
+        int fresh = !isfinite(mp) || !isfinite(mq);
+        if (!fresh) {
+            FN(block_kl)(p + off, q + off, len, mp, mq, &bp, &bq, &bsp, &bsq, &bu);
+            fresh = ((double)bp - (double)mp > FL_MAX_JUMP) || ((double)bq - (double)mq > FL_MAX_JUMP);
+        }
+        if (fresh) { /* first blocks, or a jump too large for one pass: maxima first */
+            bp = FN(block_max)(p + off, len);
+            bq = FN(block_max)(q + off, len);
+            const FL_T np_ = bp > mp ? bp : mp, nq = bq > mq ? bq : mq;
+            const double fp = sp != 0 ? exp(fl_shift(mp) - fl_shift(np_)) : 0, fq = sq != 0 ? exp(fl_shift(mq) - fl_shift(nq)) : 0;
+            sp *= fp, u *= fp, sq *= fq;
+            mp = np_, mq = nq;
+            FN(block_kl)(p + off, q + off, len, (FL_T)fl_shift(mp), (FL_T)fl_shift(mq), &bp, &bq, &bsp, &bsq, &bu);
+            sp += bsp, sq += bsq, u += bu;
+            continue;
+        }
+        sp += bsp, sq += bsq, u += bu;
+        if (bp > mp) {
+            const double f = exp((double)mp - (double)bp);
+            sp *= f, u *= f;
+            mp = bp;
+        }
+        if (bq > mq) {
+            sq *= exp((double)mq - (double)bq);
+            mq = bq;
+        }
+    }
+    if (mp == INFINITY || mq == INFINITY) return NAN;
+    const double kl = u / sp - (fl_shift(mp) + log(sp)) + (fl_shift(mq) + log(sq));
+    return kl > 0 || kl != kl ? kl : 0;
+}
+
 static int FN(kl_rows)(const FL_T *x, const FL_T *y, const fl_rows *r, double *out) {
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) {
-        const FL_T *p = x + i * r->x_stride, *q = y + i * r->y_stride;
-        const int64_t n = r->cols;
-        const FL_T mp = FN(block_max)(p, n), mq = FN(block_max)(q, n);
-        const FL_V mpv = VF(set1)(mp), mqv = VF(set1)(mq), zero = VF(set1)(0);
-        vf64 sp[2] = {vf64_set1(0), vf64_set1(0)}, sq[2] = {vf64_set1(0), vf64_set1(0)};
-        vf64 u[2] = {vf64_set1(0), vf64_set1(0)};
-        int64_t j = 0;
-        for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
-            FL_V p0 = VF(load)(p + j), p1 = VF(load)(p + j + FL_W), q0 = VF(load)(q + j), q1 = VF(load)(q + j + FL_W);
-            FL_V ep0 = VF(expn)(VF(sub)(p0, mpv)), ep1 = VF(expn)(VF(sub)(p1, mpv));
-            VF(acc)(sp, VF(add)(ep0, ep1));
-            VF(acc)(sq, VF(add)(VF(expn)(VF(sub)(q0, mqv)), VF(expn)(VF(sub)(q1, mqv))));
-            VF(acc)(u, VF(add)(VF(sel_gt)(ep0, zero, VF(mul)(ep0, VF(sub)(p0, q0)), zero),
-                               VF(sel_gt)(ep1, zero, VF(mul)(ep1, VF(sub)(p1, q1)), zero)));
-        }
-        for (; j < n; j += FL_W) {
-            FL_V pv = n - j >= FL_W ? VF(load)(p + j) : FN(load_part)(p + j, n - j, -INFINITY);
-            FL_V qv = n - j >= FL_W ? VF(load)(q + j) : FN(load_part)(q + j, n - j, -INFINITY);
-            FL_V ep = VF(expn)(VF(sub)(pv, mpv)), eq = VF(expn)(VF(sub)(qv, mqv));
-            VF(acc)(sp, ep);
-            VF(acc)(sq, eq);
-            VF(acc)(u, VF(sel_gt)(ep, zero, VF(mul)(ep, VF(sub)(pv, qv)), zero));
-        }
-        const double Sp = vf64_hsum(vf64_add(sp[0], sp[1])), Sq = vf64_hsum(vf64_add(sq[0], sq[1]));
-        const double U = vf64_hsum(vf64_add(u[0], u[1]));
-        const double kl = U / Sp - ((double)mp + log(Sp)) + ((double)mq + log(Sq));
-        out[i] = kl > 0 || kl != kl ? kl : 0;
-    }
+    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(kl_row)(x + i * r->x_stride, y + i * r->y_stride, r->cols);
     return FL_OK;
 }
 

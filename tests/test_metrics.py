@@ -45,6 +45,10 @@ def test_entropy_kl_special_values_axis_and_layouts(simd, rng):
         fastlm.kl_divergence(z, z[:2])
     with pytest.raises(ValueError, match="base"):
         fastlm.entropy(z, base=1)
+    with pytest.raises(ValueError, match="empty axis"):
+        fastlm.entropy(np.zeros((2, 0)))
+    with pytest.raises(ValueError, match="empty axis"):
+        fastlm.kl_divergence(np.zeros((2, 0)), np.zeros((2, 0)))
     with pytest.raises(TypeError):
         fastlm.entropy(np.zeros((2, 3), np.int32))
 

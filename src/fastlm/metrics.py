@@ -43,6 +43,8 @@ def entropy(logits, axis=-1, *, base=None, num_threads=None):
     if a.ndim == 0:
         raise ValueError("logits must have at least one dimension")
     ax = normalize_axis(axis, a.ndim)
+    if a.shape[ax] == 0:
+        raise ValueError(f"logits has an empty axis {ax} (shape {a.shape}): no distribution")
     lb = _base(base)
     lead, xr = _rows_of(a, ax, COMPUTE[a.dtype])
     out = np.empty(xr.shape[0], np.float64)
@@ -64,6 +66,8 @@ def kl_divergence(p_logits, q_logits, axis=-1, *, base=None, num_threads=None):
     if p.ndim == 0:
         raise ValueError("p_logits must have at least one dimension")
     ax = normalize_axis(axis, p.ndim)
+    if p.shape[ax] == 0:
+        raise ValueError(f"p_logits has an empty axis {ax} (shape {p.shape}): no distribution")
     lb = _base(base)
     dtype = np.result_type(COMPUTE[p.dtype], COMPUTE[q.dtype])
     lead, pr = _rows_of(p, ax, dtype)
