@@ -74,6 +74,30 @@ static void expect(int ok, const char *what, int level, int64_t V) {
             for (int64_t i = 0; i < N * V; i++) ok &= near(y1[i], y0[i], RTOL * 10, ATOL);             \
             expect(ok, opt ? #SFX " xent with every option" : #SFX " xent", level, V);                   \
         }                                                                                              \
+        /* entropy, KL and temperature statistics */                                                  \
+        {                                                                                              \
+            double e0[5], e1[5], k0[5], k1[5], mx[5], n0[5], n1[5], g0[5], g1[5], v0[5], v1[5];         \
+            int64_t lab[5] = {0, 1, 2, 3, 4};                                                          \
+            for (int i = 0; i < 5; i++) lab[i] %= V;                                                   \
+            fl_rows r2 = r; /* KL of rows 0..3 against rows 1..4 */                                    \
+            r2.rows = N - 1;                                                                           \
+            r2.y_stride = V;                                                                           \
+            fl_simd_select(FL_SIMD_SCALAR);                                                            \
+            fl_entropy_##SFX(x, &r, e0);                                                               \
+            fl_kl_##SFX(x, x + V, &r2, k0);                                                            \
+            fl_rowmax_##SFX(x, &r, mx);                                                                \
+            fl_temperature_stats_##SFX(x, &r, lab, mx, 0.7, n0, g0, v0);                               \
+            fl_simd_select(level);                                                                     \
+            fl_entropy_##SFX(x, &r, e1);                                                               \
+            fl_kl_##SFX(x, x + V, &r2, k1);                                                            \
+            fl_temperature_stats_##SFX(x, &r, lab, mx, 0.7, n1, g1, v1);                               \
+            ok = 1;                                                                                    \
+            for (int i = 0; i < 4; i++)                                                                \
+                ok &= near(e1[i], e0[i], RTOL * 10, ATOL * 10) && near(k1[i], k0[i], RTOL * 10, ATOL * 100) && \
+                      near(n1[i], n0[i], RTOL * 10, ATOL * 10) && near(g1[i], g0[i], RTOL * 10, ATOL * 100) && \
+                      near(v1[i], v0[i], RTOL * 100, ATOL * 100);                                      \
+            expect(ok, #SFX " entropy, KL, temperature statistics", level, V);                          \
+        }                                                                                              \
         /* decoding: logit-space decisions are exact on every level */                               \
         x[2 * V] = 0.5f; /* no NaN here */                                                             \
         {                                                                                              \
