@@ -26,6 +26,16 @@ def _base(base):
     return math.log(base)
 
 
+def _distribution_axis(a, axis, name):
+    """The axis of a holding the distribution, normalized; it must exist and be non-empty."""
+    if a.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension")
+    ax = normalize_axis(axis, a.ndim)
+    if a.shape[ax] == 0:
+        raise ValueError(f"{name} has an empty axis {ax} (shape {a.shape}): no distribution")
+    return ax
+
+
 def _rows_of(a, axis, dtype):
     moved = np.moveaxis(a, axis, -1)
     return moved.shape[:-1], rows_in(moved, dtype)
@@ -40,11 +50,7 @@ def entropy(logits, axis=-1, *, base=None, num_threads=None):
     Returns the logits' shape without `axis`, in the logits' float dtype.
     """
     a = float_array(logits, "logits")
-    if a.ndim == 0:
-        raise ValueError("logits must have at least one dimension")
-    ax = normalize_axis(axis, a.ndim)
-    if a.shape[ax] == 0:
-        raise ValueError(f"logits has an empty axis {ax} (shape {a.shape}): no distribution")
+    ax = _distribution_axis(a, axis, "logits")
     lb = _base(base)
     lead, xr = _rows_of(a, ax, COMPUTE[a.dtype])
     out = np.empty(xr.shape[0], np.float64)
@@ -63,11 +69,7 @@ def kl_divergence(p_logits, q_logits, axis=-1, *, base=None, num_threads=None):
     q = float_array(q_logits, "q_logits")
     if p.shape != q.shape:
         raise ValueError(f"p_logits has shape {p.shape} but q_logits {q.shape}")
-    if p.ndim == 0:
-        raise ValueError("p_logits must have at least one dimension")
-    ax = normalize_axis(axis, p.ndim)
-    if p.shape[ax] == 0:
-        raise ValueError(f"p_logits has an empty axis {ax} (shape {p.shape}): no distribution")
+    ax = _distribution_axis(p, axis, "p_logits")
     lb = _base(base)
     dtype = np.result_type(COMPUTE[p.dtype], COMPUTE[q.dtype])
     lead, pr = _rows_of(p, ax, dtype)
