@@ -93,9 +93,6 @@ cdef extern from "fastlm.h" nogil:
     int fl_greedy_f64(const double *x, const fl_rows *r, int64_t *ids, fl_decode *d)
     int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
-    int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                          int64_t skip_last, uint64_t *keys)
-    int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts)
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                    int64_t skip_last, uint64_t *keys, uint64_t *tmp)
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table)
@@ -403,41 +400,6 @@ cdef void *_data(cnp.ndarray a, int typenum, str name) except NULL:
     if a.ndim != 1 or a.dtype.num != typenum or not a.flags.c_contiguous:
         raise ValueError(f"internal: {name} must be a contiguous 1-D array of type {typenum}")
     return cnp.PyArray_DATA(a) if a.shape[0] else <void *>1
-
-
-def ngram_keys(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits, long long skip_last):
-    """Packed keys of every k-gram inside each sequence tokens[starts[s]:starts[s+1]] (uint64)."""
-    cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
-    cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
-    cdef int64_t nseq = starts.shape[0] - 1
-    if nseq < 0 or k < 1 or bits < 1 or k * bits > 64:
-        raise ValueError("internal: ngram_keys arguments")
-    if nseq > 0 and (starts[0] != 0 or starts[nseq] != tokens.shape[0] or np.any(np.diff(starts) < 0)):
-        raise ValueError("internal: starts must run from 0 to len(tokens), non-decreasing")
-    cdef cnp.ndarray keys = np.empty(max(tokens.shape[0], 1), np.uint64)
-    cdef uint64_t *kp = <uint64_t *>cnp.PyArray_DATA(keys)
-    cdef int64_t m
-    with nogil:
-        m = fl_ngram_keys(tp, sp, nseq, k, bits, skip_last, kp)
-    return keys[:m]
-
-
-def ngram_count(cnp.ndarray keys, int bits):
-    """(distinct keys ascending, their counts); keys is sorted in place."""
-    cdef int64_t n = keys.shape[0]
-    cdef uint64_t *kp = <uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
-    cdef cnp.ndarray tmp = np.empty(max(n, 1), np.uint64)
-    cdef cnp.ndarray unique = np.empty(max(n, 1), np.uint64)
-    cdef cnp.ndarray counts = np.empty(max(n, 1), np.int64)
-    cdef int64_t m
-    with nogil:
-        m = fl_ngram_count(kp, n, bits, <uint64_t *>cnp.PyArray_DATA(tmp), <uint64_t *>cnp.PyArray_DATA(unique),
-                           <int64_t *>cnp.PyArray_DATA(counts))
-    if m == -2:
-        raise ValueError("internal: an n-gram key has bits above the key width")
-    if m < 0:
-        raise MemoryError("fastlm: n-gram counting")
-    return unique[:m].copy(), counts[:m].copy()
 
 
 def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, orders, int bits, long long skip_last):
