@@ -173,9 +173,6 @@ int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int
 /* ---------------------------------------------------------------------------------------------- */
 /* N-gram counting over packed keys (ngram.c): a k-gram of ids < 2^bits is sum_i t_i << (bits (k-1-i)),
  * k * bits <= 64, so that keys sort lexicographically and a context is key >> bits. */
-int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                      int64_t skip_last, uint64_t *keys);
-int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts);
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                int64_t skip_last, uint64_t *keys, uint64_t *tmp);
 void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table);

@@ -15,7 +15,7 @@
 
 /* keys of the k-grams of every sequence (tokens[starts[s] .. starts[s+1])), skipping those whose last
  * token is skip_last (>= 0; the BOS padding is context only). Returns the number written to keys. */
-int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
+static int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                       int64_t skip_last, uint64_t *keys) {
     int64_t m = 0;
     for (int64_t s = 0; s < nseq; s++) {
@@ -73,10 +73,12 @@ static void radix_sort(uint64_t *keys, uint64_t *tmp, int64_t n, int bits) {
         lsd_sort(tmp + start[d], keys + start[d], start[d + 1] - start[d], low);
 }
 
-/* Sorts keys[0..n) (tmp: n entries) and writes the distinct keys and their counts; returns how many,
- * -1 without memory, -2 if a key has bits above `bits`. Small key spaces (2^bits <= max(n, 2^16)) are
- * counted directly. */
-int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique, int64_t *counts) {
+/* Sorts keys[0..n) (tmp: n entries) and writes the distinct keys and their counts; returns how many, or
+ * -1 without memory. unique may be keys and counts may be tmp (each distinct key is written at or before
+ * its first occurrence, after the sort is done with tmp). Small key spaces (2^bits <= max(n, 2^16)) are
+ * counted directly, and there a key with bits above `bits` returns -2 (callers pass ids < 2^bits). */
+static int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp, uint64_t *unique,
+                              int64_t *counts) {
     if (bits <= 24 && ((int64_t)1 << bits) <= (n > 65536 ? n : 65536)) {
         int64_t *c = calloc((size_t)1 << bits, sizeof *c);
         if (!c) return -1;
@@ -147,9 +149,9 @@ void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, c
 
 /* The distinct k-grams of every sequence (as fl_ngram_keys) and their counts. keys and tmp are scratch
  * of starts[nseq] entries each; on return keys[0..m) hold the distinct keys, ascending, and
- * ((int64_t *)tmp)[0..m) their counts. Returns m, -1 without memory, -2 if an id has bits above `bits`. */
+ * ((int64_t *)tmp)[0..m) their counts. Returns m, or an error of fl_ngram_count. Ids must be < 2^bits. */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                int64_t skip_last, uint64_t *keys, uint64_t *tmp) {
     const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, skip_last, keys);
-    return fl_ngram_count(keys, nk, k * bits, tmp, keys, (int64_t *)tmp); /* in place: see fl_ngram_count */
+    return fl_ngram_count(keys, nk, k * bits, tmp, keys, (int64_t *)tmp);
 }

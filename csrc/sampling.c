@@ -289,10 +289,9 @@ static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(s
 
 /* The largest threshold among pmax e^-3q (q = 1..FL_PIVOTS) whose mass above reaches the budget, or
  * 0: every token of the top-p prefix has p >= it. */
-static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
+static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget) {
     FL_T tau[FL_PIVOTS], pmax = SEL(max)(p, n);
     double mass[FL_PIVOTS];
-    (void)s;
     for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)((double)pmax * exp(-3.0 * (q + 1)));
     SEL(masses)(p, n, tau, mass);
     FL_T t = 0;
@@ -303,7 +302,7 @@ static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget, const FN(scratch)
 
 /* The top-p prefix of probabilities p: the candidates are the tokens with p >= the pivot. */
 static FN(cut) FN(top_mass)(const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
-    return FN(select_among)(p, p, n, FN(pivot)(p, n, budget, s), budget, 0, s);
+    return FN(select_among)(p, p, n, FN(pivot)(p, n, budget), budget, 0, s);
 }
 
 
@@ -472,7 +471,7 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
     /* candidates: every token with p >= the pivot for top-p, or >= min_p * pmax for min-p alone */
     FL_T tau = (FL_T)(M * (double)SEL(max)(s->p, n));
     if (P < 1) {
-        const FL_T t = FN(pivot)(s->p, n, P, s);
+        const FL_T t = FN(pivot)(s->p, n, P);
         tau = t > tau ? t : tau;
     }
     const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);

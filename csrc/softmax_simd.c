@@ -415,8 +415,8 @@ static inline void FN(moment_terms)(FL_V v, FL_V rv, FL_V bv, int scaled, int wa
     if (want_b) *u = VF(sel_gt)(*e, zero, VF(mul)(*t, dc), zero);
 }
 
-static inline void FN(moments_impl)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, int scaled, int want_b, double *s,
-                                    double *a, double *b) {
+static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s, double *a, double *b) {
+    const int scaled = 1, want_b = 1;
     vf64 as[2] = {vf64_set1(0), vf64_set1(0)}, aa[2] = {vf64_set1(0), vf64_set1(0)};
     vf64 ab[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V rv = VF(set1)(ref), bv = VF(set1)(beta);
@@ -443,9 +443,7 @@ static inline void FN(moments_impl)(const FL_T *x, int64_t n, FL_T ref, FL_T bet
     *b = want_b ? vf64_hsum(vf64_add(ab[0], ab[1])) : 0;
 }
 
-static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s, double *a, double *b) {
-    FN(moments_impl)(x, n, ref, beta, 1, 1, s, a, b);
-}
+
 
 /* One block for the entropy: s = sum e, u = sum e (z - m), e = exp(z - m) (m finite), and the block's
  * max into *bmax; -inf entries add 0 to both. */

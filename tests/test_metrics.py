@@ -157,8 +157,13 @@ def test_rolling_windows_score_every_token_once(max_length, stride):
             assert 0 <= start <= score_from <= end <= n and end - start <= max_length
             scored[score_from:end] += 1
         assert (scored == 1).all()
+        np.testing.assert_array_equal(w, ref.rolling_windows(n, max_length, stride=stride))
     with pytest.raises(ValueError, match="stride"):
         fastlm.rolling_windows(10, 4, stride=5)
+    with pytest.raises(ValueError, match="max_length"):
+        fastlm.rolling_windows(10, 0)
+    with pytest.raises(TypeError, match="n_tokens"):
+        fastlm.rolling_windows(2.5, 4)
 
 
 TORCHMETRICS_VECTORS = {"l1": 0.2900, "l2": 0.2918, "max": 0.3167}
@@ -275,3 +280,22 @@ def test_entropy_rows_whose_max_rises_across_blocks(simd, rng, dtype):
     close(fastlm.entropy(x), ref.entropy(x), dtype, scale=100)
     y = x[::-1].copy()
     close(fastlm.kl_divergence(x, y), ref.kl_divergence(x, y), dtype, scale=1000)
+
+
+def test_sequence_logprob_bad_input(rng):
+    x = logits_like(rng, (2, 4, 6), np.float64)
+    t = rng.integers(0, 6, (2, 4))
+    with pytest.raises(ValueError, match=r"\(B, T, V\)"):
+        fastlm.sequence_logprob(x[0], t)
+    with pytest.raises(ValueError, match="mask has shape"):
+        fastlm.sequence_logprob(x, t, mask=np.ones((2, 3), bool))
+    with pytest.raises(ValueError, match="prompt_lengths"):
+        fastlm.sequence_logprob(x, t, prompt_lengths=[0, 5])
+    with pytest.raises(ValueError, match="needs lengths"):
+        fastlm.sequence_logprob(x, t, normalize="chars")
+    with pytest.raises(ValueError, match="lengths must be > 0"):
+        fastlm.sequence_logprob(x, t, normalize="bytes", lengths=[3, 0])
+    with pytest.raises(ValueError, match="normalize"):
+        fastlm.sequence_logprob(x, t, normalize="words")
+    with pytest.raises(ValueError, match=r"targets\[0, 2\] = 6"):
+        fastlm.sequence_logprob(x, np.where(np.arange(4) == 2, 6, t))

@@ -93,6 +93,10 @@ def test_merge_update_and_vocabulary_growth(rng):
         a = ng.NgramLM(3, **opts).fit(a_seqs)
         b = ng.NgramLM(3, **opts).fit(b_seqs)
         both = ng.NgramLM(3, **opts).fit(a_seqs + b_seqs)
+        r = ref.NgramLM(3, **opts).fit(a_seqs).merge(ref.NgramLM(3, **opts).fit(b_seqs))
+        for k in (1, 2, 3):
+            for x, y in zip(a.merge(b).counts(k), r.counts(k)):
+                np.testing.assert_array_equal(x, y)
         for m in (a.merge(b), a + b, ng.NgramLM(3, **opts).fit(a_seqs).update(b_seqs)):
             assert m.vocab_size == both.vocab_size
             for k in (1, 2, 3):
@@ -225,3 +229,23 @@ def test_against_nltk_lidstone(rng):
         want = nl.score(w, h)
         got = ours.prob([ids[w]], [[ids[t] for t in h]])[0]
         assert got == pytest.approx(want, rel=1e-12)
+
+
+def test_model_query_bad_input(rng):
+    lm = ng.NgramLM(3, bos_id=20, eos_id=21).fit(corpus(rng))
+    with pytest.raises(ValueError, match="k must be in"):
+        lm.counts(4)
+    with pytest.raises(ValueError, match=r"contexts\[1\] = 99"):
+        lm.next_token_distribution([1, 99])
+    with pytest.raises(TypeError, match="integer"):
+        lm.next_token_distribution([1.5])
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        lm.generate([1], -1)
+    with pytest.raises(ValueError, match=r"context\[0\] = 50"):
+        lm.generate([50], 3)
+    with pytest.raises(ValueError, match="temperature"):
+        lm.generate([1], 3, temperature=-1.0)
+    with pytest.raises(ValueError, match="ngram must have 1 to 3 ids"):
+        lm.count([1, 2, 3, 4])
+    with pytest.raises(ValueError, match="min_count"):
+        ng.WordVocab.build(["a b"], min_count=0)

@@ -14,7 +14,7 @@ import numbers
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, rows_in
+from ._arrays import COMPUTE, float_array, int_array, position, rows_in
 from ._config import resolve_threads
 
 __all__ = ["expected_calibration_error", "reliability_bins", "calibration_from_logits", "fit_temperature",
@@ -75,6 +75,17 @@ def reliability_bins(confidences, correct, *, n_bins=15, strategy="uniform", clo
     return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": conf, "accuracy": acc}
 
 
+def _ece_from_bins(b, norm):
+    live = b["count"] > 0
+    gap = np.abs(b["accuracy"][live] - b["confidence"][live])
+    w = b["count"][live] / b["count"].sum()
+    if norm == "l1":
+        return float(np.sum(w * gap))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(w * gap**2)))
+    return float(np.max(gap))
+
+
 def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uniform", norm="l1",
                                closed="right"):
     """ECE: l1 = sum_m (n_m / n) |acc_m - conf_m|; l2 = sqrt(sum_m (n_m / n) (acc_m - conf_m)^2) (torchmetrics'
@@ -85,15 +96,8 @@ def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uni
     """
     if norm not in ("l1", "l2", "max"):
         raise ValueError(f'norm must be "l1", "l2" or "max", got {norm!r}')
-    b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
-    live = b["count"] > 0
-    gap = np.abs(b["accuracy"][live] - b["confidence"][live])
-    w = b["count"][live] / b["count"].sum()
-    if norm == "l1":
-        return float(np.sum(w * gap))
-    if norm == "l2":
-        return float(np.sqrt(np.sum(w * gap**2)))
-    return float(np.max(gap))
+    return _ece_from_bins(reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed),
+                          norm)
 
 
 def calibration_from_logits(logits, labels, *, num_threads=None):
@@ -106,9 +110,10 @@ def calibration_from_logits(logits, labels, *, num_threads=None):
     y = int_array(labels, "labels")
     if x.ndim == 0 or y.shape != x.shape[:-1]:
         raise ValueError(f"labels has shape {y.shape}; expected {x.shape[:-1]}")
-    if ((y < 0) | (y >= x.shape[-1])).any():
-        j = int(np.argmax(((y < 0) | (y >= x.shape[-1])).reshape(-1)))
-        raise ValueError(f"labels[{j}] = {y.reshape(-1)[j]} is outside [0, {x.shape[-1]})")
+    bad = ((y < 0) | (y >= x.shape[-1])).reshape(-1)
+    if bad.any():
+        j = int(np.argmax(bad))
+        raise ValueError(f"labels{position(j, y.shape)} = {y.reshape(-1)[j]} is outside [0, {x.shape[-1]})")
     top = greedy(x, num_threads=num_threads)
     lse = np.asarray(logsumexp(x.astype(COMPUTE[x.dtype], copy=False), num_threads=num_threads), np.float64)
     xmax = np.take_along_axis(x, np.asarray(top)[..., None], axis=-1)[..., 0].astype(np.float64)
@@ -149,14 +154,15 @@ def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-9, max_passes
     y = np.ascontiguousarray(y, dtype=np.int64)
     nll, g, v = (np.empty(N, np.float64) for _ in range(3))
 
-    def stats(beta):
+    def derivatives(beta):
+        """d mean NLL / d beta and d2 mean NLL / d beta2 (one pass; the NLL itself comes along unused)."""
         _kernels.temperature_stats(xr, y, xmax, beta, nll, g, v, nt)
-        return float(nll.mean()), float(g.mean()), float(v.mean())
+        return float(g.mean()), float(v.mean())
 
     b_lo, b_hi = 1.0 / hi, 1.0 / lo  # bracket on beta
     beta, passes = 1.0 if b_lo <= 1.0 <= b_hi else math.sqrt(b_lo * b_hi), 1
     while passes < max_passes:
-        _, d1, d2 = stats(beta)
+        d1, d2 = derivatives(beta)
         passes += 1
         if d1 > 0:
             b_hi = beta
@@ -182,7 +188,7 @@ def plot_reliability_diagram(confidences, correct, *, n_bins=15, strategy="unifo
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError('plot_reliability_diagram needs matplotlib: pip install "fastlm[plot]"') from e
     b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
-    ece = expected_calibration_error(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
+    ece = _ece_from_bins(b, "l1")
     fig = Figure() if ax is None else ax.figure  # no pyplot: no global state, no display backend
     ax = fig.add_subplot(1, 1, 1) if ax is None else ax
     live = b["count"] > 0

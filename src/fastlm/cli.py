@@ -64,13 +64,14 @@ def _lines(paths):
                 yield line.rstrip(b"\n")
 
 
-def _encode(lm, unit, line: bytes):
+def _encoder(lm, unit):
+    """line (bytes) -> ids, for the model's unit (the word vocabulary is built once)."""
     from . import ngram
 
     if unit == "bytes":
-        return ngram.byte_tokens(line)
+        return ngram.byte_tokens
     vocab = ngram.WordVocab(lm.metadata["words"])
-    return vocab.encode(line.decode("utf-8", errors="replace"))
+    return lambda line: vocab.encode(line.decode("utf-8", errors="replace"))
 
 
 def cmd_ngram_fit(args) -> int:
@@ -91,8 +92,9 @@ def cmd_ngram_fit(args) -> int:
         lm.metadata = {"unit": "words", "words": vocab.words}
     batch, done, shown = [], 0, -1
     progress = total > (1 << 20) and sys.stderr.isatty() or args.progress
+    encode = _encoder(lm, args.unit)
     for line in _lines(args.files):
-        batch.append(_encode(lm, args.unit, line))
+        batch.append(encode(line))
         done += len(line) + 1
         if len(batch) == 100_000:
             lm.update(batch)
@@ -114,12 +116,14 @@ def cmd_ngram_eval(args) -> int:
 
     from . import ngram
 
+    from . import metrics
+
     lm = ngram.NgramLM.load(args.model)
-    unit = lm.metadata.get("unit", "bytes")
+    encode = _encoder(lm, lm.metadata.get("unit", "bytes"))
     total, n, nbytes = 0.0, 0, 0
     batch = []
     for line in _lines(args.files):
-        batch.append(_encode(lm, unit, line))
+        batch.append(encode(line))
         nbytes += len(line) + 1  # the newline ends the line as EOS does
         if len(batch) == 10_000:
             t, c = lm._score_all(batch)
@@ -129,9 +133,9 @@ def cmd_ngram_eval(args) -> int:
     ce = -total / n if n else float("nan")
     print(f"tokens          {n}")
     print(f"cross-entropy   {ce:.6f} nats/token")
-    print(f"perplexity      {math.exp(ce) if n else float('nan'):.6f}")
+    print(f"perplexity      {metrics.word_perplexity(total, n) if n else float('nan'):.6f}")
     print(f"bits per token  {ce / math.log(2):.6f}")
-    print(f"bits per byte   {-total / (nbytes * math.log(2)) if nbytes else float('nan'):.6f}")
+    print(f"bits per byte   {metrics.bits_per_byte(total, nbytes) if nbytes else float('nan'):.6f}")
     return 0
 
 
@@ -140,7 +144,7 @@ def cmd_ngram_generate(args) -> int:
 
     lm = ngram.NgramLM.load(args.model)
     unit = lm.metadata.get("unit", "bytes")
-    ids = lm.generate(_encode(lm, unit, args.prompt.encode("utf-8")), args.n, seed=args.seed,
+    ids = lm.generate(_encoder(lm, unit)(args.prompt.encode("utf-8")), args.n, seed=args.seed,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     ids = [int(i) for i in ids if i != lm.eos_id]
     if unit == "bytes":

@@ -160,6 +160,8 @@ def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_
         ln = np.asarray(lengths, dtype=np.float64)
         if ln.shape != (B,):
             raise ValueError(f"lengths has shape {ln.shape}, expected ({B},)")
+        if not (ln > 0).all():
+            raise ValueError("lengths must be > 0")
         total = total / ln
     elif normalize is not None:
         raise ValueError(f'normalize must be None, "tokens", "chars" or "bytes", got {normalize!r}')

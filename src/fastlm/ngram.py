@@ -24,8 +24,16 @@ from ._arrays import real
 __all__ = ["count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB"]
 
 BYTE_BOS, BYTE_EOS, BYTE_VOCAB = 256, 257, 258
-_MAGIC = b"FASTLM-NGRAM\x00\x00\x00\x01"  # 16 bytes: name, then the format version (1)
 _VERSION = 1
+_MAGIC = b"FASTLM-NGRAM" + _VERSION.to_bytes(4, "big")  # 16 bytes: name, then the format version
+
+
+def _group_sum(keys, counts):
+    """Sorted keys with repeats -> (distinct keys, summed counts)."""
+    if keys.size == 0:
+        return keys, counts[:0]
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return keys[first], np.add.reduceat(counts, first)
 
 
 def _bits_for(vocab: int) -> int:
@@ -107,12 +115,7 @@ class _Table:
     def contexts(self):
         """(distinct context keys, c(h) = sum of the counts extending each)."""
         if self.ctx is None:
-            prefix = self.keys >> np.uint64(self.bits)
-            if prefix.size:
-                first = np.flatnonzero(np.concatenate([[True], prefix[1:] != prefix[:-1]]))
-                self.ctx = (prefix[first], np.add.reduceat(self.counts, first))
-            else:
-                self.ctx = (prefix, self.counts[:0])
+            self.ctx = _group_sum(self.keys >> np.uint64(self.bits), self.counts)
         return self.ctx
 
     def lookup(self, queries):
@@ -243,12 +246,7 @@ class NgramLM:
         starts a (k+1)-window, so the prefix sums count them; the last windows are added, and windows
         ending in BOS dropped."""
         keys, counts = upper
-        prefix = keys >> np.uint64(self.bits)
-        if prefix.size:
-            first = np.flatnonzero(np.concatenate([[True], prefix[1:] != prefix[:-1]]))
-            pk, pc = prefix[first], np.add.reduceat(counts, first)
-        else:
-            pk, pc = prefix, counts
+        pk, pc = _group_sum(keys >> np.uint64(self.bits), counts)
         ends = starts[1:][lengths >= k]  # the last k-window of each long enough sequence
         if ends.size:
             last = _pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), self.bits)
@@ -316,8 +314,9 @@ class NgramLM:
         return sum(t.nbytes() for t in self.tables.values())
 
     # ----------------------------------------------------------------------------------- scoring
-    def _counts_for(self, tokens, contexts):
-        """c(h, w) and c(h) for query rows: tokens (M,), contexts (M, c)."""
+    def _counts_for(self, tokens, contexts, one_context=False):
+        """c(h, w) and c(h) for query rows: tokens (M,), contexts (M, c) (one_context: all rows share the
+        first row's context, whose c(h) is looked up once)."""
         V = self.vocab_size
         w = _ids(tokens, "tokens")
         h = np.asarray(contexts)
@@ -337,7 +336,9 @@ class NgramLM:
             return np.zeros(w.size, np.int64), np.zeros(w.size, np.int64)
         ctx = _pack(h, self.bits) if k else np.zeros(w.size, np.uint64)
         full = (ctx << np.uint64(self.bits)) | w.astype(np.uint64)
-        return t.lookup(full), t.lookup_ctx(ctx) if k else np.full(w.size, int(t.counts.sum()), np.int64)
+        if not k:
+            return t.lookup(full), np.full(w.size, int(t.counts.sum()), np.int64)
+        return t.lookup(full), (np.full(w.size, t.lookup_ctx(ctx[:1])[0]) if one_context else t.lookup_ctx(ctx))
 
     def prob(self, tokens, contexts):
         """P_a(w | h) for M queries: tokens (M,) and contexts (M, k); the last n-1 context ids are used."""
@@ -352,10 +353,12 @@ class NgramLM:
         """P_a(w | context) for every w in the vocabulary: (V,) float64 summing to 1."""
         c = _ids(context, "context")
         V = self.vocab_size
-        return self.prob(np.arange(V), np.broadcast_to(c, (V, c.size)) if c.size else np.zeros((V, 0), np.int64))
+        chw, ch = self._counts_for(np.arange(V), np.broadcast_to(c, (V, c.size)) if c.size else
+                                   np.zeros((V, 0), np.int64), one_context=True)
+        return (chw + self.alpha) / (ch + self.alpha * V)
 
     def _windows(self, sequences):
-        """Every predicted token of every sequence with its context, as (tokens, contexts per length)."""
+        """Per sequence: (its ids padded with BOS / EOS as counted, the index of its first predicted token)."""
         pad = self.order - 1
         for s, seq in enumerate(sequences):
             a = _ids(seq, f"sequences[{s}]")
@@ -492,9 +495,7 @@ def _merge_counts(k1, c1, k2, c2):
     keys = np.concatenate([k1, k2])
     counts = np.concatenate([c1, c2])
     order = np.argsort(keys, kind="stable")
-    keys, counts = keys[order], counts[order]
-    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    return keys[starts], np.add.reduceat(counts, starts)
+    return _group_sum(keys[order], counts[order])
 
 
 # ----------------------------------------------------------------------------------------- text helpers

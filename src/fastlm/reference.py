@@ -10,7 +10,14 @@ import math
 
 import numpy as np
 
-__all__ = ["softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
+__all__ = [
+    "softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad", "token_logprobs",
+    "top_k_filter", "top_p_filter", "min_p_filter", "typical_filter", "greedy", "sample_distribution",
+    "apply_penalties", "apply_logit_bias", "mask_tokens", "cfg_mix", "beam_search", "beam_search_bruteforce",
+    "count_ngrams", "NgramLM", "entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per_byte",
+    "byte_perplexity", "word_perplexity", "sequence_logprob", "choose", "rolling_windows", "reliability_bins",
+    "expected_calibration_error", "calibration_from_logits", "mean_nll_at_temperature", "fit_temperature",
+]
 
 
 def _moved(x, axis):
@@ -431,6 +438,15 @@ class NgramLM:
     def count(self, ngram):
         return self.c.get(tuple(int(v) for v in ngram), 0)
 
+    def merge(self, other):
+        out = NgramLM(self.order, alpha=self.alpha, vocab_size=self.vocab_size_given, bos_id=self.bos_id,
+                      eos_id=self.eos_id)
+        out.max_id = max(self.max_id, other.max_id)
+        for src in (self, other):
+            for g, n in src.c.items():
+                out.c[g] = out.c.get(g, 0) + n
+        return out
+
     def counts(self, k):
         keys = sorted(g for g in self.c if len(g) == k)
         return np.array(keys, dtype=np.int64).reshape(len(keys), k), np.array([self.c[g] for g in keys], np.int64)
@@ -551,6 +567,19 @@ def choose(loglikelihoods, *, lengths=None, normalize=None):
                 best = j
         out.append(best)
     return np.array(out).reshape(ll.shape[:-1])[()]
+
+
+def rolling_windows(n_tokens, max_length, *, stride=None):
+    """Windows begin at 0, stride, 2 stride, ...; each scores the tokens after the previous window's end."""
+    stride = stride or max_length
+    out, prev_end, begin = [], 0, 0
+    while begin < n_tokens:
+        end = min(begin + max_length, n_tokens)
+        out.append((begin, end, prev_end))
+        if end == n_tokens:
+            break
+        prev_end, begin = end, begin + stride
+    return np.array(out, dtype=np.int64).reshape(-1, 3)
 
 
 def _bins(c, n_bins, strategy, closed):
