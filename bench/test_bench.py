@@ -61,15 +61,10 @@ def test_bench_decoding(benchmark, shape, scale, case, label):
         import fastlm
         benchmark(fastlm.softmax, x, out=out, num_threads=THREADS)
         return
-    if label == "torch":
-        torch = pytest.importorskip("torch")
-        xt = torch.from_numpy(x)
-        if case.startswith("top_p"):
-            benchmark(bench._hf_top_p, torch, xt, 0.9)
-        else:
-            benchmark(bench._hf_sample, torch, xt, 0.8, 50, 0.9, torch.Generator().manual_seed(0))
-        return
-    benchmark(bench.make_decoding_cases()[case](x, THREADS)["fastlm"])
+    fns = bench.make_decoding_cases()[case](x, THREADS)
+    if label not in fns:
+        pytest.skip(f"{label} is not installed")
+    benchmark(fns[label])
 
 
 @pytest.fixture(scope="module")

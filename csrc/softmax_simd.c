@@ -26,6 +26,14 @@
 
 static inline double fl_shift(double m) { return isfinite(m) ? m : 0.0; }
 
+/* Rebase entropy sums from max m to a larger max m' (s != 0): s <- s e^(m - m'),
+ * u = sum e (z - m) <- e^(m - m') (u - (m' - m) s). */
+static inline void fl_rebase(double *s, double *u, double m, double m_new) {
+    const double dm = m_new - m, f = exp(-dm);
+    *u = f * (*u - dm * *s);
+    *s *= f;
+}
+
 #define FL_T float
 #define FL_TMAX 3.4028234663852886e38f
 #define FL_V vf32
@@ -491,9 +499,7 @@ static double FN(entropy_row)(const FL_T *x, int64_t n) {
                 s += bs;
                 u += bu;
                 if (bm > m) { /* rebase both sums to the new max */
-                    const double dm = (double)bm - (double)m, f = exp(-dm);
-                    u = f * (u - dm * s);
-                    s *= f;
+                    fl_rebase(&s, &u, (double)m, (double)bm);
                     m = bm;
                 }
                 continue;
@@ -501,11 +507,7 @@ static double FN(entropy_row)(const FL_T *x, int64_t n) {
         }
         bm = FN(block_max)(z, len); /* first block, or a jump too large for one pass */
         if (bm > m) {
-            if (s != 0) {
-                const double dm = (double)bm - (double)m, f = exp(-dm);
-                u = f * (u - dm * s);
-                s *= f;
-            }
+            if (s != 0) fl_rebase(&s, &u, (double)m, (double)bm);
             m = bm;
         }
         FN(block_entropy)(z, len, (FL_T)fl_shift(m), &bm, &bs, &bu);

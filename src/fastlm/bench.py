@@ -181,15 +181,24 @@ def _hf_sample(torch, xt, temperature, top_k, top_p, generator):
 
 
 def make_decoding_cases():
-    """name -> builder(x, threads) -> {label: callable}; 'softmax' is the reference cost (the same array)."""
+    """name -> builder(x, threads) -> {label: callable}: "fastlm", and "torch" (Hugging Face's warpers in
+    torch) when torch is installed; the reference cost, a softmax of the same array, is timed apart."""
+    torch = _torch()
+
     def top_p(x, threads):
         out = np.empty_like(x)
         fns = {"fastlm": lambda: fastlm.top_p_filter(x, 0.9, out=out, num_threads=threads)}
+        if torch is not None:
+            xt = torch.from_numpy(x)
+            fns["torch"] = lambda: _hf_top_p(torch, xt, 0.9)
         return fns
 
     def sample(x, threads):
         fns = {"fastlm": lambda: fastlm.sample(x, temperature=0.8, top_k=50, top_p=0.9, seed=0,
                                                num_threads=threads)}
+        if torch is not None:
+            xt, gen = torch.from_numpy(x), torch.Generator().manual_seed(0)
+            fns["torch"] = lambda: _hf_sample(torch, xt, 0.8, 50, 0.9, gen)
         return fns
 
     return {"top_p_filter(p=0.9)": top_p, "sample(T=0.8, top_k=50, top_p=0.9)": sample}
@@ -209,13 +218,10 @@ def run_decoding(shapes=None, threads: int = 1, repeat: int = 5, log=None):
             nucleus = int(np.isfinite(fastlm.top_p_filter(x[:1], 0.9)).sum())
             for name, build in make_decoding_cases().items():
                 row = {"case": name, "shape": shape, "scale": scale, "softmax": soft, "nucleus": nucleus}
-                row["fastlm"] = best_time(build(x, threads)["fastlm"], repeat)
-                if torch is not None:
-                    xt = torch.from_numpy(x)
-                    gen = torch.Generator().manual_seed(0)
-                    alt = (lambda: _hf_top_p(torch, xt, 0.9)) if name.startswith("top_p") else (
-                        lambda: _hf_sample(torch, xt, 0.8, 50, 0.9, gen))
-                    row["torch"] = best_time(alt, max(1, repeat // 2))
+                fns = build(x, threads)
+                row["fastlm"] = best_time(fns["fastlm"], repeat)
+                if "torch" in fns:
+                    row["torch"] = best_time(fns["torch"], max(1, repeat // 2))
                 results.append(row)
                 if log:
                     log(row)
