@@ -172,30 +172,15 @@ const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
 
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
 
-static inline FL_V FN(sel_load)(const FL_T *p, int64_t n, FL_T fill) {
-    if (n >= FL_W) return VF(load)(p);
-    FL_T b[FL_W];
-    for (int64_t i = 0; i < FL_W; i++) b[i] = i < n ? p[i] : fill;
-    return VF(load)(b);
-}
 
-static FL_T FN(sel_max)(const FL_T *x, int64_t n) {
-    FL_V a = VF(set1)(-INFINITY), b = a;
-    int64_t j = 0;
-    for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
-        a = VF(max)(a, VF(load)(x + j));
-        b = VF(max)(b, VF(load)(x + j + FL_W));
-    }
-    for (; j < n; j += FL_W) a = VF(max)(a, FN(sel_load)(x + j, n - j, -INFINITY));
-    return VF(hmax)(VF(max)(a, b));
-}
+static FL_T FN(sel_max)(const FL_T *x, int64_t n) { return VF(rowmax)(x, n); }
 
 static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
     FL_V a = VF(set1)(-INFINITY);
     unsigned ordered = ~0u;
     const unsigned all = FL_W >= 32 ? ~0u : (1u << FL_W) - 1;
     for (int64_t j = 0; j < n; j += FL_W) {
-        FL_V v = FN(sel_load)(x + j, n - j, -INFINITY);
+        FL_V v = VF(load_part)(x + j, n - j, -INFINITY);
         a = VF(max)(a, v);
         ordered &= VF(ge_bits)(v, v) | ~all; /* v >= v fails only for NaN */
     }
@@ -206,7 +191,7 @@ static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
 static int64_t FN(sel_argmax)(const FL_T *x, int64_t n) {
     const FL_V m = VF(set1)(FN(sel_max)(x, n));
     for (int64_t j = 0; j < n; j += FL_W) {
-        unsigned bits = VF(ge_bits)(FN(sel_load)(x + j, n - j, -INFINITY), m);
+        unsigned bits = VF(ge_bits)(VF(load_part)(x + j, n - j, -INFINITY), m);
         if (bits) return j + __builtin_ctz(bits);
     }
     return 0;
@@ -231,9 +216,9 @@ static void FN(sel_masses)(const FL_T *v, int64_t n, const FL_T *tau, double *ma
         t[q] = VF(set1)(tau[q]);
     }
     for (int64_t j = 0; j < n; j += 4 * FL_W) { /* four vectors summed in T per group, then float64 */
-        FL_V x0 = FN(sel_load)(v + j, n - j, 0), x1 = FN(sel_load)(v + j + FL_W, n - j - FL_W, 0);
-        FL_V x2 = FN(sel_load)(v + j + 2 * FL_W, n - j - 2 * FL_W, 0);
-        FL_V x3 = FN(sel_load)(v + j + 3 * FL_W, n - j - 3 * FL_W, 0);
+        FL_V x0 = VF(load_part)(v + j, n - j, 0), x1 = VF(load_part)(v + j + FL_W, n - j - FL_W, 0);
+        FL_V x2 = VF(load_part)(v + j + 2 * FL_W, n - j - 2 * FL_W, 0);
+        FL_V x3 = VF(load_part)(v + j + 3 * FL_W, n - j - 3 * FL_W, 0);
         for (int q = 0; q < FL_PIVOTS; q++) {
             FL_V s01 = VF(add)(VF(sel_ge)(x0, t[q], x0, zero), VF(sel_ge)(x1, t[q], x1, zero));
             FL_V s23 = VF(add)(VF(sel_ge)(x2, t[q], x2, zero), VF(sel_ge)(x3, t[q], x3, zero));
@@ -248,11 +233,11 @@ static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *i
     const FL_V t = VF(set1)(tau);
     int64_t m = 0;
     for (int64_t j = 0; j < n; j += FL_W) {
-        const FL_V vv = FN(sel_load)(v + j, n - j, NAN); /* NaN padding is never >= tau */
+        const FL_V vv = VF(load_part)(v + j, n - j, NAN); /* NaN padding is never >= tau */
         const unsigned bits = VF(ge_bits)(vv, t);
         if (!bits) continue; /* candidates are usually sparse */
-        if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, FN(sel_load)(xa + j, n - j, 0));
-        if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits, xb == v ? vv : FN(sel_load)(xb + j, n - j, 0));
+        if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, VF(load_part)(xa + j, n - j, 0));
+        if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits, xb == v ? vv : VF(load_part)(xb + j, n - j, 0));
         m += fl_compress_idx(idx + m, bits, (int32_t)j);
     }
     return m;

@@ -63,11 +63,6 @@ const fl_softmax_kernels FL_CAT(fl_softmax_kernels_, FL_SIMD_SUFFIX) = {
 
 #else /* ---------------------------------------------- template body: T = FL_T, vector = FL_V */
 
-static inline FL_V FN(load_part)(const FL_T *p, int64_t n, FL_T fill) {
-    FL_T b[FL_W];
-    for (int64_t i = 0; i < FL_W; i++) b[i] = i < n ? p[i] : fill;
-    return VF(load)(b);
-}
 static inline void FN(store_part)(FL_T *p, int64_t n, FL_V v) {
     FL_T b[FL_W];
     VF(store)(b, v);
@@ -110,19 +105,7 @@ static inline FL_T FN(apply1)(const FN(xform) *tf, FL_T x, FL_T *d) {
 static void FN(transform_block)(const FN(xform) *tf, const FL_T *x, int64_t n, FL_T *z) {
     int64_t j = 0;
     for (; j + FL_W <= n; j += FL_W) VF(store)(z + j, FN(apply)(tf, VF(load)(x + j), NULL));
-    if (j < n) FN(store_part)(z + j, n - j, FN(apply)(tf, FN(load_part)(x + j, n - j, 0), NULL));
-}
-
-static inline FL_T FN(block_max)(const FL_T *z, int64_t n) {
-    FL_V a = VF(set1)(-INFINITY), b = a;
-    int64_t j = 0;
-    for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
-        a = VF(max)(a, VF(load)(z + j));
-        b = VF(max)(b, VF(load)(z + j + FL_W));
-    }
-    for (; j + FL_W <= n; j += FL_W) a = VF(max)(a, VF(load)(z + j));
-    if (j < n) b = VF(max)(b, FN(load_part)(z + j, n - j, -INFINITY));
-    return VF(hmax)(VF(max)(a, b));
+    if (j < n) FN(store_part)(z + j, n - j, FN(apply)(tf, VF(load_part)(x + j, n - j, 0), NULL));
 }
 
 /* exp((v - m) * it), it applied only when `scaled` (a constant at every call site). */
@@ -160,7 +143,7 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it,
     }
     for (; j < n; j += FL_W) {
         int64_t len = n - j < FL_W ? n - j : FL_W;
-        FL_V v = len == FL_W ? VF(load)(z + j) : FN(load_part)(z + j, len, -INFINITY);
+        FL_V v = len == FL_W ? VF(load)(z + j) : VF(load_part)(z + j, len, -INFINITY);
         if (bmax) mx = VF(max)(mx, v);
         FL_V ev = FN(term)(v, mv, itv, scaled);
         if (e) FN(store_part)(e + j, len, ev);
@@ -177,8 +160,8 @@ static inline double FN(block_dot)(const FL_T *z, const FL_T *w, int64_t n, FL_T
     int64_t j = 0;
     for (; j < n; j += FL_W) {
         int64_t len = n - j < FL_W ? n - j : FL_W;
-        FL_V d = VF(sub)(len == FL_W ? VF(load)(z + j) : FN(load_part)(z + j, len, a), av);
-        VF(acc)(acc, w ? VF(mul)(d, len == FL_W ? VF(load)(w + j) : FN(load_part)(w + j, len, 0)) : d);
+        FL_V d = VF(sub)(len == FL_W ? VF(load)(z + j) : VF(load_part)(z + j, len, a), av);
+        VF(acc)(acc, w ? VF(mul)(d, len == FL_W ? VF(load)(w + j) : VF(load_part)(w + j, len, 0)) : d);
     }
     return vf64_hsum(vf64_add(acc[0], acc[1]));
 }
@@ -211,9 +194,9 @@ static void FN(rescale)(FL_T *out, int64_t end, const FN(marks) *mk, FL_T F, dou
         const int split = lf < -FL_SPLIT;
         for (int64_t j = lo; j < hi; j += FL_W) {
             int64_t len = hi - j < FL_W ? hi - j : FL_W;
-            FL_V e = VF(mul)(len == FL_W ? VF(load)(out + j) : FN(load_part)(out + j, len, 0), f1);
+            FL_V e = VF(mul)(len == FL_W ? VF(load)(out + j) : VF(load_part)(out + j, len, 0), f1);
             if (split) e = VF(mul)(e, f2);
-            FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : FN(load_part)(w + j, len, 0)) : nbv;
+            FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : VF(load_part)(w + j, len, 0)) : nbv;
             FL_V v = VF(fma)(e, av, b);
             if (len == FL_W) VF(store)(out + j, v);
             else FN(store_part)(out + j, len, v);
@@ -286,7 +269,7 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
             }
         }
         if (!done) { /* first block, or a jump too large: max first, then the sum */
-            bm = FN(block_max)(z, len);
+            bm = VF(rowmax)(z, len);
             if (bm == INFINITY) {
                 nan_seen = s != s || FN(has_nan)(z, len);
                 m = bm;
@@ -351,7 +334,7 @@ static int FN(softmax_rows)(const FL_T *x, FL_T *y, const fl_rows *r, double inv
         const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s), itv = VF(set1)(tf.it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
-            FL_V v = len == FL_W ? VF(load)(xi + j) : FN(load_part)(xi + j, len, 0);
+            FL_V v = len == FL_W ? VF(load)(xi + j) : VF(load_part)(xi + j, len, 0);
             v = VF(sub)(VF(mul)(VF(sub)(v, sh), itv), ls);
             if (len == FL_W) VF(store)(yi + j, v);
             else FN(store_part)(yi + j, len, v);
@@ -398,9 +381,9 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
         const FL_V a1v = VF(set1)(a1), nb1v = VF(set1)(nb1), sh = VF(set1)(st.shift), itv = VF(set1)(tf->it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
-            FL_V d, xv = len == FL_W ? VF(load)(x + j) : FN(load_part)(x + j, len, 0);
+            FL_V d, xv = len == FL_W ? VF(load)(x + j) : VF(load_part)(x + j, len, 0);
             FL_V ez = VF(expn)(VF(mul)(VF(sub)(FN(apply)(tf, xv, &d), sh), itv));
-            FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : FN(load_part)(wt + j, len, 0)) : nb1v;
+            FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : VF(load_part)(wt + j, len, 0)) : nb1v;
             FL_V gv = VF(mul)(VF(fma)(ez, a1v, nb), d);
             if (len == FL_W) VF(store)(g + j, gv);
             else FN(store_part)(g + j, len, gv);
@@ -440,7 +423,7 @@ static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s
         if (want_b) VF(acc)(ab, VF(add)(VF(add)(u0, u1), VF(add)(u2, u3)));
     }
     for (; j < n; j += FL_W) {
-        FN(moment_terms)(n - j >= FL_W ? VF(load)(x + j) : FN(load_part)(x + j, n - j, -INFINITY), rv, bv, scaled,
+        FN(moment_terms)(n - j >= FL_W ? VF(load)(x + j) : VF(load_part)(x + j, n - j, -INFINITY), rv, bv, scaled,
                          want_b, &e0, &t0, &u0);
         VF(acc)(as, e0);
         VF(acc)(aa, t0);
@@ -471,7 +454,7 @@ static inline void FN(block_entropy)(const FL_T *z, int64_t n, FL_T m, FL_T *bma
                             VF(add)(VF(mul)(e2, VF(max)(d2, lo)), VF(mul)(e3, VF(max)(d3, lo)))));
     }
     for (; j < n; j += FL_W) {
-        FL_V v = n - j >= FL_W ? VF(load)(z + j) : FN(load_part)(z + j, n - j, -INFINITY);
+        FL_V v = n - j >= FL_W ? VF(load)(z + j) : VF(load_part)(z + j, n - j, -INFINITY);
         mx = VF(max)(mx, v);
         FL_V d = VF(sub)(v, mv), e = VF(expn)(d);
         VF(acc)(as, e);
@@ -505,7 +488,7 @@ static double FN(entropy_row)(const FL_T *x, int64_t n) {
                 continue;
             }
         }
-        bm = FN(block_max)(z, len); /* first block, or a jump too large for one pass */
+        bm = VF(rowmax)(z, len); /* first block, or a jump too large for one pass */
         if (bm > m) {
             if (s != 0) fl_rebase(&s, &u, (double)m, (double)bm);
             m = bm;
@@ -546,8 +529,8 @@ static inline void FN(block_kl)(const FL_T *p, const FL_T *q, int64_t n, FL_T mp
                             VF(sel_gt)(e1, zero, VF(mul)(e1, VF(sub)(p1, q1)), zero)));
     }
     for (; j < n; j += FL_W) {
-        FL_V pv = n - j >= FL_W ? VF(load)(p + j) : FN(load_part)(p + j, n - j, -INFINITY);
-        FL_V qv = n - j >= FL_W ? VF(load)(q + j) : FN(load_part)(q + j, n - j, -INFINITY);
+        FL_V pv = n - j >= FL_W ? VF(load)(p + j) : VF(load_part)(p + j, n - j, -INFINITY);
+        FL_V qv = n - j >= FL_W ? VF(load)(q + j) : VF(load_part)(q + j, n - j, -INFINITY);
         xp = VF(max)(xp, pv);
         xq = VF(max)(xq, qv);
         FL_V ep = VF(expn)(VF(sub)(pv, mpv));
@@ -578,8 +561,8 @@ static double FN(kl_row)(const FL_T *p, const FL_T *q, int64_t n) {
             fresh = ((double)bp - (double)mp > FL_MAX_JUMP) || ((double)bq - (double)mq > FL_MAX_JUMP);
         }
         if (fresh) { /* first blocks, or a jump too large for one pass: maxima first */
-            bp = FN(block_max)(p + off, len);
-            bq = FN(block_max)(q + off, len);
+            bp = VF(rowmax)(p + off, len);
+            bq = VF(rowmax)(q + off, len);
             const FL_T np_ = bp > mp ? bp : mp, nq = bq > mq ? bq : mq;
             const double fp = sp != 0 ? exp(fl_shift(mp) - fl_shift(np_)) : 0, fq = sq != 0 ? exp(fl_shift(mq) - fl_shift(nq)) : 0;
             sp *= fp, u *= fp, sq *= fq;
