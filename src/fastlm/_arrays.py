@@ -54,10 +54,19 @@ def real(value, name: str, ok, valid: str) -> float:
     return v
 
 
+def integer(value, name: str, ok=None, valid: str = "") -> int:
+    """An integer option (bool is not one) with ok(value) true, as an int: TypeError for a non-integer,
+    ValueError, worded by `valid`, for one out of range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    v = int(value)
+    if ok is not None and not ok(v):
+        raise ValueError(f"{name} must be {valid}, got {v}")
+    return v
+
+
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
-    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {axis!r}")
-    axis = int(axis)
+    axis = integer(axis, name)
     if not -ndim <= axis < ndim:
         raise getattr(np, "exceptions", np).AxisError(axis, ndim, name)
     return axis % ndim

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 
@@ -41,12 +40,9 @@ def get_num_threads() -> int:
 
 
 def check_threads(n, name: str = "num_threads") -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be a positive integer, got {n!r}")
-    n = int(n)
-    if n < 1:
-        raise ValueError(f"{name} must be >= 1, got {n}")
-    return n
+    from ._arrays import integer
+
+    return integer(n, name, lambda v: v >= 1, ">= 1")
 
 
 def resolve_threads(num_threads) -> int:

@@ -9,12 +9,11 @@ the last unless it is clamped; fastlm always keeps exactly M bins.
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, position, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, position, rows_in
 from ._config import resolve_threads
 
 __all__ = ["expected_calibration_error", "reliability_bins", "calibration_from_logits", "fit_temperature",
@@ -40,8 +39,7 @@ def _inputs(confidences, correct):
 
 
 def _bin_index(c, n_bins, strategy, closed):
-    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
-        raise ValueError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    n_bins = integer(n_bins, "n_bins", lambda v: v >= 1, ">= 1")
     if closed not in ("right", "left"):
         raise ValueError(f'closed must be "right" or "left", got {closed!r}')
     if strategy == "uniform":

@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, position, real, rows_in, rows_out
+from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, rows_out
 from ._config import resolve_threads
 from .softmax import log_softmax
 
@@ -62,11 +62,7 @@ def _row_error(err, lead, name="logits"):
 
 
 def _min_keep(m):
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral):
-        raise TypeError(f"min_tokens_to_keep must be an integer, got {m!r}")
-    if m < 1:
-        raise ValueError(f"min_tokens_to_keep must be >= 1, got {m}")
-    return int(m)
+    return integer(m, "min_tokens_to_keep", lambda v: v >= 1, ">= 1")
 
 
 def _filter(kind, logits, param, name, ok, valid, min_tokens_to_keep, filter_value, out, num_threads):
@@ -356,10 +352,8 @@ def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, 
     Returns the num_beams best finished hypotheses, best first: a list of (ids, score), ids the full
     sequence (prompt, generated tokens, and the EOS when there is one) as int64.
     """
-    if isinstance(num_beams, bool) or not isinstance(num_beams, numbers.Integral) or num_beams < 1:
-        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+    num_beams = integer(num_beams, "num_beams", lambda v: v >= 1, ">= 1")
+    max_new_tokens = integer(max_new_tokens, "max_new_tokens", lambda v: v >= 1, ">= 1")
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     lp = real(length_penalty, "length_penalty", lambda v: True, "finite")

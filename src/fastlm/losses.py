@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, position, real, rows_in, rows_out
+from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, rows_out
 from ._config import resolve_threads
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
@@ -29,11 +28,7 @@ class _Args:
                              f"{self.logits.shape[:-1]} (logits without its class axis)")
         self.targets_shape = t.shape
         self.targets = np.ascontiguousarray(t.reshape(-1))
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-            raise TypeError(f"ignore_index must be an integer, got {ignore_index!r}")
-        self.ignore_index = int(ignore_index)
-        if not -2**63 <= self.ignore_index < 2**63:
-            raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
+        self.ignore_index = integer(ignore_index, "ignore_index", lambda v: -2**63 <= v < 2**63, "an int64")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
         self.reduction = reduction

@@ -9,7 +9,7 @@ import numbers
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, normalize_axis, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, rows_in
 from ._config import resolve_threads
 from .losses import cross_entropy, token_logprobs
 
@@ -207,14 +207,10 @@ def rolling_windows(n_tokens, max_length, *, stride=None):
     first window like every other (as in Hugging Face's recipe; lm-evaluation-harness instead prepends an
     end-of-text token as its context).
     """
-    for name, v in (("n_tokens", n_tokens), ("max_length", max_length)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"{name} must be an integer, got {v!r}")
-    if n_tokens < 0 or max_length < 1:
-        raise ValueError(f"need n_tokens >= 0 and max_length >= 1, got {n_tokens}, {max_length}")
-    stride = max_length if stride is None else stride
-    if isinstance(stride, bool) or not isinstance(stride, numbers.Integral) or not 1 <= stride <= max_length:
-        raise ValueError(f"stride must be an integer in [1, max_length], got {stride!r}")
+    n_tokens = integer(n_tokens, "n_tokens", lambda v: v >= 0, ">= 0")
+    max_length = integer(max_length, "max_length", lambda v: v >= 1, ">= 1")
+    stride = max_length if stride is None else integer(stride, "stride", lambda v: 1 <= v <= max_length,
+                                                        f"in [1, max_length = {max_length}]")
     out, prev_end = [], 0
     for begin in range(0, int(n_tokens), int(stride)):
         end = min(begin + int(max_length), int(n_tokens))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 import struct
 import zlib
@@ -19,7 +18,7 @@ from collections import Counter
 import numpy as np
 
 from . import _kernels
-from ._arrays import real
+from ._arrays import integer, real
 
 __all__ = ["count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB"]
 
@@ -97,11 +96,7 @@ def count_ngrams(tokens, order, *, num_threads=None):
 
 
 def _order(order) -> int:
-    if isinstance(order, bool) or not isinstance(order, numbers.Integral):
-        raise TypeError(f"order must be an integer, got {order!r}")
-    if order < 1:
-        raise ValueError(f"order must be >= 1, got {order}")
-    return int(order)
+    return integer(order, "order", lambda v: v >= 1, ">= 1")
 
 
 class _Table:
@@ -161,10 +156,9 @@ class NgramLM:
         self.order = _order(order)
         self.alpha = real(alpha, "alpha", lambda v: v > 0, "a finite number > 0")
         for name, v in (("vocab_size", vocab_size), ("bos_id", bos_id), ("eos_id", eos_id)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0):
-                raise ValueError(f"{name} must be a non-negative integer or None, got {v!r}")
-        if vocab_size is not None and vocab_size < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+            if v is not None:
+                integer(v, name, lambda x: x >= (1 if name == "vocab_size" else 0),
+                        ">= 1" if name == "vocab_size" else ">= 0")
         for name, v in (("bos_id", bos_id), ("eos_id", eos_id)):
             if v is not None and vocab_size is not None and v >= vocab_size:
                 raise ValueError(f"{name} = {v} is not below vocab_size = {vocab_size}")
@@ -398,8 +392,7 @@ class NgramLM:
         each token from log P(. | context) (reproducible with an integer seed). Returns int64 ids."""
         from .decoding import sample
 
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral) or max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+        max_new_tokens = integer(max_new_tokens, "max_new_tokens", lambda v: v >= 0, ">= 0")
         ctx = list(_ids(context, "context"))
         _check_range(np.asarray(ctx, np.int64), self.vocab_size, "context")
         if self.bos_id is not None:
@@ -521,8 +514,7 @@ class WordVocab:
 
     @classmethod
     def build(cls, texts, min_count=1):
-        if isinstance(min_count, bool) or not isinstance(min_count, numbers.Integral) or min_count < 1:
-            raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}")
+        min_count = integer(min_count, "min_count", lambda v: v >= 1, ">= 1")
         c = Counter(w for t in texts for w in t.split())
         kept = sorted((w for w, n in c.items() if n >= min_count), key=lambda w: (-c[w], w))
         return cls(["<unk>", "<s>", "</s>"] + kept)
