@@ -122,6 +122,20 @@ def check_out(out, shape, dtype, name: str = "out") -> np.ndarray:
     return out
 
 
+def write_rows(out: np.ndarray, src_rows: np.ndarray, dtype: np.dtype, kernel):
+    """Run kernel(target) where target is a (rows, V) array of dtype the kernel fills, and land it in
+    `out` (same shape as the rows, any layout): directly when out's layout allows (rows_out), else
+    through a temporary copied in afterwards, so that out is never written before the kernel succeeds.
+    Returns what kernel returns."""
+    target = rows_out(out, src_rows, dtype)
+    if target is not None:
+        return kernel(target)
+    tmp = np.empty(src_rows.shape, dtype)
+    result = kernel(tmp)
+    np.copyto(out, tmp.reshape(out.shape), casting="same_kind")
+    return result
+
+
 def rows_out(out: np.ndarray, src_rows: np.ndarray, dtype: np.dtype):
     """A row view of out the kernel can write directly: same dtype, row layout, and either the very same
     rows as the input (in place) or no memory shared with it. None means: write a temporary and copy."""

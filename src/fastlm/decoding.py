@@ -16,7 +16,7 @@ import os
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, rows_out
+from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, write_rows
 from ._config import resolve_threads
 from .softmax import log_softmax
 
@@ -78,14 +78,10 @@ def _filter(kind, logits, param, name, ok, valid, min_tokens_to_keep, filter_val
     out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
     dtype = COMPUTE[a.dtype]
     xr = rows_in(a, dtype)
-    yr = rows_out(out, xr, dtype)
-    target = yr if yr is not None else np.empty(xr.shape, dtype)
     try:
-        _kernels.filter_rows(kind, xr, target, par, fill, keep, nt)
+        write_rows(out, xr, dtype, lambda y: _kernels.filter_rows(kind, xr, y, par, fill, keep, nt))
     except _kernels.RowError as e:
         raise _row_error(e, lead) from None
-    if yr is None:
-        np.copyto(out, target.reshape(out.shape), casting="same_kind")
     return out
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, rows_out
+from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, write_rows
 from ._config import resolve_threads
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
@@ -143,14 +143,7 @@ def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, 
               num_threads)
     grad = np.empty(a.logits.shape, a.logits.dtype) if grad_out is None else check_out(
         grad_out, a.logits.shape, a.logits.dtype, "grad_out")
-    gr = rows_out(grad, a.rows, a.dtype)
-    if gr is None:
-        tmp = np.empty(a.rows.shape, a.dtype)
-        out = a.run(tmp)
-        np.copyto(grad, tmp.reshape(grad.shape), casting="same_kind")
-    else:
-        out = a.run(gr)
-    return a.result(*out), grad
+    return a.result(*write_rows(grad, a.rows, a.dtype, a.run)), grad
 
 
 def token_logprobs(logits, targets, *, ignore_index=-100, temperature=1.0, num_threads=None):

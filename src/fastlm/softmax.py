@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, normalize_axis, real, rows_in, rows_out
+from ._arrays import COMPUTE, check_out, float_array, normalize_axis, real, rows_in, write_rows
 from ._config import resolve_threads
 
 __all__ = ["softmax", "log_softmax", "logsumexp"]
@@ -30,14 +30,7 @@ def _normalize(x, axis, temperature, out, num_threads, log):
     dtype = COMPUTE[a.dtype]
     out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
     xr = rows_in(np.moveaxis(a, ax, -1), dtype)
-    om = np.moveaxis(out, ax, -1)
-    yr = rows_out(om, xr, dtype)
-    if yr is None:
-        tmp = np.empty(xr.shape, dtype)
-        _kernels.softmax_rows(xr, tmp, inv_t, log, nt)
-        np.copyto(om, tmp.reshape(om.shape), casting="same_kind")
-    else:
-        _kernels.softmax_rows(xr, yr, inv_t, log, nt)
+    write_rows(np.moveaxis(out, ax, -1), xr, dtype, lambda y: _kernels.softmax_rows(xr, y, inv_t, log, nt))
     return out
 
 
