@@ -121,9 +121,13 @@ int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p
  * Probabilities are softmax(x) in the logits' precision; a row holding +inf gives its +inf entries equal
  * shares of all the mass (the limit of softmax). Every row is checked first: NaN -> FL_ERR_NAN, no logit
  * above -inf (or cols == 0) -> FL_ERR_EMPTY, with the row in bad_row; nothing is written then.
- * Per-row parameters are arrays of `rows` entries. Selection is sort-free: a histogram of the values'
- * order-preserving bit patterns (11 bits per level) finds the bucket holding the cut, recursing into it
- * while it is large; only a small final bucket is sorted. O(V + b log b) per row. */
+ * Per-row parameters are arrays of `rows` entries; rows must be shorter than 2^31. Selection is
+ * sort-free: one vector pass collects candidates that must hold the kept prefix (top-k: the tokens at or
+ * above the min of k chunk maxima; top-p: at or above the largest of four pivots below the top
+ * probability whose mass above reaches p), then a histogram of the candidates' order-preserving keys
+ * (linear in the key over their range, then 11 bits per level) finds the bucket holding the cut,
+ * recursing into it while it is large; only a small final bucket is sorted. O(V + b log b) per row.
+ * Top-k ranks logits (Hugging Face compares logits); the others rank probabilities. */
 typedef struct {
     int64_t min_keep;          /* min_tokens_to_keep (>= 1 for the filters) */
     int64_t bad_row;           /* out: the first invalid row */
