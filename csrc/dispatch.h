@@ -37,8 +37,8 @@ typedef struct {
     double (*max_f64)(const double *x, int64_t n);
     float (*max_nan_f32)(const float *x, int64_t n, int *nan);
     double (*max_nan_f64)(const double *x, int64_t n, int *nan);
-    int64_t (*argmax_f32)(const float *x, int64_t n);
-    int64_t (*argmax_f64)(const double *x, int64_t n);
+    int64_t (*argmax_f32)(const float *x, int64_t n, float max); /* max: the row's max */
+    int64_t (*argmax_f64)(const double *x, int64_t n, double max);
     float (*chunk_bound_f32)(const float *x, int64_t n, int64_t chunks);
     double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
     void (*masses_f32)(const float *v, int64_t n, const float *tau, double *mass);

@@ -408,13 +408,14 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
     double *xmax = malloc(sizeof(double) * (size_t)r->rows);
     if (!xmax) return FL_ERR_NOMEM;
     int st = FN(check_rows)(x, r, xmax, d);
-    free(xmax);
-    if (st != FL_OK) return st;
     int nt = fl_threads_for(r);
     (void)nt;
+    if (st == FL_OK) {
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) ids[i] = SEL(argmax)(x + i * r->x_stride, r->cols);
-    return FL_OK;
+        for (int64_t i = 0; i < r->rows; i++) ids[i] = SEL(argmax)(x + i * r->x_stride, r->cols, (FL_T)xmax[i]);
+    }
+    free(xmax);
+    return st;
 }
 
 /* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with probabilities q[k]
@@ -450,7 +451,7 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *q, int64_t m, double bud
 /* One row of the sampler. */
 static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, int64_t K, double P, double M,
                               uint64_t seed, double xmax_row, const FN(scratch) *s) {
-    if (T == 0 || K == 1) return SEL(argmax)(x, n);
+    if (T == 0 || K == 1) return SEL(argmax)(x, n, (FL_T)xmax_row);
     const int pinf = xmax_row == INFINITY;
     const double u = fl_uniform(seed, row), it = 1.0 / T;
     if (K > 0 && K < n) { /* the top-k tokens by logit (ties kept) are the whole distribution */
@@ -475,7 +476,7 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
         tau = t > tau ? t : tau;
     }
     const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
-    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P : -1, M, u, s->items) : SEL(argmax)(x, n);
+    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P : -1, M, u, s->items) : SEL(argmax)(x, n, (FL_T)xmax_row);
 }
 
 typedef struct {

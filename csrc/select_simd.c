@@ -1,6 +1,6 @@
 /* select_simd.c: the vector passes of decoding (sampling.c), compiled once per SIMD level against
  * vmath.h and instantiated for float and double (the file includes itself, as softmax_simd.c).
- *   max / argmax        the row max, and its first index
+ *   max / argmax        the row max; the first index at or above a given max
  *   max_nan             the row max, and whether the row holds NaN (the row check)
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
@@ -188,10 +188,11 @@ static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
     return VF(hmax)(a);
 }
 
-static int64_t FN(sel_argmax)(const FL_T *x, int64_t n) {
-    const FL_V m = VF(set1)(FN(sel_max)(x, n));
+/* The first index j with x[j] >= m (0 if none): with m the row max, the argmax (lowest index on ties). */
+static int64_t FN(sel_argmax)(const FL_T *x, int64_t n, FL_T m) {
+    const FL_V mv = VF(set1)(m);
     for (int64_t j = 0; j < n; j += FL_W) {
-        unsigned bits = VF(ge_bits)(VF(load_part)(x + j, n - j, -INFINITY), m);
+        unsigned bits = VF(ge_bits)(VF(load_part)(x + j, n - j, -INFINITY), mv);
         if (bits) return j + __builtin_ctz(bits);
     }
     return 0;
