@@ -478,15 +478,24 @@ cdef double *_f64_out(cnp.ndarray a, int64_t n, str name) except NULL:
     return <double *>cnp.PyArray_DATA(a) if n else <double *>1
 
 
-def entropy_rows(cnp.ndarray x, cnp.ndarray out, int num_threads):
+ctypedef int (*_reduce_f32)(const float *, const fl_rows *, double *) noexcept nogil
+ctypedef int (*_reduce_f64)(const double *, const fl_rows *, double *) noexcept nogil
+
+
+cdef _reduce_rows(cnp.ndarray x, cnp.ndarray out, int num_threads, _reduce_f32 k32, _reduce_f64 k64):
+    """One float64 per row of x into out, by the kernel pair for x's dtype."""
     cdef fl_rows r = _rows(x, None, num_threads)
     cdef double *op = _f64_out(out, r.rows, "out")
     cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
     cdef void *xp = cnp.PyArray_DATA(x)
     cdef int st
     with nogil:
-        st = fl_entropy_f32(<const float *>xp, &r, op) if f32 else fl_entropy_f64(<const double *>xp, &r, op)
+        st = k32(<const float *>xp, &r, op) if f32 else k64(<const double *>xp, &r, op)
     _check(st)
+
+
+def entropy_rows(cnp.ndarray x, cnp.ndarray out, int num_threads):
+    _reduce_rows(x, out, num_threads, fl_entropy_f32, fl_entropy_f64)
 
 
 def kl_rows(cnp.ndarray p, cnp.ndarray q, cnp.ndarray out, int num_threads):
@@ -509,14 +518,7 @@ def kl_rows(cnp.ndarray p, cnp.ndarray q, cnp.ndarray out, int num_threads):
 
 
 def rowmax(cnp.ndarray x, cnp.ndarray out):
-    cdef fl_rows r = _rows(x, None, 1)
-    cdef double *op = _f64_out(out, r.rows, "out")
-    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
-    cdef void *xp = cnp.PyArray_DATA(x)
-    cdef int st
-    with nogil:
-        st = fl_rowmax_f32(<const float *>xp, &r, op) if f32 else fl_rowmax_f64(<const double *>xp, &r, op)
-    _check(st)
+    _reduce_rows(x, out, 1, fl_rowmax_f32, fl_rowmax_f64)
 
 
 def temperature_stats(cnp.ndarray x, cnp.ndarray y, cnp.ndarray xmax, double beta, cnp.ndarray nll, cnp.ndarray g,
