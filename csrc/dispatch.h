@@ -43,6 +43,8 @@ typedef struct {
     double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
     void (*masses_f32)(const float *v, int64_t n, const float *tau, double *mass);
     void (*masses_f64)(const double *v, int64_t n, const double *tau, double *mass);
+    double (*exp_masses_f32)(const float *x, int64_t n, float m, float it, float *e, const float *tau, double *mass);
+    double (*exp_masses_f64)(const double *x, int64_t n, double m, double it, double *e, const double *tau, double *mass);
     int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int32_t *idx, const float *xa, float *a,
                               const float *xb, float *b);
     int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int32_t *idx, const double *xa, double *a,

@@ -265,14 +265,15 @@ static int FN(for_rows)(const fl_rows *r, void (*row)(int64_t i, const FN(scratc
 }
 
 /* FN(select) restricted to the candidates v >= tau (tau = -inf: the whole row), which must hold the
- * whole prefix; the cut comes back in row indices. */
-static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double budget, int by_count,
-                                 const FN(scratch) *s) {
+ * whole prefix; the cut comes back in row indices. w is NULL or v. hi: an upper bound of v (NaN:
+ * unknown, found from the candidates). */
+static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double hi, double budget,
+                                 int by_count, const FN(scratch) *s) {
     if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
-    const int64_t m = SEL(collect_ge)(v, n, tau, s->idx, v, s->vals, w, w ? s->wts : NULL);
-    double lo, hi;
-    FN(range)(s->vals, m, &lo, &hi);
-    FN(cut) c = m ? FN(select)(s->vals, w ? s->wts : NULL, m, budget, by_count, s->items, lo, hi)
+    const int64_t m = SEL(collect_ge)(v, n, tau, s->idx, v, s->vals, NULL, NULL);
+    double lo = (double)tau;
+    if (hi != hi) FN(range)(s->vals, m, &lo, &hi);
+    FN(cut) c = m ? FN(select)(s->vals, w ? s->vals : NULL, m, budget, by_count, s->items, lo, hi)
                   : FN(cut_all)(0, 0);
     if (c.i == INT64_MAX) /* rounding: the whole row */
         return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
@@ -284,27 +285,29 @@ static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T ta
 static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(scratch) *s) {
     if (count >= n) return FN(cut_all)(n, NAN);
     const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
-    return FN(select_among)(v, NULL, n, tau, (double)count, 1, s);
+    return FN(select_among)(v, NULL, n, tau, NAN, (double)count, 1, s);
 }
 
-/* The largest threshold among pmax e^-3q (q = 1..FL_PIVOTS) whose mass above reaches the budget, or
- * 0: every token of the top-p prefix has p >= it. */
-static FL_T FN(pivot)(const FL_T *p, int64_t n, double budget) {
-    FL_T tau[FL_PIVOTS], pmax = SEL(max)(p, n);
-    double mass[FL_PIVOTS];
-    for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)((double)pmax * exp(-3.0 * (q + 1)));
-    SEL(masses)(p, n, tau, mass);
+/* Weights in the order of the probabilities at temperature 1/it, the largest exactly 1:
+ * e = exp((x - xmax) it), or with +inf in the row, 1 for each +inf and 0 elsewhere. One pass writes e,
+ * returns their sum and gives mass[q], the weight at or above tau[q] = e^-3(q+1). */
+static double FN(weights)(const FL_T *x, int64_t n, double xmax, double it, FL_T *e, FL_T *tau, double *mass) {
+    for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)exp(-3.0 * (q + 1));
+    if (xmax != INFINITY) return SEL(exp_masses)(x, n, (FL_T)xmax, (FL_T)it, e, tau, mass);
+    int64_t c = 0;
+    for (int64_t j = 0; j < n; j++) c += e[j] = x[j] == INFINITY;
+    SEL(masses)(e, n, tau, mass);
+    return (double)c;
+}
+
+/* The largest pivot whose mass (within 1e-4) reaches the budget, or 0: every token of the top-p prefix
+ * is >= it (when rounding says otherwise, FN(select_among) finds the budget unmet and takes the row). */
+static FL_T FN(pivot)(double budget, const FL_T *tau, const double *mass) {
     FL_T t = 0;
     for (int q = FL_PIVOTS - 1; q >= 0; q--)
-        if (mass[q] >= budget * (1 + 1e-6) + 1e-12) t = tau[q];
+        if (mass[q] >= budget * (1 + 1e-4)) t = tau[q];
     return t;
 }
-
-/* The top-p prefix of probabilities p: the candidates are the tokens with p >= the pivot. */
-static FN(cut) FN(top_mass)(const FL_T *p, int64_t n, double budget, const FN(scratch) *s) {
-    return FN(select_among)(p, p, n, FN(pivot)(p, n, budget), budget, 0, s);
-}
-
 
 /* The cut with every token tied to its value kept too, unless that is fewer than min_keep tokens: then
  * the top min_keep (the union of the two prefixes, as Hugging Face's warpers keep). */
@@ -328,13 +331,18 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
         c.i = INT64_MAX;
         return c;
     }
-    FN(probs)(x, n, 1.0, pinf, s->p);
     *vals = s->p;
-    if (kind == FL_TOPP) { /* ranked by probability, the lower index first on ties */
+    if (kind == FL_TOPP) { /* ranked by probability (by the weights: the same order), lower index first */
         if (param >= 1) return FN(cut_all)(n, NAN);
-        c = param > 0 ? FN(top_mass)(s->p, n, param, s) : FN(cut_all)(0, 0);
+        FL_T tau[FL_PIVOTS];
+        double mass[FL_PIVOTS];
+        const double total = FN(weights)(x, n, xmax, 1.0, s->p, tau, mass);
+        const double budget = param * total;
+        c = param > 0 ? FN(select_among)(s->p, s->p, n, FN(pivot)(budget, tau, mass), 1.0, budget, 0, s)
+                      : FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : c;
     }
+    FN(probs)(x, n, 1.0, pinf, s->p);
     if (kind == FL_MINP) { /* p >= min_p * p_max, ties kept */
         FN(cut) t = {(FL_T)(param * (double)SEL(max)(s->p, n)), INT64_MAX, 0, NAN};
         t.count = SEL(collect_ge)(s->p, n, t.v, s->idx, NULL, NULL, NULL, NULL);
@@ -467,16 +475,19 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
         }
         return FN(draw)(s->idx, s->wts, m, P < 1 ? P * mass : -1, M, u, s->items);
     }
-    FN(probs)(x, n, it, pinf, s->p);
+    FL_T taus[FL_PIVOTS];
+    double mass[FL_PIVOTS];
+    const double total = FN(weights)(x, n, xmax_row, it, s->p, taus, mass);
     if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s->items);
-    /* candidates: every token with p >= the pivot for top-p, or >= min_p * pmax for min-p alone */
-    FL_T tau = (FL_T)(M * (double)SEL(max)(s->p, n));
+    /* candidates: every token with weight >= the pivot for top-p, or >= min_p (the top weight is 1) */
+    FL_T tau = (FL_T)M;
     if (P < 1) {
-        const FL_T t = FN(pivot)(s->p, n, P);
+        const FL_T t = FN(pivot)(P * total, taus, mass);
         tau = t > tau ? t : tau;
     }
     const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
-    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P : -1, M, u, s->items) : SEL(argmax)(x, n, (FL_T)xmax_row);
+    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P * total : -1, M, u, s->items)
+             : SEL(argmax)(x, n, (FL_T)xmax_row);
 }
 
 typedef struct {

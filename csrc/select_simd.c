@@ -5,6 +5,8 @@
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
  *   masses              sum of v[j] over v[j] >= tau[q], for FL_PIVOTS thresholds at once (float64)
+ *   exp_masses          e[j] = exp((x[j] - m) it) for the row max m, it > 0 (e needs 16 entries of slack), their sum
+ *                       and their masses as above, in one pass
  *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
@@ -167,7 +169,7 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 
 const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
     sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
-    sel_masses_f32, sel_masses_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
+    sel_masses_f32, sel_masses_f64, sel_exp_masses_f32, sel_exp_masses_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
 };
 
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
@@ -208,38 +210,69 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
     return bound;
 }
 
-static void FN(sel_masses)(const FL_T *v, int64_t n, const FL_T *tau, double *mass) {
-    vf64 acc[FL_PIVOTS][2];
-    FL_V t[FL_PIVOTS];
-    const FL_V zero = VF(set1)(0);
+/* masses and exp_masses: with m = NaN the values are v itself, else e = exp((v - m) it) stored to e.
+ * Returns the sum of the values: groups of four vectors summed in T, the groups in float64. The pivot
+ * masses are summed in T over blocks of FL_MASS_BLOCK values, then in float64 (relative error about
+ * 1e-5 at worst: callers keep a margin and check the candidates they collect). */
+#define FL_MASS_BLOCK 1024
+static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau, double *mass) {
+    vf64 acc[FL_PIVOTS][2], all[2] = {vf64_set1(0), vf64_set1(0)};
+    FL_V t[FL_PIVOTS], x[4], part[FL_PIVOTS];
+    const FL_V zero = VF(set1)(0), mv = VF(set1)(m), itv = VF(set1)(it);
+    const int ex = m == m;
     for (int q = 0; q < FL_PIVOTS; q++) {
         acc[q][0] = acc[q][1] = vf64_set1(0);
         t[q] = VF(set1)(tau[q]);
     }
-    for (int64_t j = 0; j < n; j += 4 * FL_W) { /* four vectors summed in T per group, then float64 */
-        FL_V x0 = VF(load_part)(v + j, n - j, 0), x1 = VF(load_part)(v + j + FL_W, n - j - FL_W, 0);
-        FL_V x2 = VF(load_part)(v + j + 2 * FL_W, n - j - 2 * FL_W, 0);
-        FL_V x3 = VF(load_part)(v + j + 3 * FL_W, n - j - 3 * FL_W, 0);
-        for (int q = 0; q < FL_PIVOTS; q++) {
-            FL_V s01 = VF(add)(VF(sel_ge)(x0, t[q], x0, zero), VF(sel_ge)(x1, t[q], x1, zero));
-            FL_V s23 = VF(add)(VF(sel_ge)(x2, t[q], x2, zero), VF(sel_ge)(x3, t[q], x3, zero));
-            VF(acc)(acc[q], VF(add)(s01, s23));
+    for (int64_t b = 0; b < n; b += FL_MASS_BLOCK) {
+        const int64_t end = n - b < FL_MASS_BLOCK ? n : b + FL_MASS_BLOCK;
+        for (int q = 0; q < FL_PIVOTS; q++) part[q] = zero;
+        for (int64_t j = b; j < end; j += 4 * FL_W) {
+            for (int k = 0; k < 4; k++) {
+                x[k] = VF(load_part)(v + j + k * FL_W, end - j - k * FL_W, ex ? -INFINITY : 0);
+                if (ex) {
+                    x[k] = VF(expn)(VF(mul)(VF(sub)(x[k], mv), itv));
+                    if (k * FL_W < end - j) VF(store)(e + j + k * FL_W, x[k]); /* < FL_W entries past n */
+                }
+            }
+            VF(acc)(all, VF(add)(VF(add)(x[0], x[1]), VF(add)(x[2], x[3])));
+            for (int q = 0; q < FL_PIVOTS; q++) {
+                FL_V s01 = VF(add)(VF(sel_ge)(x[0], t[q], x[0], zero), VF(sel_ge)(x[1], t[q], x[1], zero));
+                FL_V s23 = VF(add)(VF(sel_ge)(x[2], t[q], x[2], zero), VF(sel_ge)(x[3], t[q], x[3], zero));
+                part[q] = VF(add)(part[q], VF(add)(s01, s23));
+            }
         }
+        for (int q = 0; q < FL_PIVOTS; q++) VF(acc)(acc[q], part[q]);
     }
     for (int q = 0; q < FL_PIVOTS; q++) mass[q] = vf64_hsum(vf64_add(acc[q][0], acc[q][1]));
+    return vf64_hsum(vf64_add(all[0], all[1]));
+}
+static void FN(sel_masses)(const FL_T *v, int64_t n, const FL_T *tau, double *mass) {
+    FN(masses_of)(v, n, NAN, 1, NULL, tau, mass);
+}
+static double FN(sel_exp_masses)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau,
+                                  double *mass) {
+    return FN(masses_of)(x, n, m, it, e, tau, mass);
 }
 
 static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, const FL_T *xa, FL_T *a,
                                   const FL_T *xb, FL_T *b) {
     const FL_V t = VF(set1)(tau);
     int64_t m = 0;
-    for (int64_t j = 0; j < n; j += FL_W) {
-        const FL_V vv = VF(load_part)(v + j, n - j, NAN); /* NaN padding is never >= tau */
-        const unsigned bits = VF(ge_bits)(vv, t);
-        if (!bits) continue; /* candidates are usually sparse */
-        if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, VF(load_part)(xa + j, n - j, 0));
-        if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits, xb == v ? vv : VF(load_part)(xb + j, n - j, 0));
-        m += fl_compress_idx(idx + m, bits, (int32_t)j);
+    for (int64_t g = 0; g < n; g += 4 * FL_W) {
+        FL_V vv[4];
+        unsigned bits[4], any = 0;
+        for (int k = 0; k < 4; k++) {
+            vv[k] = VF(load_part)(v + g + k * FL_W, n - g - k * FL_W, NAN); /* NaN padding is never >= tau */
+            any |= bits[k] = VF(ge_bits)(vv[k], t);
+        }
+        if (!any) continue; /* sparse candidates skip whole groups; dense ones run without branches */
+        for (int k = 0; k < 4; k++) {
+            const int64_t j = g + k * FL_W;
+            if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits[k], xa == v ? vv[k] : VF(load_part)(xa + j, n - j, 0));
+            if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits[k], xb == v ? vv[k] : VF(load_part)(xb + j, n - j, 0));
+            m += fl_compress_idx(idx + m, bits[k], (int32_t)j);
+        }
     }
     return m;
 }

@@ -324,8 +324,8 @@ def run_evaluation(shape=(2048, 32000), temp_shape=(100000, 1000), threads=1, re
     # overconfident logits: labels drawn from softmax(logits / 2) (Gumbel-max), so the best T is near 2
     logits = rng.standard_normal(temp_shape, dtype=np.float32) * np.float32(3)
     labels = np.concatenate([
-        np.argmax(logits[i:i + 10000] / np.float32(2) - np.log(-np.log(
-            rng.random((min(10000, temp_shape[0] - i), temp_shape[1]), dtype=np.float32))), axis=1)
+        np.argmax(logits[i:i + 10000] / np.float32(2)
+                  + rng.gumbel(size=(min(10000, temp_shape[0] - i), temp_shape[1])).astype(np.float32), axis=1)
         for i in range(0, temp_shape[0], 10000)])
     calls = []
     orig = calibration._kernels.temperature_stats
