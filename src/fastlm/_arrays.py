@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any
 
 import numpy as np
 
-COMPUTE = {np.dtype(np.float16): np.dtype(np.float32), np.dtype(np.float32): np.dtype(np.float32),
+COMPUTE: dict[np.dtype[Any], np.dtype[Any]] = {np.dtype(np.float16): np.dtype(np.float32), np.dtype(np.float32): np.dtype(np.float32),
            np.dtype(np.float64): np.dtype(np.float64)}
 
 
@@ -23,9 +24,25 @@ def position(flat: int, shape) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(int(flat), shape)) + "]"
 
 
+def as_numpy(x, name: str) -> np.ndarray:
+    """x as an ndarray, sharing x's memory where x allows: an ndarray as it is; an object with __dlpack__
+    (a torch tensor, a JAX or CuPy CPU array) through np.from_dlpack, a view at any strides; anything
+    else through np.asarray (__array__, the buffer protocol, nested sequences). An object __dlpack__
+    cannot export to the CPU (a GPU tensor, a tensor that requires grad, a dtype NumPy lacks such as
+    bfloat16) gives a TypeError naming the argument."""
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "__dlpack__") and not isinstance(x, (str, bytes)):
+        try:
+            return np.from_dlpack(x)
+        except (BufferError, TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{name} ({type(x).__name__}) cannot be read as a CPU array: {e}") from None
+    return np.asarray(x)
+
+
 def float_array(x, name: str) -> np.ndarray:
     """x as an ndarray of a supported float dtype (float16 / float32 / float64, native byte order)."""
-    a = np.asarray(x)
+    a = as_numpy(x, name)
     if a.dtype.kind != "f" or a.dtype.newbyteorder("=") not in COMPUTE:
         raise TypeError(f"{name} must be a float16, float32 or float64 array, got dtype {a.dtype}")
     if not a.dtype.isnative:
@@ -35,7 +52,7 @@ def float_array(x, name: str) -> np.ndarray:
 
 def int_array(x, name: str) -> np.ndarray:
     """x as an int64 ndarray; TypeError unless its dtype is an integer one (bool is not)."""
-    a = np.asarray(x)
+    a = as_numpy(x, name)
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
     if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
