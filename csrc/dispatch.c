@@ -109,11 +109,25 @@ int fl_max_threads(void) {
 }
 
 /* ---------------------------------------------------------------------------------- scratch memory */
+/* Under AddressSanitizer (FASTLM_SANITIZE) the cached block is reallocated whenever the size asked for
+ * changes, so that every request has its exact bounds and an overrun of it is reported. */
+#if defined(__SANITIZE_ADDRESS__)
+#define FL_SCRATCH_EXACT 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FL_SCRATCH_EXACT 1
+#endif
+#endif
+#ifndef FL_SCRATCH_EXACT
+#define FL_SCRATCH_EXACT 0
+#endif
+
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 typedef struct {
     void *p;
     size_t n;
+    int busy; /* handed out and not yet released: a nested request gets its own block */
 } fl_buf;
 static pthread_key_t scratch_key;
 static pthread_once_t scratch_once = PTHREAD_ONCE_INIT;
@@ -131,15 +145,21 @@ void *fl_scratch(size_t bytes) {
         if (!(b = calloc(1, sizeof *b))) return NULL;
         pthread_setspecific(scratch_key, b);
     }
-    if (b->n < bytes) {
+    if (b->busy) return malloc(bytes);
+    if (b->n < bytes || (FL_SCRATCH_EXACT && b->n != bytes)) {
         free(b->p);
         b->p = malloc(bytes);
         b->n = b->p ? bytes : 0;
     }
+    b->busy = b->p != NULL;
     return b->p;
 }
 void fl_scratch_release(void *p, size_t bytes) {
-    if (bytes > FL_SCRATCH_CACHE) free(p);
+    fl_buf *b = bytes > FL_SCRATCH_CACHE ? NULL : pthread_getspecific(scratch_key);
+    if (b && p && p == b->p)
+        b->busy = 0;
+    else
+        free(p);
 }
 #else /* no thread-local cache: allocate per call */
 void *fl_scratch(size_t bytes) { return malloc(bytes); }

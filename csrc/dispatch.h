@@ -64,8 +64,9 @@ const fl_softmax_kernels *fl_softmax_active(void);
 const fl_select_kernels *fl_select_active(void);
 
 /* Per-thread scratch memory of at least `bytes`, kept for the calling thread between calls (up to
- * FL_SCRATCH_CACHE bytes; larger requests are allocated anew and freed by fl_scratch_release). NULL
- * when out of memory. Valid until the thread's next fl_scratch call. */
+ * FL_SCRATCH_CACHE bytes; larger requests, and requests made while the thread's block is still out,
+ * are allocated anew). NULL when out of memory. Valid until fl_scratch_release, which every call
+ * must be paired with. */
 #define FL_SCRATCH_CACHE ((size_t)64 << 20)
 void *fl_scratch(size_t bytes);
 void fl_scratch_release(void *p, size_t bytes);

@@ -403,3 +403,12 @@ def test_review_regressions(simd):
                                           getattr(ref, f.__name__)(np.array(row), 0.5, min_tokens_to_keep=2))
     with pytest.raises(ValueError, match="2\\^63"):
         fastlm.top_k_filter(np.zeros(4), np.uint64(2**63 + 5))
+
+
+def test_cfg_mix_float16_mixes_in_float32():
+    c = np.array([3, 1], np.float16)
+    u = np.array([2, -4], np.float16)
+    want = ref.cfg_mix(c.astype(np.float64), u.astype(np.float64), 1.5)
+    got = fastlm.cfg_mix(c, u, 1.5)
+    assert got.dtype == np.float16
+    np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-3)  # one float16 rounding

@@ -299,3 +299,12 @@ def test_sequence_logprob_bad_input(rng):
         fastlm.sequence_logprob(x, t, normalize="words")
     with pytest.raises(ValueError, match=r"targets\[0, 2\] = 6"):
         fastlm.sequence_logprob(x, np.where(np.arange(4) == 2, 6, t))
+
+
+def test_fit_temperature_options_checked(rng):
+    x = rng.standard_normal((20, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 20)
+    for kw, err in (({"tol": float("nan")}, ValueError), ({"tol": -1.0}, ValueError),
+                    ({"max_passes": 0}, ValueError), ({"max_passes": 1.5}, TypeError)):
+        with pytest.raises(err, match=next(iter(kw))):
+            fastlm.calibration.fit_temperature(x, y, **kw)

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-COMPUTE: dict[np.dtype[Any], np.dtype[Any]] = {np.dtype(np.float16): np.dtype(np.float32), np.dtype(np.float32): np.dtype(np.float32),
-           np.dtype(np.float64): np.dtype(np.float64)}
+COMPUTE: dict[np.dtype[Any], np.dtype[Any]] = {
+    np.dtype(np.float16): np.dtype(np.float32), np.dtype(np.float32): np.dtype(np.float32),
+    np.dtype(np.float64): np.dtype(np.float64)}
 
 
 def position(flat: int, shape) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import Any
 
 from . import _kernels
 
@@ -39,13 +40,13 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def check_threads(n, name: str = "num_threads") -> int:
+def check_threads(n: object, name: str = "num_threads") -> int:
     from ._arrays import integer
 
     return integer(n, name, lambda v: v >= 1, ">= 1")
 
 
-def resolve_threads(num_threads) -> int:
+def resolve_threads(num_threads: int | None) -> int:
     """The thread count for one call: num_threads, or the global default when None."""
     return _num_threads if num_threads is None else check_threads(num_threads)
 
@@ -75,7 +76,7 @@ def _apply_simd_env() -> None:
 _apply_simd_env()
 
 
-def config() -> dict:
+def config() -> dict[str, Any]:
     """The build and runtime configuration as a dict (what show_config prints)."""
     import numpy
 
@@ -93,7 +94,7 @@ def config() -> dict:
     }
 
 
-def show_config() -> dict:
+def show_config() -> dict[str, Any]:
     """Print the version, compiled / available / active SIMD levels and threads; return them as a dict."""
     cfg = config()
     for key, value in cfg.items():

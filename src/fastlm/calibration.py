@@ -9,12 +9,18 @@ the last unless it is clamped; fastlm always keeps exactly M bins.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, integer, position, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, position, real, rows_in
 from ._config import resolve_threads
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, SubFigure
 
 __all__ = ["expected_calibration_error", "reliability_bins", "calibration_from_logits", "fit_temperature",
            "plot_reliability_diagram"]
@@ -60,7 +66,9 @@ def _bin_index(c, n_bins, strategy, closed):
     return idx, edges
 
 
-def reliability_bins(confidences, correct, *, n_bins=15, strategy="uniform", closed="right"):
+def reliability_bins(confidences: ArrayLike, correct: ArrayLike, *, n_bins: int = 15,
+                     strategy: Literal["uniform", "quantile"] = "uniform",
+                     closed: Literal["right", "left"] = "right") -> dict[str, NDArray[Any]]:
     """Per bin: dict of arrays lower, upper, count, confidence (mean), accuracy (mean); empty bins have
     count 0 and NaN means. Binning as expected_calibration_error."""
     c, k = _inputs(confidences, correct)
@@ -84,8 +92,10 @@ def _ece_from_bins(b, norm):
     return float(np.max(gap))
 
 
-def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uniform", norm="l1",
-                               closed="right"):
+def expected_calibration_error(confidences: ArrayLike, correct: ArrayLike, *, n_bins: int = 15,
+                               strategy: Literal["uniform", "quantile"] = "uniform",
+                               norm: Literal["l1", "l2", "max"] = "l1",
+                               closed: Literal["right", "left"] = "right") -> float:
     """ECE: l1 = sum_m (n_m / n) |acc_m - conf_m|; l2 = sqrt(sum_m (n_m / n) (acc_m - conf_m)^2) (torchmetrics'
     "l2"); max = max_m |acc_m - conf_m| over non-empty bins (MCE).
 
@@ -98,7 +108,8 @@ def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uni
                           norm)
 
 
-def calibration_from_logits(logits, labels, *, num_threads=None):
+def calibration_from_logits(logits: ArrayLike, labels: ArrayLike, *, num_threads: int | None = None
+                            ) -> tuple[np.float64 | NDArray[np.float64], np.bool_ | NDArray[np.bool_]]:
     """(confidence = max softmax probability, correct = argmax == label) per row of logits (..., V), from
     two fused passes (log-sum-exp and argmax; no probabilities materialized)."""
     from .decoding import greedy
@@ -118,7 +129,8 @@ def calibration_from_logits(logits, labels, *, num_threads=None):
     return np.exp(xmax - lse), np.asarray(top) == y
 
 
-def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-9, max_passes=20, num_threads=None):
+def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float, float] = (0.05, 20.0),
+                    tol: float = 1e-9, max_passes: int = 20, num_threads: int | None = None) -> float:
     """T in bounds minimizing the mean NLL of softmax(logits / T) against labels (temperature scaling, Guo
     et al. 2017).
 
@@ -137,6 +149,8 @@ def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-9, max_passes
     lo, hi = (float(b) for b in bounds)
     if not (0 < lo < hi and math.isfinite(hi)):
         raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds!r}")
+    tol = real(tol, "tol", lambda v: v >= 0, "a finite number >= 0")
+    max_passes = integer(max_passes, "max_passes", lambda v: v >= 2, ">= 2 (the max pass and one Newton step)")
     bad = (y < 0) | (y >= x.shape[1])
     if bad.any():
         j = int(np.argmax(bad))
@@ -178,7 +192,10 @@ def fit_temperature(logits, labels, *, bounds=(0.05, 20.0), tol=1e-9, max_passes
     return 1.0 / min(max(beta, 1.0 / hi), 1.0 / lo)
 
 
-def plot_reliability_diagram(confidences, correct, *, n_bins=15, strategy="uniform", closed="right", ax=None):
+def plot_reliability_diagram(confidences: ArrayLike, correct: ArrayLike, *, n_bins: int = 15,
+                             strategy: Literal["uniform", "quantile"] = "uniform",
+                             closed: Literal["right", "left"] = "right",
+                             ax: Axes | None = None) -> Figure | SubFigure:
     """A reliability diagram (accuracy per confidence bin against the diagonal, with the ECE in the
     title) as a matplotlib Figure. Needs matplotlib (pip install "fastlm[plot]")."""
     try:

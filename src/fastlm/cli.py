@@ -146,7 +146,7 @@ def cmd_ngram_generate(args) -> int:
     unit = lm.metadata.get("unit", "bytes")
     ids = lm.generate(_encoder(lm, unit)(args.prompt.encode("utf-8")), args.n, seed=args.seed,
                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    ids = [int(i) for i in ids if i != lm.eos_id]
+    ids = [int(i) for i in ids if i != lm.eos_id]  # type: ignore[assignment]
     if unit == "bytes":
         text = bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
         print(args.prompt + text)

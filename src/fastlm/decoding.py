@@ -12,8 +12,11 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, write_rows
@@ -47,11 +50,12 @@ def _per_row(value, lead, name, dtype, ok=None, valid=""):
         raise ValueError(f"{name} holds a value above 2^63 - 1")
     flat = np.ascontiguousarray(np.broadcast_to(a, lead).reshape(-1), dtype=dtype)
     if ok is not None:
-        bad = ~ok(flat)
+        vals = flat if a.ndim else np.asarray(a, dtype=dtype).reshape(1)  # a scalar is checked with no rows too
+        bad = ~ok(vals)
         if bad.any():
             j = int(np.argmax(bad))
             where = position(j, lead) if a.ndim else ""
-            raise ValueError(f"{name}{where} = {flat[j]} must be {valid}")
+            raise ValueError(f"{name}{where} = {vals[j]} must be {valid}")
     return flat
 
 
@@ -105,7 +109,9 @@ _FILTER_DOC = """
 """
 
 
-def top_k_filter(logits, k, *, min_tokens_to_keep=1, filter_value=-math.inf, out=None, num_threads=None):
+def top_k_filter(logits: ArrayLike, k: ArrayLike, *, min_tokens_to_keep: int = 1, filter_value: float = -math.inf,
+                 out: NDArray[np.floating[Any]] | None = None,
+                 num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Keep the tokens whose logit is >= the k-th largest logit (ties with the k-th value are kept, as
     Hugging Face's TopKLogitsWarper); k <= 0 disables the filter. k is raised to min_tokens_to_keep.
     Sort-free: a histogram over the logits' order-preserving bits finds the k-th value.
@@ -113,7 +119,9 @@ def top_k_filter(logits, k, *, min_tokens_to_keep=1, filter_value=-math.inf, out
     return _filter("top_k", logits, k, "k", None, "", min_tokens_to_keep, filter_value, out, num_threads)
 
 
-def top_p_filter(logits, p, *, min_tokens_to_keep=1, filter_value=-math.inf, out=None, num_threads=None):
+def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1, filter_value: float = -math.inf,
+                 out: NDArray[np.floating[Any]] | None = None,
+                 num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Nucleus filter: rank tokens by probability (descending, lower index first on ties) and keep a
     token iff the probability mass ranked strictly above it is < p. p >= 1 keeps every token; p = 0 keeps
     only the top min_tokens_to_keep. Hugging Face's TopPLogitsWarper keeps the same set up to ties (it
@@ -125,13 +133,17 @@ def top_p_filter(logits, p, *, min_tokens_to_keep=1, filter_value=-math.inf, out
                    filter_value, out, num_threads)
 
 
-def min_p_filter(logits, min_p, *, min_tokens_to_keep=1, filter_value=-math.inf, out=None, num_threads=None):
+def min_p_filter(logits: ArrayLike, min_p: ArrayLike, *, min_tokens_to_keep: int = 1,
+                 filter_value: float = -math.inf, out: NDArray[np.floating[Any]] | None = None,
+                 num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Keep tokens with p_i >= min_p * max_j p_j (Hugging Face's MinPLogitsWarper); min_p in [0, 1]."""
     return _filter("min_p", logits, min_p, "min_p", lambda v: (v >= 0) & (v <= 1), "in [0, 1]",
                    min_tokens_to_keep, filter_value, out, num_threads)
 
 
-def typical_filter(logits, mass, *, min_tokens_to_keep=1, filter_value=-math.inf, out=None, num_threads=None):
+def typical_filter(logits: ArrayLike, mass: ArrayLike, *, min_tokens_to_keep: int = 1,
+                   filter_value: float = -math.inf, out: NDArray[np.floating[Any]] | None = None,
+                   num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Locally typical sampling's filter, as Hugging Face's TypicalLogitsWarper: rank tokens by
     |-log p_i - H| ascending (H the entropy), keep while the probability ranked before is < mass, plus
     every token tied with the last kept score. mass in (0, 1]."""
@@ -143,7 +155,7 @@ for _f, _param in [(top_k_filter, "k : int or array of the leading shape"),
                    (top_p_filter, "p : float or array of the leading shape, in [0, 1]"),
                    (min_p_filter, "min_p : float or array of the leading shape, in [0, 1]"),
                    (typical_filter, "mass : float or array of the leading shape, in (0, 1]")]:
-    _f.__doc__ += _FILTER_DOC.replace("{param}", _param)
+    _f.__doc__ += _FILTER_DOC.replace("{param}", _param)  # type: ignore[operator]
 
 
 def _history_counts(a, token_history):
@@ -171,8 +183,9 @@ def _result(a, out):
     return np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
 
 
-def apply_penalties(logits, token_history, *, repetition_penalty=1.0, presence_penalty=0.0,
-                    frequency_penalty=0.0, out=None):
+def apply_penalties(logits: ArrayLike, token_history: ArrayLike, *, repetition_penalty: float = 1.0,
+                    presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+                    out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]:
     """Penalize tokens seen in each row's history (token_history (..., L) ids; -1 entries ignored).
 
     First Hugging Face's repetition penalty theta, once per distinct seen token:
@@ -194,10 +207,13 @@ def apply_penalties(logits, token_history, *, repetition_penalty=1.0, presence_p
     return out
 
 
-def apply_logit_bias(logits, bias, *, out=None):
+def apply_logit_bias(logits: ArrayLike, bias: dict[int, float] | tuple[ArrayLike, ArrayLike], *,
+                     out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]:
     """Add bias[token] to logits[..., token] in every row. bias: {token_id: value} or (ids, values)."""
     a = _logits(logits)
     V = a.shape[-1]
+    ids: Any
+    vals: Any
     if isinstance(bias, dict):
         ids, vals = list(bias.keys()), list(bias.values())
     else:
@@ -206,7 +222,12 @@ def apply_logit_bias(logits, bias, *, out=None):
         except (TypeError, ValueError):
             raise TypeError("bias must be a dict {token_id: value} or a pair (ids, values)") from None
     ids = int_array(np.asarray(ids, dtype=None if len(ids) else np.int64), "bias ids").reshape(-1)
-    vals = np.asarray(vals, dtype=np.float64).reshape(-1)
+    vals = np.asarray(vals)
+    if vals.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in vals.reshape(-1)):
+        vals = vals.astype(np.float64)
+    if vals.dtype.kind not in "biuf":
+        raise TypeError(f"bias values must be real numbers, got dtype {vals.dtype}")
+    vals = vals.astype(np.float64).reshape(-1)
     if ids.shape != vals.shape:
         raise ValueError(f"bias has {ids.size} ids but {vals.size} values")
     bad = (ids < 0) | (ids >= V)
@@ -219,7 +240,8 @@ def apply_logit_bias(logits, bias, *, out=None):
     return out
 
 
-def mask_tokens(logits, *, allowed=None, banned=None, out=None):
+def mask_tokens(logits: ArrayLike, *, allowed: ArrayLike | None = None, banned: ArrayLike | None = None,
+                out: NDArray[np.floating[Any]] | None = None) -> NDArray[np.floating[Any]]:
     """-inf for every token not in `allowed` (when given) and for every token in `banned`."""
     a = _logits(logits)
     V = a.shape[-1]
@@ -242,20 +264,21 @@ def mask_tokens(logits, *, allowed=None, banned=None, out=None):
     return out
 
 
-def cfg_mix(cond_logits, uncond_logits, guidance_scale):
+def cfg_mix(cond_logits: ArrayLike, uncond_logits: ArrayLike, guidance_scale: float) -> NDArray[np.floating[Any]]:
     """Classifier-free guidance in log-probability space (Hugging Face's unbatched CFG processor):
-    log_softmax(uncond) + g * (log_softmax(cond) - log_softmax(uncond))."""
+    log_softmax(uncond) + g * (log_softmax(cond) - log_softmax(uncond)). float16 is mixed in float32
+    and rounded back once."""
     c = _logits(cond_logits, "cond_logits")
     u = _logits(uncond_logits, "uncond_logits")
     if c.shape != u.shape:
         raise ValueError(f"cond_logits has shape {c.shape} but uncond_logits {u.shape}")
     g = real(guidance_scale, "guidance_scale", lambda v: True, "finite")
-    lc, lu = log_softmax(c), log_softmax(u)
-    dt = lc.dtype.type
-    return lu + dt(g) * (lc - lu)
+    work = COMPUTE[c.dtype]
+    lc, lu = log_softmax(c.astype(work, copy=False)), log_softmax(u.astype(work, copy=False))
+    return (lu + work.type(g) * (lc - lu)).astype(c.dtype, copy=False)
 
 
-def greedy(logits, *, num_threads=None):
+def greedy(logits: ArrayLike, *, num_threads: int | None = None) -> np.int64 | NDArray[np.int64]:
     """argmax over the last axis (the lowest index on ties), as int64 of the leading shape."""
     a = _logits(logits)
     lead = a.shape[:-1]
@@ -280,7 +303,9 @@ def _seeds(seed, lead):
     return _per_row(s.astype(np.uint64), lead, "seed", np.uint64)
 
 
-def sample(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=None, num_threads=None):
+def sample(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_k: ArrayLike = 0, top_p: ArrayLike = 1.0,
+           min_p: ArrayLike = 0.0, seed: ArrayLike | None = None,
+           num_threads: int | None = None) -> np.int64 | NDArray[np.int64]:
     """Draw one token id per row, fused in C: temperature -> top-k -> top-p -> min-p -> draw.
 
     temperature == 0 or top_k == 1 is greedy. top_k <= 0, top_p = 1 and min_p = 0 disable their
@@ -331,8 +356,9 @@ class _Finished:
         return len(self.items) >= self.num_beams
 
 
-def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, length_penalty=1.0,
-                early_stopping=False):
+def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: ArrayLike, *, num_beams: int,
+                max_new_tokens: int, eos_id: int | None = None, length_penalty: float = 1.0,
+                early_stopping: bool | Literal["never"] = False) -> list[tuple[NDArray[np.int64], float]]:
     """Beam search over a model given as step_fn(seqs: (B, L) int64) -> logits (B, V).
 
     Each step scores every running beam's continuations by running sum of log p plus
@@ -353,6 +379,8 @@ def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, 
     if early_stopping not in (True, False, "never"):
         raise ValueError(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
     lp = real(length_penalty, "length_penalty", lambda v: True, "finite")
+    if eos_id is not None:
+        eos_id = integer(eos_id, "eos_id", lambda v: v >= 0, ">= 0")
     prompt = int_array(prompt_ids, "prompt_ids").reshape(-1)
     beams = [prompt]
     sums = np.zeros(1)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, write_rows
@@ -97,8 +99,23 @@ _OPTIONS_DOC = """
 """
 
 
-def cross_entropy(logits, targets, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                  z_loss=0.0, softcap=None, temperature=1.0, num_threads=None):
+@overload
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ..., ignore_index: int = ...,
+                  reduction: Literal["mean", "sum"] = ..., label_smoothing: float = ..., z_loss: float = ...,
+                  softcap: float | None = ..., temperature: float = ..., num_threads: int | None = ...) -> float: ...
+@overload
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ..., ignore_index: int = ...,
+                  reduction: Literal["none"], label_smoothing: float = ..., z_loss: float = ...,
+                  softcap: float | None = ..., temperature: float = ...,
+                  num_threads: int | None = ...) -> NDArray[np.floating[Any]]: ...
+@overload
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ..., ignore_index: int = ...,
+                  reduction: str = ..., label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                  temperature: float = ..., num_threads: int | None = ...) -> float | NDArray[np.floating[Any]]: ...
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, temperature: float = 1.0,
+                  num_threads: int | None = None) -> float | NDArray[np.floating[Any]]:
     """Cross-entropy of softmax(logits) against integer targets, in one read pass over the logits.
 
     Follows torch.nn.functional.cross_entropy (class axis last) for weight, ignore_index, reduction and
@@ -120,9 +137,30 @@ def cross_entropy(logits, targets, *, weight=None, ignore_index=-100, reduction=
     return a.result(*a.run())
 
 
-def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, z_loss=0.0, softcap=None, temperature=1.0, num_threads=None,
-                            grad_out=None):
+@overload
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ...,
+                            ignore_index: int = ..., reduction: Literal["mean", "sum"] = ...,
+                            label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                            temperature: float = ..., num_threads: int | None = ...,
+                            grad_out: NDArray[np.floating[Any]] | None = ...
+                            ) -> tuple[float, NDArray[np.floating[Any]]]: ...
+@overload
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ...,
+                            ignore_index: int = ..., reduction: Literal["none"], label_smoothing: float = ...,
+                            z_loss: float = ..., softcap: float | None = ..., temperature: float = ...,
+                            num_threads: int | None = ..., grad_out: NDArray[np.floating[Any]] | None = ...
+                            ) -> tuple[NDArray[np.floating[Any]], NDArray[np.floating[Any]]]: ...
+@overload
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ...,
+                            ignore_index: int = ..., reduction: str = ..., label_smoothing: float = ...,
+                            z_loss: float = ..., softcap: float | None = ..., temperature: float = ...,
+                            num_threads: int | None = ..., grad_out: NDArray[np.floating[Any]] | None = ...
+                            ) -> tuple[float | NDArray[np.floating[Any]], NDArray[np.floating[Any]]]: ...
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = None,
+                            ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                            z_loss: float = 0.0, softcap: float | None = None, temperature: float = 1.0,
+                            num_threads: int | None = None, grad_out: NDArray[np.floating[Any]] | None = None
+                            ) -> tuple[float | NDArray[np.floating[Any]], NDArray[np.floating[Any]]]:
     """Cross-entropy and its gradient d loss / d logits, fused: two passes over each row.
 
     Same options and loss as cross_entropy. For reduction="none" the gradient is that of the sum of the
@@ -146,7 +184,8 @@ def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, 
     return a.result(*write_rows(grad, a.rows, a.dtype, a.run)), grad
 
 
-def token_logprobs(logits, targets, *, ignore_index=-100, temperature=1.0, num_threads=None):
+def token_logprobs(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100, temperature: float = 1.0,
+                   num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """log p(target) per position: log_softmax(logits / T)[..., target], 0.0 at ignored positions.
 
     logits (..., V) float, targets (...) integer; returns an array shaped like targets in the logits'
@@ -157,5 +196,6 @@ def token_logprobs(logits, targets, *, ignore_index=-100, temperature=1.0, num_t
     return np.subtract(0.0, row_loss).reshape(a.targets_shape).astype(a.logits.dtype)
 
 
-cross_entropy.__doc__ = cross_entropy.__doc__.replace("{options}", _OPTIONS_DOC)
-cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace("{options}", _OPTIONS_DOC)
+cross_entropy.__doc__ = cross_entropy.__doc__.replace("{options}", _OPTIONS_DOC)  # type: ignore[union-attr]
+cross_entropy_with_grad.__doc__ = (
+    cross_entropy_with_grad.__doc__.replace("{options}", _OPTIONS_DOC))  # type: ignore[union-attr]

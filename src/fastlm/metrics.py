@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, rows_in
@@ -41,7 +43,8 @@ def _rows_of(a, axis, dtype):
     return moved.shape[:-1], rows_in(moved, dtype)
 
 
-def entropy(logits, axis=-1, *, base=None, num_threads=None):
+def entropy(logits: ArrayLike, axis: int = -1, *, base: float | None = None,
+            num_threads: int | None = None) -> np.floating[Any] | NDArray[np.floating[Any]]:
     """Shannon entropy of softmax(logits) along `axis`: H = lse(z) - E_p[z], one fused pass per row (no
     probabilities materialized), accumulated in float64; nats, or log base `base`.
 
@@ -58,7 +61,8 @@ def entropy(logits, axis=-1, *, base=None, num_threads=None):
     return (out / lb).reshape(lead).astype(a.dtype)[()]
 
 
-def kl_divergence(p_logits, q_logits, axis=-1, *, base=None, num_threads=None):
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, axis: int = -1, *, base: float | None = None,
+                  num_threads: int | None = None) -> np.floating[Any] | NDArray[np.floating[Any]]:
     """KL(softmax(p_logits) || softmax(q_logits)) along `axis`, fused from the logits in one pass per row:
     E_p[z_p - z_q] - lse(z_p) + lse(z_q).
 
@@ -79,47 +83,79 @@ def kl_divergence(p_logits, q_logits, axis=-1, *, base=None, num_threads=None):
     return (out / lb).reshape(lead).astype(np.result_type(p.dtype, q.dtype))[()]
 
 
-def perplexity(logits, targets, *, ignore_index=-100, num_threads=None):
+def perplexity(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100,
+               num_threads: int | None = None) -> float:
     """Pooled perplexity: exp(mean NLL over every non-ignored position) (NaN when there is none). This is
     the token-level perplexity of Hugging Face's evaluate and torchmetrics' Perplexity; for the mean of
     per-sequence perplexities, call it per sequence."""
     return math.exp(cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads))
 
 
-def bits_per_token(logits, targets, *, ignore_index=-100, num_threads=None):
+def bits_per_token(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100,
+                   num_threads: int | None = None) -> float:
     """Mean NLL over non-ignored positions in bits: cross-entropy / ln 2."""
     return cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads) / math.log(2)
 
 
+def _real_values(value, name):
+    """value as a float64 array; TypeError unless it holds real numbers (None, strings, complex are not)."""
+    a = np.asarray(value)
+    if a.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in a.reshape(-1)):
+        a = a.astype(np.float64)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got {value!r}")
+    return a.astype(np.float64)
+
+
 def _total(total_logprob, count, name):
-    t = float(np.sum(np.asarray(total_logprob, dtype=np.float64)))
-    c = float(np.sum(np.asarray(count, dtype=np.float64)))
+    t = float(np.sum(_real_values(total_logprob, "total_logprob")))
+    c = float(np.sum(_real_values(count, name)))
     if not c > 0:
         raise ValueError(f"{name} must add up to a positive number, got {c}")
     return t, c
 
 
-def bits_per_byte(total_logprob, n_bytes):
+def bits_per_byte(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
     """-sum log p / (n_bytes ln 2) (lm-evaluation-harness bits_per_byte): total_logprob in nats and n_bytes
     (UTF-8 bytes of the text) may be scalars or per-document arrays, which are summed (pooled)."""
     t, c = _total(total_logprob, n_bytes, "n_bytes")
     return -t / (c * math.log(2))
 
 
-def byte_perplexity(total_logprob, n_bytes):
+def byte_perplexity(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
     """exp(-sum log p / n_bytes) (lm-evaluation-harness byte_perplexity), pooled over documents."""
     t, c = _total(total_logprob, n_bytes, "n_bytes")
     return math.exp(-t / c)
 
 
-def word_perplexity(total_logprob, n_words):
+def word_perplexity(total_logprob: ArrayLike, n_words: ArrayLike) -> float:
     """exp(-sum log p / n_words) (lm-evaluation-harness word_perplexity), pooled over documents."""
     t, c = _total(total_logprob, n_words, "n_words")
     return math.exp(-t / c)
 
 
-def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_index=-100, normalize=None,
-                     lengths=None, return_is_greedy=False, num_threads=None):
+@overload
+def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike | None = ...,
+                     prompt_lengths: ArrayLike | None = ..., ignore_index: int = ...,
+                     normalize: Literal["tokens", "chars", "bytes"] | None = ..., lengths: ArrayLike | None = ...,
+                     return_is_greedy: Literal[False] = ..., num_threads: int | None = ...) -> NDArray[np.float64]: ...
+@overload
+def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike | None = ...,
+                     prompt_lengths: ArrayLike | None = ..., ignore_index: int = ...,
+                     normalize: Literal["tokens", "chars", "bytes"] | None = ..., lengths: ArrayLike | None = ...,
+                     return_is_greedy: Literal[True], num_threads: int | None = ...
+                     ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]: ...
+@overload
+def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike | None = ...,
+                     prompt_lengths: ArrayLike | None = ..., ignore_index: int = ...,
+                     normalize: Literal["tokens", "chars", "bytes"] | None = ..., lengths: ArrayLike | None = ...,
+                     return_is_greedy: bool = ..., num_threads: int | None = ...
+                     ) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.bool_]]: ...
+def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike | None = None,
+                     prompt_lengths: ArrayLike | None = None, ignore_index: int = -100,
+                     normalize: Literal["tokens", "chars", "bytes"] | None = None, lengths: ArrayLike | None = None,
+                     return_is_greedy: bool = False, num_threads: int | None = None
+                     ) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Per-sequence log-likelihood of the answer tokens (lm-evaluation-harness loglikelihood).
 
     logits (B, T, V) and aligned targets (B, T): logits[b, t] scores targets[b, t] (shift before calling
@@ -173,7 +209,8 @@ def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_
     return total, np.all(~keep | (g == t), axis=1)
 
 
-def choose(loglikelihoods, *, lengths=None, normalize=None):
+def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
+           normalize: Literal["chars", "bytes"] | None = None) -> np.intp | NDArray[np.intp]:
     """The chosen choice per question: argmax of loglikelihoods (Q, C) (or (C,)), the first on ties
     (lm-evaluation-harness acc). normalize="chars" / "bytes" divides by lengths (same shape: the choices'
     characters, acc_norm, or UTF-8 bytes, acc_bytes) first. -inf marks a missing choice."""
@@ -196,7 +233,7 @@ def choose(loglikelihoods, *, lengths=None, normalize=None):
     return np.argmax(ll, axis=-1)[()]
 
 
-def rolling_windows(n_tokens, max_length, *, stride=None):
+def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None) -> NDArray[np.int64]:
     """Windows to score a text of n_tokens with a model of context max_length, every token exactly once.
 
     Returns (K, 3) int64 rows (start, end, score_from): feed tokens [start, end), score the predictions

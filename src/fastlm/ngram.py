@@ -14,8 +14,11 @@ import os
 import struct
 import zlib
 from collections import Counter
+from collections.abc import Iterable
+from typing import Any, SupportsInt
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._arrays import integer, real
@@ -74,7 +77,8 @@ def _unpack(keys: np.ndarray, k: int, bits: int) -> np.ndarray:
     return out
 
 
-def count_ngrams(tokens, order, *, num_threads=None):
+def count_ngrams(tokens: ArrayLike, order: int, *,
+                 num_threads: int | None = None) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
     """All k-grams of a 1-D id array (k = order) and their counts.
 
     Returns (ngrams (M, order) uint32, counts (M,) int64), lexicographically sorted. The count is a C
@@ -152,7 +156,8 @@ class NgramLM:
     one EOS per sequence when eos_id is set).
     """
 
-    def __init__(self, order, *, alpha=1.0, vocab_size=None, bos_id=None, eos_id=None):
+    def __init__(self, order: int, *, alpha: float = 1.0, vocab_size: int | None = None, bos_id: int | None = None,
+                 eos_id: int | None = None) -> None:
         self.order = _order(order)
         self.alpha = real(alpha, "alpha", lambda v: v > 0, "a finite number > 0")
         for name, v in (("vocab_size", vocab_size), ("bos_id", bos_id), ("eos_id", eos_id)):
@@ -167,8 +172,9 @@ class NgramLM:
         self.eos_id = None if eos_id is None else int(eos_id)
         self.max_id = max([-1] + [v for v in (self.bos_id, self.eos_id) if v is not None])
         self.bits = _bits_for(self.vocab_size_given) if self.vocab_size_given else None
-        self.tables = {}  # k -> _Table
-        self.metadata = {}  # JSON-serializable extras saved with the model (the command line keeps its unit here)
+        self.tables: dict[int, _Table] = {}  # k -> _Table
+        # JSON-serializable extras saved with the model (the command line keeps its unit here)
+        self.metadata: dict[str, Any] = {}
 
     # ----------------------------------------------------------------------------------- counting
     @property
@@ -210,13 +216,13 @@ class NgramLM:
                     self.tables[k] = _Table(_pack(_unpack(t.keys, k, self.bits), need), t.counts, need)
             self.bits = need
 
-    def fit(self, sequences):
+    def fit(self, sequences: Iterable[ArrayLike]) -> NgramLM:
         """Count every order 1..n over `sequences` (an iterable of 1-D int arrays or lists), replacing
         any counts held. Returns self."""
         self.tables = {}
         return self.update(sequences)
 
-    def update(self, sequences):
+    def update(self, sequences: Iterable[ArrayLike]) -> NgramLM:
         """Add the counts of more sequences. Returns self."""
         tokens, starts = self._prepare(sequences)
         self._ensure_bits()
@@ -226,7 +232,7 @@ class NgramLM:
         # sequence, less windows ending in BOS. That needs BOS to be padding only; else count each order.
         derive = self.bos_id is None or int(np.count_nonzero(tokens == self.bos_id)) == (n - 1) * (starts.size - 1)
         orders = [n] if derive else range(1, n + 1)
-        batch = _kernels.ngram_count_windows(tokens, starts, orders, self.bits, skip)
+        batch = _kernels.ngram_count_windows(tokens, starts, orders, self.bits, skip)  # type: ignore[arg-type]
         if derive:
             lengths = np.diff(starts)
             for k in range(n - 1, 0, -1):
@@ -278,30 +284,31 @@ class NgramLM:
         out._ensure_bits()
         for src in (self, other):
             for k, t in src.tables.items():
-                keys = t.keys if src.bits == out.bits else _pack(_unpack(t.keys, k, src.bits), out.bits)
+                keys = t.keys if src.bits == out.bits else _pack(
+                    _unpack(t.keys, k, src.bits), out.bits)  # type: ignore[arg-type]
                 out._add(k, keys, t.counts)
         return out
 
     __add__ = merge
 
-    def count(self, ngram) -> int:
+    def count(self, ngram: ArrayLike) -> int:
         """The count of one k-gram (1 <= k <= order)."""
         g = _ids(ngram, "ngram")
         if not 1 <= g.size <= self.order:
             raise ValueError(f"ngram must have 1 to {self.order} ids, got {g.size}")
         t = self.tables.get(g.size)
-        if t is None or (g < 0).any() or (g >= 2**self.bits).any():
+        if t is None or (g < 0).any() or (g >= 2**self.bits).any():  # type: ignore[operator]
             return 0
-        return int(t.lookup(_pack(g[None], self.bits))[0])
+        return int(t.lookup(_pack(g[None], self.bits))[0])  # type: ignore[arg-type]
 
-    def counts(self, k):
+    def counts(self, k: int) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
         """(ngrams (M, k) uint32, counts (M,) int64) of order k, lexicographically sorted."""
         if not 1 <= k <= self.order:
             raise ValueError(f"k must be in [1, {self.order}], got {k}")
         t = self.tables.get(k)
         if t is None:
             return np.zeros((0, k), np.uint32), np.zeros(0, np.int64)
-        return _unpack(t.keys, k, self.bits), t.counts.copy()
+        return _unpack(t.keys, k, self.bits), t.counts.copy()  # type: ignore[arg-type]
 
     def nbytes(self) -> int:
         """Bytes held by the count arrays (keys, counts, context keys and totals; hash indexes excluded)."""
@@ -334,16 +341,16 @@ class NgramLM:
             return t.lookup(full), np.full(w.size, int(t.counts.sum()), np.int64)
         return t.lookup(full), (np.full(w.size, t.lookup_ctx(ctx[:1])[0]) if one_context else t.lookup_ctx(ctx))
 
-    def prob(self, tokens, contexts):
+    def prob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
         """P_a(w | h) for M queries: tokens (M,) and contexts (M, k); the last n-1 context ids are used."""
         chw, ch = self._counts_for(tokens, contexts)
         return (chw + self.alpha) / (ch + self.alpha * self.vocab_size)
 
-    def logprob(self, tokens, contexts):
+    def logprob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
         """Natural log of prob."""
         return np.log(self.prob(tokens, contexts))
 
-    def next_token_distribution(self, context):
+    def next_token_distribution(self, context: ArrayLike) -> NDArray[np.float64]:
         """P_a(w | context) for every w in the vocabulary: (V,) float64 summing to 1."""
         c = _ids(context, "context")
         V = self.vocab_size
@@ -378,16 +385,17 @@ class NgramLM:
             n += pos.size
         return total, n
 
-    def score(self, sequence) -> float:
+    def score(self, sequence: ArrayLike) -> float:
         """Natural-log probability of one sequence (its EOS included when eos_id is set)."""
         return self._score_all([sequence])[0]
 
-    def perplexity(self, sequences) -> float:
+    def perplexity(self, sequences: Iterable[ArrayLike]) -> float:
         """exp(-sum log p / number of predicted tokens) over sequences (tokens plus one EOS each)."""
         total, n = self._score_all(sequences)
         return math.exp(-total / n) if n else float("nan")
 
-    def generate(self, context, max_new_tokens, *, seed=None, temperature=1.0, top_k=0, top_p=1.0):
+    def generate(self, context: ArrayLike, max_new_tokens: int, *, seed: int | None = None, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0) -> NDArray[np.int64]:
         """Sample up to max_new_tokens ids after `context`, stopping after eos_id; fastlm.sample draws
         each token from log P(. | context) (reproducible with an integer seed). Returns int64 ids."""
         from .decoding import sample
@@ -413,7 +421,7 @@ class NgramLM:
         return np.array(out, np.int64)
 
     # ----------------------------------------------------------------------------------- persistence
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model: a versioned little-endian binary format (no pickle).
 
         Layout: 16-byte magic (b"FASTLM-NGRAM", 0, 0, 0, version); header <IIdqqqq: order, bits, alpha,
@@ -437,7 +445,7 @@ class NgramLM:
             f.write(_MAGIC + payload + struct.pack("<I", zlib.crc32(payload)))
 
     @classmethod
-    def load(cls, path) -> "NgramLM":
+    def load(cls, path: str | os.PathLike[str]) -> NgramLM:
         """Read a model written by save. ValueError for a file that is not one (truncated, corrupted,
         foreign or of another version)."""
         with open(path, "rb") as f:
@@ -493,7 +501,7 @@ def _merge_counts(k1, c1, k2, c2):
 
 # ----------------------------------------------------------------------------------------- text helpers
 
-def byte_tokens(text) -> np.ndarray:
+def byte_tokens(text: str | bytes) -> NDArray[np.int64]:
     """UTF-8 bytes of text (str or bytes) as ids 0..255; BYTE_BOS = 256 and BYTE_EOS = 257 are free for
     bos_id / eos_id (vocab_size BYTE_VOCAB = 258)."""
     data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
@@ -508,22 +516,22 @@ class WordVocab:
 
     UNK, BOS, EOS = 0, 1, 2
 
-    def __init__(self, words):
+    def __init__(self, words: Iterable[str]) -> None:
         self.words = list(words)
         self.ids = {w: i for i, w in enumerate(self.words)}
 
     @classmethod
-    def build(cls, texts, min_count=1):
+    def build(cls, texts: Iterable[str], min_count: int = 1) -> WordVocab:
         min_count = integer(min_count, "min_count", lambda v: v >= 1, ">= 1")
         c = Counter(w for t in texts for w in t.split())
         kept = sorted((w for w, n in c.items() if n >= min_count), key=lambda w: (-c[w], w))
         return cls(["<unk>", "<s>", "</s>"] + kept)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.words)
 
-    def encode(self, text) -> np.ndarray:
+    def encode(self, text: str) -> NDArray[np.int64]:
         return np.array([self.ids.get(w, self.UNK) for w in text.split()], np.int64)
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: Iterable[SupportsInt]) -> str:
         return " ".join(self.words[int(i)] for i in ids)

@@ -7,8 +7,11 @@ with the kernels. Results are float64 (reductions as Python floats); shapes foll
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
+from typing import Any, Literal, SupportsInt, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad", "token_logprobs",
@@ -24,7 +27,7 @@ def _moved(x, axis):
     return np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
 
 
-def log_softmax(x, axis=-1, *, temperature=1.0):
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0) -> NDArray[np.float64]:
     """z - max - log(sum(exp(z - max))), z = x / T; a slice with NaN, +inf or only -inf gives NaN."""
     z = _moved(x, axis) / temperature
     m = np.max(z, axis=-1, keepdims=True)
@@ -34,7 +37,7 @@ def log_softmax(x, axis=-1, *, temperature=1.0):
     return np.moveaxis(out, -1, axis)
 
 
-def softmax(x, axis=-1, *, temperature=1.0):
+def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0) -> NDArray[np.float64]:
     """exp(z - max) / sum(exp(z - max)), z = x / T."""
     z = _moved(x, axis) / temperature
     m = np.max(z, axis=-1, keepdims=True)
@@ -44,7 +47,7 @@ def softmax(x, axis=-1, *, temperature=1.0):
     return np.moveaxis(out, -1, axis)
 
 
-def logsumexp(x, axis=-1, *, temperature=1.0):
+def logsumexp(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0) -> np.float64 | NDArray[np.float64]:
     """log(sum(exp(z))), z = x / T: -inf for an empty or all -inf slice, +inf with +inf, NaN with NaN."""
     z = _moved(x, axis) / temperature
     if z.shape[-1] == 0:
@@ -73,8 +76,21 @@ def _check_targets(targets, V, ignore_index):
     return t
 
 
-def cross_entropy(logits, targets, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-                  z_loss=0.0, softcap=None, temperature=1.0):
+@overload
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ..., ignore_index: int = ...,
+                  reduction: Literal["mean", "sum"] = ..., label_smoothing: float = ..., z_loss: float = ...,
+                  softcap: float | None = ..., temperature: float = ...) -> float: ...
+@overload
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ..., ignore_index: int = ...,
+                  reduction: Literal["none"], label_smoothing: float = ..., z_loss: float = ...,
+                  softcap: float | None = ..., temperature: float = ...) -> NDArray[np.float64]: ...
+@overload
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ..., ignore_index: int = ...,
+                  reduction: str = ..., label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                  temperature: float = ...) -> float | NDArray[np.float64]: ...
+def cross_entropy(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, temperature: float = 1.0) -> float | NDArray[np.float64]:
     """torch.nn.functional.cross_entropy (class axis last) plus z_loss, softcap and temperature.
 
     l_i = (1-e) w[y] (-log p_y) + (e/V) sum_c w[c] (-log p_c) + zl w[y] lse^2, 0 at ignored positions;
@@ -104,8 +120,25 @@ def cross_entropy(logits, targets, *, weight=None, ignore_index=-100, reduction=
     return total / denom if denom != 0 else float("nan")
 
 
-def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, reduction="mean",
-                            label_smoothing=0.0, z_loss=0.0, softcap=None, temperature=1.0):
+@overload
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ...,
+                            ignore_index: int = ..., reduction: Literal["mean", "sum"] = ...,
+                            label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                            temperature: float = ...) -> tuple[float, NDArray[np.float64]]: ...
+@overload
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ...,
+                            ignore_index: int = ..., reduction: Literal["none"], label_smoothing: float = ...,
+                            z_loss: float = ..., softcap: float | None = ...,
+                            temperature: float = ...) -> tuple[NDArray[np.float64], NDArray[np.float64]]: ...
+@overload
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = ...,
+                            ignore_index: int = ..., reduction: str = ..., label_smoothing: float = ...,
+                            z_loss: float = ..., softcap: float | None = ...,
+                            temperature: float = ...) -> tuple[float | NDArray[np.float64], NDArray[np.float64]]: ...
+def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: ArrayLike | None = None,
+                            ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                            z_loss: float = 0.0, softcap: float | None = None,
+                            temperature: float = 1.0) -> tuple[float | NDArray[np.float64], NDArray[np.float64]]:
     """(cross_entropy(...), d loss / d logits) with the gradient written out analytically:
     d l_i / d z = (1-e) w[y] (p - onehot(y)) + (e/V) (sum(w) p - w) + 2 zl w[y] lse p,
     then through z = u / T and u = c tanh(x / c); divided by sum w[y_i] for "mean" (0 if all ignored)."""
@@ -119,7 +152,7 @@ def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, 
     keep = t != ignore_index
     y = np.where(keep, t, 0)
     p = softmax(z)
-    lse = logsumexp(z)
+    lse: Any = logsumexp(z)
     onehot = (np.arange(V) == y[..., None]).astype(np.float64)
     wy = w[y][..., None]
     e = label_smoothing
@@ -135,7 +168,8 @@ def cross_entropy_with_grad(logits, targets, *, weight=None, ignore_index=-100, 
     return loss, dx
 
 
-def token_logprobs(logits, targets, *, ignore_index=-100, temperature=1.0):
+def token_logprobs(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100,
+                   temperature: float = 1.0) -> NDArray[np.float64]:
     """log_softmax(logits / T) at each target, 0.0 at ignored positions."""
     z = np.asarray(logits, dtype=np.float64)
     t = _check_targets(targets, z.shape[-1], ignore_index)
@@ -195,7 +229,8 @@ def _in_order(order, sorted_keep):
     return keep
 
 
-def top_k_filter(logits, k, *, min_tokens_to_keep=1, filter_value=-np.inf):
+def top_k_filter(logits: ArrayLike, k: ArrayLike, *, min_tokens_to_keep: int = 1,
+                 filter_value: float = -np.inf) -> NDArray[np.float64]:
     def keep(row, kk):
         if kk <= 0:
             return np.ones(row.size, bool)
@@ -204,7 +239,8 @@ def top_k_filter(logits, k, *, min_tokens_to_keep=1, filter_value=-np.inf):
     return _filter(logits, k, filter_value, keep)
 
 
-def top_p_filter(logits, p, *, min_tokens_to_keep=1, filter_value=-np.inf):
+def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1,
+                 filter_value: float = -np.inf) -> NDArray[np.float64]:
     def keep(row, pp):
         probs = _probs(row)
         order = _order(probs)
@@ -215,7 +251,8 @@ def top_p_filter(logits, p, *, min_tokens_to_keep=1, filter_value=-np.inf):
     return _filter(logits, p, filter_value, keep)
 
 
-def min_p_filter(logits, min_p, *, min_tokens_to_keep=1, filter_value=-np.inf):
+def min_p_filter(logits: ArrayLike, min_p: ArrayLike, *, min_tokens_to_keep: int = 1,
+                 filter_value: float = -np.inf) -> NDArray[np.float64]:
     def keep(row, mp):
         probs = _probs(row)
         k = probs >= mp * probs.max()
@@ -224,7 +261,8 @@ def min_p_filter(logits, min_p, *, min_tokens_to_keep=1, filter_value=-np.inf):
     return _filter(logits, min_p, filter_value, keep)
 
 
-def typical_filter(logits, mass, *, min_tokens_to_keep=1, filter_value=-np.inf):
+def typical_filter(logits: ArrayLike, mass: ArrayLike, *, min_tokens_to_keep: int = 1,
+                   filter_value: float = -np.inf) -> NDArray[np.float64]:
     """Hugging Face's TypicalLogitsWarper, written out."""
     def keep(row, ms):
         probs = _probs(row)
@@ -240,13 +278,14 @@ def typical_filter(logits, mass, *, min_tokens_to_keep=1, filter_value=-np.inf):
     return _filter(logits, mass, filter_value, keep)
 
 
-def greedy(logits):
+def greedy(logits: ArrayLike) -> np.int64 | NDArray[np.int64]:
     x, x2 = _rows(logits)
     _check_rows(x2)
     return np.array([int(np.argmax(row)) for row in x2]).reshape(x.shape[:-1])[()]
 
 
-def sample_distribution(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0):
+def sample_distribution(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_k: ArrayLike = 0,
+                        top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> NDArray[np.float64]:
     """The filtered, renormalized distribution `sample` draws from, per row (float64, logits' shape):
     temperature -> top-k -> top-p (on the renormalized top-k distribution) -> min-p."""
     x, x2 = _rows(logits)
@@ -270,13 +309,13 @@ def sample_distribution(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.
     return out.reshape(x.shape)
 
 
-def apply_penalties(logits, token_history, *, repetition_penalty=1.0, presence_penalty=0.0,
-                    frequency_penalty=0.0):
+def apply_penalties(logits: ArrayLike, token_history: ArrayLike, *, repetition_penalty: float = 1.0,
+                    presence_penalty: float = 0.0, frequency_penalty: float = 0.0) -> NDArray[np.float64]:
     x, x2 = _rows(logits)
     h = np.asarray(token_history).reshape(-1, np.shape(token_history)[-1])
     out = x2.copy()
     for i in range(x2.shape[0]):
-        counts = {}
+        counts: dict[int, int] = {}
         for tok in h[i]:
             if tok != -1:
                 counts[int(tok)] = counts.get(int(tok), 0) + 1
@@ -287,15 +326,16 @@ def apply_penalties(logits, token_history, *, repetition_penalty=1.0, presence_p
     return out.reshape(x.shape)
 
 
-def apply_logit_bias(logits, bias):
+def apply_logit_bias(logits: ArrayLike, bias: dict[int, float] | tuple[ArrayLike, ArrayLike]) -> NDArray[np.float64]:
     x = np.array(logits, dtype=np.float64)
-    items = bias.items() if isinstance(bias, dict) else zip(*bias)
+    items: Any = bias.items() if isinstance(bias, dict) else zip(*bias)  # type: ignore[arg-type]
     for tok, val in items:
         x[..., int(tok)] += val
     return x
 
 
-def mask_tokens(logits, *, allowed=None, banned=None):
+def mask_tokens(logits: ArrayLike, *, allowed: ArrayLike | None = None,
+                banned: ArrayLike | None = None) -> NDArray[np.float64]:
     x = np.array(logits, dtype=np.float64)
     V = x.shape[-1]
     for tok in range(V):
@@ -305,17 +345,19 @@ def mask_tokens(logits, *, allowed=None, banned=None):
     return x
 
 
-def cfg_mix(cond_logits, uncond_logits, guidance_scale):
+def cfg_mix(cond_logits: ArrayLike, uncond_logits: ArrayLike, guidance_scale: float) -> NDArray[np.float64]:
     lc, lu = log_softmax(cond_logits), log_softmax(uncond_logits)
     return lu + guidance_scale * (lc - lu)
 
 
-def beam_search_bruteforce(step_fn, prompt_ids, *, max_new_tokens, eos_id=None, length_penalty=1.0):
+def beam_search_bruteforce(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: ArrayLike, *,
+                           max_new_tokens: int, eos_id: int | None = None,
+                           length_penalty: float = 1.0) -> list[tuple[NDArray[np.int64], float]]:
     """Every hypothesis beam search can finish with, scored as beam_search scores them, best first:
     sequences ending at their first EOS, or of max_new_tokens tokens without one."""
     prompt = list(np.asarray(prompt_ids, dtype=np.int64).reshape(-1))
     done = []
-    frontier = [(prompt, 0.0)]
+    frontier: list[Any] = [(prompt, 0.0)]
     for t in range(1, max_new_tokens + 1):
         logits = np.asarray(step_fn(np.array([s for s, _ in frontier], dtype=np.int64)), dtype=np.float64)
         nxt = []
@@ -336,14 +378,15 @@ def beam_search_bruteforce(step_fn, prompt_ids, *, max_new_tokens, eos_id=None, 
     return [(np.array(s, dtype=np.int64), score) for s, score in done]
 
 
-def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, length_penalty=1.0,
-                early_stopping=False):
+def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: ArrayLike, *, num_beams: int,
+                max_new_tokens: int, eos_id: int | None = None, length_penalty: float = 1.0,
+                early_stopping: bool | Literal["never"] = False) -> list[tuple[NDArray[np.int64], float]]:
     """Beam search written the plain way: every step sorts all (beam, token) continuations by running
     score (ties to the lower beam, then token) and keeps the best 2 * num_beams. Same rules as
     fastlm.beam_search (Hugging Face's, with the EOS counted in the generated length)."""
     prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
     beams, sums = [prompt], [0.0]
-    finished = []  # (score, order, seq)
+    finished: list[tuple[float, int, list[int]]] = []  # (score, order, seq)
 
     def add(seq, score):
         finished.append((score, len(finished), seq))
@@ -389,10 +432,10 @@ def beam_search(step_fn, prompt_ids, *, num_beams, max_new_tokens, eos_id=None, 
 # -------------------------------------------------------------------------------------------- n-grams
 # Dictionaries of tuples, counted one window at a time.
 
-def count_ngrams(tokens, order):
+def count_ngrams(tokens: ArrayLike, order: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """(ngrams (M, order), counts (M,)) of a 1-D id array, lexicographically sorted."""
     t = [int(v) for v in np.asarray(tokens).reshape(-1)]
-    c = {}
+    c: dict[tuple[int, ...], int] = {}
     for i in range(len(t) - order + 1):
         g = tuple(t[i:i + order])
         c[g] = c.get(g, 0) + 1
@@ -403,14 +446,15 @@ def count_ngrams(tokens, order):
 class NgramLM:
     """The add-alpha n-gram model as plainly as it can be written (see fastlm.ngram.NgramLM)."""
 
-    def __init__(self, order, *, alpha=1.0, vocab_size=None, bos_id=None, eos_id=None):
+    def __init__(self, order: int, *, alpha: float = 1.0, vocab_size: int | None = None, bos_id: int | None = None,
+                 eos_id: int | None = None) -> None:
         self.order, self.alpha, self.vocab_size_given = order, alpha, vocab_size
         self.bos_id, self.eos_id = bos_id, eos_id
-        self.c = {}  # tuple -> count, every order
+        self.c: dict[tuple[int, ...], int] = {}  # tuple -> count, every order
         self.max_id = max([-1] + [v for v in (bos_id, eos_id) if v is not None])
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return self.vocab_size_given if self.vocab_size_given is not None else self.max_id + 1
 
     def _padded(self, seq):
@@ -420,11 +464,11 @@ class NgramLM:
         pad = [self.bos_id] * (self.order - 1) if self.bos_id is not None else []
         return pad + s + ([self.eos_id] if self.eos_id is not None else [])
 
-    def fit(self, sequences):
+    def fit(self, sequences: Iterable[Iterable[SupportsInt]]) -> NgramLM:
         self.c = {}
         return self.update(sequences)
 
-    def update(self, sequences):
+    def update(self, sequences: Iterable[Iterable[SupportsInt]]) -> NgramLM:
         for seq in sequences:
             s = self._padded(seq)
             for k in range(1, self.order + 1):
@@ -435,10 +479,10 @@ class NgramLM:
                     self.c[g] = self.c.get(g, 0) + 1
         return self
 
-    def count(self, ngram):
+    def count(self, ngram: Iterable[SupportsInt]) -> int:
         return self.c.get(tuple(int(v) for v in ngram), 0)
 
-    def merge(self, other):
+    def merge(self, other: NgramLM) -> NgramLM:
         out = NgramLM(self.order, alpha=self.alpha, vocab_size=self.vocab_size_given, bos_id=self.bos_id,
                       eos_id=self.eos_id)
         out.max_id = max(self.max_id, other.max_id)
@@ -447,7 +491,7 @@ class NgramLM:
                 out.c[g] = out.c.get(g, 0) + n
         return out
 
-    def counts(self, k):
+    def counts(self, k: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         keys = sorted(g for g in self.c if len(g) == k)
         return np.array(keys, dtype=np.int64).reshape(len(keys), k), np.array([self.c[g] for g in keys], np.int64)
 
@@ -457,13 +501,13 @@ class NgramLM:
         ch = sum(n for g, n in self.c.items() if len(g) == len(h) + 1 and g[:-1] == h)
         return (chw + self.alpha) / (ch + self.alpha * self.vocab_size)
 
-    def prob(self, tokens, contexts):
+    def prob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
         return np.array([self._prob1(w, h) for w, h in zip(np.asarray(tokens).reshape(-1), np.asarray(contexts))])
 
-    def logprob(self, tokens, contexts):
+    def logprob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
         return np.log(self.prob(tokens, contexts))
 
-    def next_token_distribution(self, context):
+    def next_token_distribution(self, context: ArrayLike) -> NDArray[np.float64]:
         return np.array([self._prob1(w, context) for w in range(self.vocab_size)])
 
     def _predictions(self, seq):
@@ -472,10 +516,10 @@ class NgramLM:
         for i in range(pad, len(s)):
             yield s[i], s[max(0, i - (self.order - 1)):i]
 
-    def score(self, sequence):
+    def score(self, sequence: Iterable[SupportsInt]) -> float:
         return float(sum(math.log(self._prob1(w, h)) for w, h in self._predictions(sequence)))
 
-    def perplexity(self, sequences):
+    def perplexity(self, sequences: Iterable[Iterable[SupportsInt]]) -> float:
         total, n = 0.0, 0
         for seq in sequences:
             for w, h in self._predictions(seq):
@@ -486,7 +530,7 @@ class NgramLM:
 
 # ----------------------------------------------------------------------------------------- evaluation
 
-def entropy(logits, axis=-1, *, base=None):
+def entropy(logits: ArrayLike, axis: int = -1, *, base: float | None = None) -> np.float64 | NDArray[np.float64]:
     """-sum p log p of softmax(logits), 0 log 0 = 0."""
     p = np.moveaxis(softmax(logits, axis=axis), axis, -1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -496,7 +540,8 @@ def entropy(logits, axis=-1, *, base=None):
     return (h / (np.log(base) if base else 1.0))[()]
 
 
-def kl_divergence(p_logits, q_logits, axis=-1, *, base=None):
+def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, axis: int = -1, *,
+                  base: float | None = None) -> np.float64 | NDArray[np.float64]:
     """sum p (log p - log q); p = 0 terms are 0; +inf where q = 0 < p; clamped at 0."""
     p = np.moveaxis(softmax(p_logits, axis=axis), axis, -1)
     lp = np.moveaxis(log_softmax(p_logits, axis=axis), axis, -1)
@@ -508,31 +553,34 @@ def kl_divergence(p_logits, q_logits, axis=-1, *, base=None):
     return (kl / (np.log(base) if base else 1.0))[()]
 
 
-def perplexity(logits, targets, *, ignore_index=-100):
+def perplexity(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100) -> float:
     return math.exp(cross_entropy(logits, targets, ignore_index=ignore_index))
 
 
-def bits_per_token(logits, targets, *, ignore_index=-100):
+def bits_per_token(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100) -> float:
     return cross_entropy(logits, targets, ignore_index=ignore_index) / math.log(2)
 
 
-def bits_per_byte(total_logprob, n_bytes):
+def bits_per_byte(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
     return -float(np.sum(total_logprob)) / (float(np.sum(n_bytes)) * math.log(2))
 
 
-def byte_perplexity(total_logprob, n_bytes):
+def byte_perplexity(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
     return math.exp(-float(np.sum(total_logprob)) / float(np.sum(n_bytes)))
 
 
-def word_perplexity(total_logprob, n_words):
+def word_perplexity(total_logprob: ArrayLike, n_words: ArrayLike) -> float:
     return math.exp(-float(np.sum(total_logprob)) / float(np.sum(n_words)))
 
 
-def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_index=-100, normalize=None,
-                     lengths=None, return_is_greedy=False):
+def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: Any = None, prompt_lengths: Any = None,
+                     ignore_index: int = -100, normalize: Literal["tokens", "chars", "bytes"] | None = None,
+                     lengths: Any = None, return_is_greedy: bool = False
+                     ) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.bool_]]:
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(targets)
     B, T, _ = x.shape
+    totals: Any
     totals, greedy_ok = [], []
     for b in range(B):
         lp = log_softmax(x[b])
@@ -554,7 +602,8 @@ def sequence_logprob(logits, targets, *, mask=None, prompt_lengths=None, ignore_
     return (totals, np.array(greedy_ok)) if return_is_greedy else totals
 
 
-def choose(loglikelihoods, *, lengths=None, normalize=None):
+def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
+           normalize: Literal["chars", "bytes"] | None = None) -> np.int64 | NDArray[np.int64]:
     ll = np.asarray(loglikelihoods, dtype=np.float64)
     if normalize in ("chars", "bytes"):
         ll = ll / np.asarray(lengths, dtype=np.float64)
@@ -569,7 +618,7 @@ def choose(loglikelihoods, *, lengths=None, normalize=None):
     return np.array(out).reshape(ll.shape[:-1])[()]
 
 
-def rolling_windows(n_tokens, max_length, *, stride=None):
+def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None) -> NDArray[np.int64]:
     """Windows begin at 0, stride, 2 stride, ...; each scores the tokens after the previous window's end."""
     stride = stride or max_length
     out, prev_end, begin = [], 0, 0
@@ -601,7 +650,9 @@ def _bins(c, n_bins, strategy, closed):
     return np.array(idx), np.array(edges)
 
 
-def reliability_bins(confidences, correct, *, n_bins=15, strategy="uniform", closed="right"):
+def reliability_bins(confidences: ArrayLike, correct: ArrayLike, *, n_bins: int = 15,
+                     strategy: Literal["uniform", "quantile"] = "uniform",
+                     closed: Literal["right", "left"] = "right") -> dict[str, NDArray[Any]]:
     c = np.asarray(confidences, dtype=np.float64).reshape(-1)
     k = np.asarray(correct, dtype=np.float64).reshape(-1)
     idx, edges = _bins(c, n_bins, strategy, closed)
@@ -612,7 +663,10 @@ def reliability_bins(confidences, correct, *, n_bins=15, strategy="uniform", clo
     return {"lower": edges[:-1], "upper": edges[1:], "count": count, "confidence": conf, "accuracy": acc}
 
 
-def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uniform", norm="l1", closed="right"):
+def expected_calibration_error(confidences: ArrayLike, correct: ArrayLike, *, n_bins: int = 15,
+                               strategy: Literal["uniform", "quantile"] = "uniform",
+                               norm: Literal["l1", "l2", "max"] = "l1",
+                               closed: Literal["right", "left"] = "right") -> float:
     b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
     n = b["count"].sum()
     gaps = [(b["count"][m] / n, abs(b["accuracy"][m] - b["confidence"][m])) for m in range(b["count"].size)
@@ -624,17 +678,18 @@ def expected_calibration_error(confidences, correct, *, n_bins=15, strategy="uni
     return float(max(g for _, g in gaps))
 
 
-def calibration_from_logits(logits, labels):
+def calibration_from_logits(logits: ArrayLike, labels: ArrayLike
+                            ) -> tuple[np.float64 | NDArray[np.float64], np.bool_ | NDArray[np.bool_]]:
     p = softmax(logits)
     return p.max(axis=-1), np.argmax(p, axis=-1) == np.asarray(labels)
 
 
-def mean_nll_at_temperature(logits, labels, T):
+def mean_nll_at_temperature(logits: ArrayLike, labels: ArrayLike, T: float) -> float:
     lp = log_softmax(np.asarray(logits, dtype=np.float64) / T)
     return float(-np.mean(lp[np.arange(lp.shape[0]), np.asarray(labels)]))
 
 
-def fit_temperature(logits, labels, *, bounds=(0.05, 20.0)):
+def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float, float] = (0.05, 20.0)) -> float:
     """Golden-section search on log T over the bounds (the mean NLL is unimodal in T)."""
     lo, hi = math.log(bounds[0]), math.log(bounds[1])
     g = (math.sqrt(5) - 1) / 2

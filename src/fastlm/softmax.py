@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._arrays import COMPUTE, check_out, float_array, normalize_axis, real, rows_in, write_rows
@@ -34,7 +36,8 @@ def _normalize(x, axis, temperature, out, num_threads, log):
     return out
 
 
-def softmax(x, axis=-1, *, temperature=1.0, out=None, num_threads=None):
+def softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0, out: NDArray[np.floating[Any]] | None = None,
+            num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Softmax over `axis`: p_i = exp(x_i / T) / sum_j exp(x_j / T), computed stably (max subtracted).
 
     Parameters
@@ -60,7 +63,9 @@ def softmax(x, axis=-1, *, temperature=1.0, out=None, num_threads=None):
     return _normalize(x, axis, temperature, out, num_threads, False)
 
 
-def log_softmax(x, axis=-1, *, temperature=1.0, out=None, num_threads=None):
+def log_softmax(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+                out: NDArray[np.floating[Any]] | None = None,
+                num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Log-softmax over `axis`: x_i / T - logsumexp(x / T), as (x_i/T - max) - log(sum exp(x/T - max)).
 
     Same parameters and special values as softmax (-inf entries give -inf); torch.log_softmax's
@@ -69,7 +74,8 @@ def log_softmax(x, axis=-1, *, temperature=1.0, out=None, num_threads=None):
     return _normalize(x, axis, temperature, out, num_threads, True)
 
 
-def logsumexp(x, axis=-1, *, temperature=1.0, num_threads=None):
+def logsumexp(x: ArrayLike, axis: int = -1, *, temperature: float = 1.0,
+              num_threads: int | None = None) -> np.floating[Any] | NDArray[np.floating[Any]]:
     """log sum_j exp(x_j / T) over `axis`, with the max subtracted; accumulated in float64.
 
     Returns an array of x's shape without `axis` (a scalar for 1-D x) in x's dtype. Follows

@@ -1,0 +1,94 @@
+"""Type stub of the compiled module fastlm._kernels (src/fastlm/_kernels.pyx).
+
+The wrappers take 2-D row views prepared by fastlm._arrays and re-check the layout, dtypes and lengths
+that the C kernels rely on at run time; the stub only states that the arguments are ndarrays.
+"""
+
+from collections.abc import Iterable
+from typing import Any, Final
+
+import numpy as np
+from numpy.typing import NDArray
+
+SIMD_LEVELS: Final[tuple[str, str, str, str]]
+REDUCTIONS: Final[dict[str, int]]
+FILTERS: Final[tuple[str, str, str, str]]
+
+_Floats = NDArray[np.floating[Any]]
+_F64 = NDArray[np.float64]
+_I64 = NDArray[np.int64]
+_U64 = NDArray[np.uint64]
+
+class RowError(ValueError):
+    """A decoding kernel met an invalid row: .row is its flat index, .kind 'nan' or 'empty'."""
+
+    row: int
+    kind: str
+    def __init__(self, row: int, kind: str) -> None: ...
+
+def simd_compiled() -> list[str]: ...
+def simd_supported() -> list[str]: ...
+def simd_active() -> str: ...
+def simd_select(name: str) -> None: ...
+def openmp_enabled() -> bool: ...
+def max_threads() -> int: ...
+def logsumexp_rows(x: _Floats, inv_t: float, out: _F64, num_threads: int) -> None: ...
+def softmax_rows(x: _Floats, y: _Floats, inv_t: float, log: bool, num_threads: int) -> None: ...
+def xent_rows(
+    x: _Floats,
+    targets: _I64,
+    weight: _F64 | None,
+    weight_t: _Floats | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float,
+    inv_t: float,
+    row_loss: _F64,
+    grad: _Floats | None,
+    num_threads: int,
+) -> tuple[float, float, int]: ...
+def filter_rows(
+    kind: str,
+    x: _Floats,
+    y: _Floats,
+    param: NDArray[np.int64] | NDArray[np.float64],
+    fill: float,
+    min_keep: int,
+    num_threads: int,
+) -> None: ...
+def greedy_rows(x: _Floats, ids: _I64, num_threads: int) -> None: ...
+def sample_rows(
+    x: _Floats,
+    temperature: _F64,
+    top_k: _I64,
+    top_p: _F64,
+    min_p: _F64,
+    seed: _U64,
+    ids: _I64,
+    num_threads: int,
+) -> None: ...
+def beam_step(x: _Floats, score: _F64, k: int) -> tuple[_I64, _I64, _F64]: ...
+def ngram_count_windows(
+    tokens: NDArray[np.uint32],
+    starts: _I64,
+    orders: Iterable[int],
+    bits: int,
+    skip_last: int,
+) -> dict[int, tuple[_U64, _I64]]: ...
+def ngram_index(keys: _U64) -> tuple[int, NDArray[np.int32]]: ...
+def ngram_lookup(keys: _U64, counts: _I64, log2cap: int, table: NDArray[np.int32], queries: _U64) -> _I64: ...
+def entropy_rows(x: _Floats, out: _F64, num_threads: int) -> None: ...
+def kl_rows(p: _Floats, q: _Floats, out: _F64, num_threads: int) -> None: ...
+def rowmax(x: _Floats, out: _F64) -> None: ...
+def temperature_stats(
+    x: _Floats,
+    y: _I64,
+    xmax: _F64,
+    beta: float,
+    nll: _F64,
+    g: _F64,
+    v: _F64,
+    num_threads: int,
+) -> None: ...
