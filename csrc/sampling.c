@@ -220,6 +220,7 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
 /* Scratch of one thread, n entries each, carved from fl_scratch. */
 typedef struct {
     FL_T *p, *v, *vals, *wts;
+    FL_T *bmax;   /* upper bounds of p per block of FL_BMAX_BLOCK (top-p) */
     int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
     FN(item) *items;
     void *base;
@@ -227,8 +228,8 @@ typedef struct {
 } FN(scratch);
 
 static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
-    const size_t each = (size_t)(n > 0 ? n : 1) + 16;
-    s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T));
+    const size_t each = (size_t)(n > 0 ? n : 1) + 16, blocks = (size_t)(n / FL_BMAX_BLOCK) + 1;
+    s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T)) + blocks * sizeof(FL_T);
     char *b = s->base = fl_scratch(s->bytes);
     if (!b) return 0;
     s->items = (FN(item) *)b;
@@ -237,6 +238,7 @@ static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
     s->v = s->p + each;
     s->vals = s->v + each;
     s->wts = s->vals + each;
+    s->bmax = s->wts + each;
     return 1;
 }
 static void FN(scratch_put)(FN(scratch) *s) { fl_scratch_release(s->base, s->bytes); }
@@ -264,13 +266,30 @@ static int FN(for_rows)(const fl_rows *r, void (*row)(int64_t i, const FN(scratc
     return fail ? FL_ERR_NOMEM : FL_OK;
 }
 
+/* The indices j with v[j] >= tau into s->idx and their values into s->vals, in index order, scanning only
+ * the blocks of FL_BMAX_BLOCK whose upper bound bmax reaches tau (bmax NULL: the whole row). */
+static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax, const FN(scratch) *s) {
+    if (!bmax) return SEL(collect_ge)(v, n, tau, s->idx, v, s->vals, NULL, NULL);
+    const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
+    int64_t m = 0;
+    for (int64_t b = 0, e; b < nb; b = e) {
+        for (e = b + 1; e < nb && (bmax[e] >= tau) == (bmax[b] >= tau);) e++; /* a run of like blocks */
+        if (!(bmax[b] >= tau)) continue;
+        const int64_t lo = b * FL_BMAX_BLOCK, hi = e * FL_BMAX_BLOCK < n ? e * FL_BMAX_BLOCK : n;
+        const int64_t got = SEL(collect_ge)(v + lo, hi - lo, tau, s->idx + m, v + lo, s->vals + m, NULL, NULL);
+        for (int64_t k = m; k < m + got; k++) s->idx[k] += (int32_t)lo;
+        m += got;
+    }
+    return m;
+}
+
 /* FN(select) restricted to the candidates v >= tau (tau = -inf: the whole row), which must hold the
  * whole prefix; the cut comes back in row indices. w is NULL or v. hi: an upper bound of v (NaN:
- * unknown, found from the candidates). */
-static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double hi, double budget,
-                                 int by_count, const FN(scratch) *s) {
+ * unknown, found from the candidates); bmax: as in FN(collect). */
+static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double hi, const FL_T *bmax,
+                                 double budget, int by_count, const FN(scratch) *s) {
     if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
-    const int64_t m = SEL(collect_ge)(v, n, tau, s->idx, v, s->vals, NULL, NULL);
+    const int64_t m = FN(collect)(v, n, tau, bmax, s);
     double lo = (double)tau;
     if (hi != hi) FN(range)(s->vals, m, &lo, &hi);
     FN(cut) c = m ? FN(select)(s->vals, w ? s->vals : NULL, m, budget, by_count, s->items, lo, hi)
@@ -281,21 +300,43 @@ static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T ta
     return c;
 }
 
+/* y = x where the cut keeps v, else fill; blocks whose upper bound bmax is below the cut are filled
+ * without reading x or v (bmax NULL: none are). */
+static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) c, FL_T fill, const FL_T *bmax) {
+    if (!bmax) {
+        SEL(apply_cut)(x, v, y, n, c.v, c.i, fill);
+        return;
+    }
+    const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
+    for (int64_t b = 0, e; b < nb; b = e) {
+        const int out = bmax[b] < c.v;
+        for (e = b + 1; e < nb && (bmax[e] < c.v) == out;) e++; /* a run of like blocks */
+        const int64_t lo = b * FL_BMAX_BLOCK, hi = e * FL_BMAX_BLOCK < n ? e * FL_BMAX_BLOCK : n;
+        if (out)
+            for (int64_t j = lo; j < hi; j++) y[j] = fill;
+        else
+            SEL(apply_cut)(x + lo, v + lo, y + lo, hi - lo, c.v, c.i == INT64_MAX ? INT64_MAX : c.i - lo, fill);
+    }
+}
+
 /* The top `count` tokens (count < n), ties to the lower index: candidates from the chunk bound. */
 static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(scratch) *s) {
     if (count >= n) return FN(cut_all)(n, NAN);
     const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
-    return FN(select_among)(v, NULL, n, tau, NAN, (double)count, 1, s);
+    return FN(select_among)(v, NULL, n, tau, NAN, NULL, (double)count, 1, s);
 }
 
 /* Weights in the order of the probabilities at temperature 1/it, the largest exactly 1:
- * e = exp((x - xmax) it), or with +inf in the row, 1 for each +inf and 0 elsewhere. One pass writes e,
- * returns their sum and gives mass[q], the weight at or above tau[q] = e^-3(q+1). */
-static double FN(weights)(const FL_T *x, int64_t n, double xmax, double it, FL_T *e, FL_T *tau, double *mass) {
+ * e = exp((x - xmax) it), or with +inf in the row, 1 for each +inf and 0 elsewhere. One pass writes e
+ * and bmax (an upper bound of each block of FL_BMAX_BLOCK weights), returns their sum and gives mass[q],
+ * the weight at or above tau[q] = e^-3(q+1). */
+static double FN(weights)(const FL_T *x, int64_t n, double xmax, double it, FL_T *e, FL_T *bmax, FL_T *tau,
+                          double *mass) {
     for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)exp(-3.0 * (q + 1));
-    if (xmax != INFINITY) return SEL(exp_masses)(x, n, (FL_T)xmax, (FL_T)it, e, tau, mass);
+    if (xmax != INFINITY) return SEL(exp_masses)(x, n, (FL_T)xmax, (FL_T)it, e, tau, mass, bmax);
     int64_t c = 0;
     for (int64_t j = 0; j < n; j++) c += e[j] = x[j] == INFINITY;
+    for (int64_t b = 0; b * FL_BMAX_BLOCK < n; b++) bmax[b] = 1;
     SEL(masses)(e, n, tau, mass);
     return (double)c;
 }
@@ -318,12 +359,14 @@ static FN(cut) FN(ties_or_min_keep)(FN(cut) c, const FL_T *v, int64_t n, int64_t
     return c.count >= min_keep ? c : FN(top_count)(v, n, min_keep, s);
 }
 
-/* The kept prefix of one row for one filter; *vals: the values the cut refers to (x, p or scores). */
+/* The kept prefix of one row for one filter; *vals: the values the cut refers to (x, p or scores),
+ * *bmax: upper bounds of them per block, or NULL. */
 static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, int64_t min_keep, double xmax,
-                              const FN(scratch) *s, const FL_T **vals) {
+                              const FN(scratch) *s, const FL_T **vals, const FL_T **bmax) {
     const int pinf = xmax == INFINITY;
     FN(cut) c;
     *vals = x;
+    *bmax = NULL;
     if (kind == FL_TOPK) { /* on logits; ties with the k-th value kept (Hugging Face) */
         int64_t k = (int64_t)param;
         if (k <= 0) return FN(cut_all)(n, NAN);
@@ -336,9 +379,10 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
         if (param >= 1) return FN(cut_all)(n, NAN);
         FL_T tau[FL_PIVOTS];
         double mass[FL_PIVOTS];
-        const double total = FN(weights)(x, n, xmax, 1.0, s->p, tau, mass);
+        const double total = FN(weights)(x, n, xmax, 1.0, s->p, s->bmax, tau, mass);
         const double budget = param * total;
-        c = param > 0 ? FN(select_among)(s->p, s->p, n, FN(pivot)(budget, tau, mass), 1.0, budget, 0, s)
+        *bmax = s->bmax;
+        c = param > 0 ? FN(select_among)(s->p, s->p, n, FN(pivot)(budget, tau, mass), 1.0, s->bmax, budget, 0, s)
                       : FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : c;
     }
@@ -373,9 +417,9 @@ typedef struct {
 
 static void FN(filter_row)(int64_t i, const FN(scratch) *s, void *ctx) {
     const FN(filter_job) *j = ctx;
-    const FL_T *xi = j->x + i * j->r->x_stride, *vals;
-    FN(cut) c = FN(filter_cut)(j->kind, xi, j->r->cols, j->param[i], j->min_keep, j->xmax[i], s, &vals);
-    SEL(apply_cut)(xi, vals, j->y + i * j->r->y_stride, j->r->cols, c.v, c.i, j->fill);
+    const FL_T *xi = j->x + i * j->r->x_stride, *vals, *bmax;
+    FN(cut) c = FN(filter_cut)(j->kind, xi, j->r->cols, j->param[i], j->min_keep, j->xmax[i], s, &vals, &bmax);
+    FN(apply)(xi, vals, j->y + i * j->r->y_stride, j->r->cols, c, j->fill, bmax);
 }
 
 static int FN(filter)(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const double *param, FL_T fill,
@@ -477,7 +521,7 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
     }
     FL_T taus[FL_PIVOTS];
     double mass[FL_PIVOTS];
-    const double total = FN(weights)(x, n, xmax_row, it, s->p, taus, mass);
+    const double total = FN(weights)(x, n, xmax_row, it, s->p, s->bmax, taus, mass);
     if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s->items);
     /* candidates: every token with weight >= the pivot for top-p, or >= min_p (the top weight is 1) */
     FL_T tau = (FL_T)M;

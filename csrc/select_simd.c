@@ -5,8 +5,8 @@
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
  *   masses              sum of v[j] over v[j] >= tau[q], for FL_PIVOTS thresholds at once (float64)
- *   exp_masses          e[j] = exp((x[j] - m) it) for the row max m, it > 0 (e needs 16 entries of slack), their sum
- *                       and their masses as above, in one pass
+ *   exp_masses          e[j] = exp((x[j] - m) it) for the row max m, it > 0 (e needs 16 entries of slack), their sum,
+ *                       their masses as above and the max of each block of FL_BMAX_BLOCK, in one pass
  *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
@@ -214,8 +214,9 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
  * Returns the sum of the values: groups of four vectors summed in T, the groups in float64. The pivot
  * masses are summed in T over blocks of FL_MASS_BLOCK values, then in float64 (relative error about
  * 1e-5 at worst: callers keep a margin and check the candidates they collect). */
-#define FL_MASS_BLOCK 1024
-static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau, double *mass) {
+#define FL_MASS_BLOCK 1024 /* a multiple of FL_BMAX_BLOCK */
+static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau, double *mass,
+                           FL_T *bmax) {
     vf64 acc[FL_PIVOTS][2], all[2] = {vf64_set1(0), vf64_set1(0)};
     FL_V t[FL_PIVOTS], x[4], part[FL_PIVOTS];
     const FL_V zero = VF(set1)(0), mv = VF(set1)(m), itv = VF(set1)(it);
@@ -227,20 +228,25 @@ static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, 
     for (int64_t b = 0; b < n; b += FL_MASS_BLOCK) {
         const int64_t end = n - b < FL_MASS_BLOCK ? n : b + FL_MASS_BLOCK;
         for (int q = 0; q < FL_PIVOTS; q++) part[q] = zero;
-        for (int64_t j = b; j < end; j += 4 * FL_W) {
-            for (int k = 0; k < 4; k++) {
-                x[k] = VF(load_part)(v + j + k * FL_W, end - j - k * FL_W, ex ? -INFINITY : 0);
-                if (ex) {
-                    x[k] = VF(expn)(VF(mul)(VF(sub)(x[k], mv), itv));
-                    if (k * FL_W < end - j) VF(store)(e + j + k * FL_W, x[k]); /* < FL_W entries past n */
+        for (int64_t s = b; s < end; s += FL_BMAX_BLOCK) {
+            FL_V top = zero;
+            for (int64_t j = s; j < end && j < s + FL_BMAX_BLOCK; j += 4 * FL_W) {
+                for (int k = 0; k < 4; k++) {
+                    x[k] = VF(load_part)(v + j + k * FL_W, end - j - k * FL_W, ex ? -INFINITY : 0);
+                    if (ex) {
+                        x[k] = VF(expn)(VF(mul)(VF(sub)(x[k], mv), itv));
+                        if (k * FL_W < end - j) VF(store)(e + j + k * FL_W, x[k]); /* < FL_W past n */
+                    }
+                }
+                VF(acc)(all, VF(add)(VF(add)(x[0], x[1]), VF(add)(x[2], x[3])));
+                top = VF(max)(top, VF(max)(VF(max)(x[0], x[1]), VF(max)(x[2], x[3])));
+                for (int q = 0; q < FL_PIVOTS; q++) {
+                    FL_V s01 = VF(add)(VF(sel_ge)(x[0], t[q], x[0], zero), VF(sel_ge)(x[1], t[q], x[1], zero));
+                    FL_V s23 = VF(add)(VF(sel_ge)(x[2], t[q], x[2], zero), VF(sel_ge)(x[3], t[q], x[3], zero));
+                    part[q] = VF(add)(part[q], VF(add)(s01, s23));
                 }
             }
-            VF(acc)(all, VF(add)(VF(add)(x[0], x[1]), VF(add)(x[2], x[3])));
-            for (int q = 0; q < FL_PIVOTS; q++) {
-                FL_V s01 = VF(add)(VF(sel_ge)(x[0], t[q], x[0], zero), VF(sel_ge)(x[1], t[q], x[1], zero));
-                FL_V s23 = VF(add)(VF(sel_ge)(x[2], t[q], x[2], zero), VF(sel_ge)(x[3], t[q], x[3], zero));
-                part[q] = VF(add)(part[q], VF(add)(s01, s23));
-            }
+            if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
         }
         for (int q = 0; q < FL_PIVOTS; q++) VF(acc)(acc[q], part[q]);
     }
@@ -248,11 +254,11 @@ static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, 
     return vf64_hsum(vf64_add(all[0], all[1]));
 }
 static void FN(sel_masses)(const FL_T *v, int64_t n, const FL_T *tau, double *mass) {
-    FN(masses_of)(v, n, NAN, 1, NULL, tau, mass);
+    FN(masses_of)(v, n, NAN, 1, NULL, tau, mass, NULL);
 }
 static double FN(sel_exp_masses)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau,
-                                  double *mass) {
-    return FN(masses_of)(x, n, m, it, e, tau, mass);
+                                  double *mass, FL_T *bmax) {
+    return FN(masses_of)(x, n, m, it, e, tau, mass, bmax);
 }
 
 static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, const FL_T *xa, FL_T *a,

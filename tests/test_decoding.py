@@ -412,3 +412,26 @@ def test_cfg_mix_float16_mixes_in_float32():
     got = fastlm.cfg_mix(c, u, 1.5)
     assert got.dtype == np.float16
     np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-3)  # one float16 rounding
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_top_p_sparse_hot_tokens_across_blocks(simd, rng, dtype):
+    """A few hot tokens (some tied, some at block edges) in a cold row: the filter skips the blocks whose
+    largest weight is below the cut, for collecting candidates and for writing the output."""
+    V = 5000
+    x = np.full((3, V), -4.0, dtype)
+    x[:, ::7] += rng.standard_normal(x[:, ::7].shape).astype(dtype)  # a cold background, not all tied
+    hot = [0, 255, 256, 511, 512, 1000, 2047, 2048, 4095, 4999]
+    x[0, hot] = [9, 9, 8, 12, 12, 7, 9, 3, 6, 12]
+    x[1, hot[::3]] = 10.0  # four equal hot tokens
+    x[2, -1] = 15.0  # one dominant token in the row's last, partial block
+    y = np.empty_like(x)
+    for p in (0.05, 0.3, 0.5, 0.75, 0.9, 0.99) + ((0.999999,) if dtype == np.float64 else ()):
+        want = ref.top_p_filter(x, p)
+        got = fastlm.top_p_filter(x, p, out=y)
+        np.testing.assert_array_equal(got, want.astype(dtype), err_msg=f"p={p}")
+        np.testing.assert_array_equal(fastlm.top_p_filter(x, p, min_tokens_to_keep=3),
+                                      ref.top_p_filter(x, p, min_tokens_to_keep=3).astype(dtype))
+    inplace = x.copy()
+    fastlm.top_p_filter(inplace, 0.5, out=inplace)
+    np.testing.assert_array_equal(inplace, ref.top_p_filter(x, 0.5).astype(dtype))
