@@ -240,11 +240,8 @@ static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, 
                 }
                 VF(acc)(all, VF(add)(VF(add)(x[0], x[1]), VF(add)(x[2], x[3])));
                 top = VF(max)(top, VF(max)(VF(max)(x[0], x[1]), VF(max)(x[2], x[3])));
-                for (int q = 0; q < FL_PIVOTS; q++) {
-                    FL_V s01 = VF(add)(VF(sel_ge)(x[0], t[q], x[0], zero), VF(sel_ge)(x[1], t[q], x[1], zero));
-                    FL_V s23 = VF(add)(VF(sel_ge)(x[2], t[q], x[2], zero), VF(sel_ge)(x[3], t[q], x[3], zero));
-                    part[q] = VF(add)(part[q], VF(add)(s01, s23));
-                }
+                for (int q = 0; q < FL_PIVOTS; q++)
+                    for (int k = 0; k < 4; k++) part[q] = VF(add_ge)(part[q], x[k], t[q], x[k]);
             }
             if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
         }

@@ -7,7 +7,8 @@
  * For T in {f32, f64}: type vT, width vT_W, and
  *   vT_load/store (unaligned), vT_set1, vT_add/sub/mul/div, vT_fma(a,b,c) = a*b+c, vT_max, vT_hmax,
  *   vT_expn, vT_exp, vT_tanh, vT_acc(acc, v) (adds v's lanes into float64 accumulators acc[0..1]),
- *   vT_sel_ge / vT_sel_gt(a, b, x, y) (per lane: a >= b / a > b ? x : y), vT_ge_bits(a, b) (lane i of
+ *   vT_sel_ge / vT_sel_gt(a, b, x, y) (per lane: a >= b / a > b ? x : y), vT_add_ge(acc, a, b, x) (per
+ *   lane: a >= b ? acc + x : acc), vT_ge_bits(a, b) (lane i of
  *   a >= b as bit i),
  * and vf64_hsum. FL_SIMD_SUFFIX names the level for exported symbols.
  *
@@ -117,6 +118,9 @@ static inline vf32 vf32_sel_gt(vf32 a, vf32 b, vf32 x, vf32 y) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_GT_OQ), y, x);
 }
 static inline unsigned vf32_ge_bits(vf32 a, vf32 b) { return (unsigned)_mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+static inline vf32 vf32_add_ge(vf32 acc, vf32 a, vf32 b, vf32 x) {
+    return _mm512_mask_add_ps(acc, _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ), acc, x);
+}
 static inline vf64 vf64_sel_ge(vf64 a, vf64 b, vf64 x, vf64 y) {
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_GE_OQ), y, x);
 }
@@ -124,6 +128,9 @@ static inline vf64 vf64_sel_gt(vf64 a, vf64 b, vf64 x, vf64 y) {
     return _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, b, _CMP_GT_OQ), y, x);
 }
 static inline unsigned vf64_ge_bits(vf64 a, vf64 b) { return (unsigned)_mm512_cmp_pd_mask(a, b, _CMP_GE_OQ); }
+static inline vf64 vf64_add_ge(vf64 acc, vf64 a, vf64 b, vf64 x) {
+    return _mm512_mask_add_pd(acc, _mm512_cmp_pd_mask(a, b, _CMP_GE_OQ), acc, x);
+}
 static inline vf32 vf32_above(vf32 x, float c, vf32 v, vf32 y) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(c), _CMP_GT_OQ), y, v);
 }
@@ -203,6 +210,9 @@ static inline vf32 vf32_sel_gt(vf32 a, vf32 b, vf32 x, vf32 y) {
     return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_GT_OQ));
 }
 static inline unsigned vf32_ge_bits(vf32 a, vf32 b) { return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ)); }
+static inline vf32 vf32_add_ge(vf32 acc, vf32 a, vf32 b, vf32 x) {
+    return _mm256_add_ps(acc, _mm256_and_ps(_mm256_cmp_ps(a, b, _CMP_GE_OQ), x));
+}
 static inline vf64 vf64_sel_ge(vf64 a, vf64 b, vf64 x, vf64 y) {
     return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_GE_OQ));
 }
@@ -210,6 +220,9 @@ static inline vf64 vf64_sel_gt(vf64 a, vf64 b, vf64 x, vf64 y) {
     return _mm256_blendv_pd(y, x, _mm256_cmp_pd(a, b, _CMP_GT_OQ));
 }
 static inline unsigned vf64_ge_bits(vf64 a, vf64 b) { return (unsigned)_mm256_movemask_pd(_mm256_cmp_pd(a, b, _CMP_GE_OQ)); }
+static inline vf64 vf64_add_ge(vf64 acc, vf64 a, vf64 b, vf64 x) {
+    return _mm256_add_pd(acc, _mm256_and_pd(_mm256_cmp_pd(a, b, _CMP_GE_OQ), x));
+}
 static inline vf32 vf32_above(vf32 x, float c, vf32 v, vf32 y) {
     return _mm256_blendv_ps(y, v, _mm256_cmp_ps(x, _mm256_set1_ps(c), _CMP_GT_OQ));
 }
@@ -275,12 +288,18 @@ static inline vf64 vf64_expn(vf64 x) {
 }
 static inline vf32 vf32_sel_ge(vf32 a, vf32 b, vf32 x, vf32 y) { return vbslq_f32(vcgeq_f32(a, b), x, y); }
 static inline vf32 vf32_sel_gt(vf32 a, vf32 b, vf32 x, vf32 y) { return vbslq_f32(vcgtq_f32(a, b), x, y); }
+static inline vf32 vf32_add_ge(vf32 acc, vf32 a, vf32 b, vf32 x) {
+    return vaddq_f32(acc, vreinterpretq_f32_u32(vandq_u32(vcgeq_f32(a, b), vreinterpretq_u32_f32(x))));
+}
 static inline unsigned vf32_ge_bits(vf32 a, vf32 b) {
     const uint32_t w[4] = {1, 2, 4, 8};
     return vaddvq_u32(vandq_u32(vcgeq_f32(a, b), vld1q_u32(w)));
 }
 static inline vf64 vf64_sel_ge(vf64 a, vf64 b, vf64 x, vf64 y) { return vbslq_f64(vcgeq_f64(a, b), x, y); }
 static inline vf64 vf64_sel_gt(vf64 a, vf64 b, vf64 x, vf64 y) { return vbslq_f64(vcgtq_f64(a, b), x, y); }
+static inline vf64 vf64_add_ge(vf64 acc, vf64 a, vf64 b, vf64 x) {
+    return vaddq_f64(acc, vreinterpretq_f64_u64(vandq_u64(vcgeq_f64(a, b), vreinterpretq_u64_f64(x))));
+}
 static inline unsigned vf64_ge_bits(vf64 a, vf64 b) {
     const uint64_t w[2] = {1, 2};
     return (unsigned)vaddvq_u64(vandq_u64(vcgeq_f64(a, b), vld1q_u64(w)));
@@ -349,9 +368,11 @@ static inline vf64 vf64_expn(vf64 x) {
 }
 static inline vf32 vf32_sel_ge(vf32 a, vf32 b, vf32 x, vf32 y) { return a >= b ? x : y; }
 static inline vf32 vf32_sel_gt(vf32 a, vf32 b, vf32 x, vf32 y) { return a > b ? x : y; }
+static inline vf32 vf32_add_ge(vf32 acc, vf32 a, vf32 b, vf32 x) { return a >= b ? acc + x : acc; }
 static inline unsigned vf32_ge_bits(vf32 a, vf32 b) { return a >= b; }
 static inline vf64 vf64_sel_ge(vf64 a, vf64 b, vf64 x, vf64 y) { return a >= b ? x : y; }
 static inline vf64 vf64_sel_gt(vf64 a, vf64 b, vf64 x, vf64 y) { return a > b ? x : y; }
+static inline vf64 vf64_add_ge(vf64 acc, vf64 a, vf64 b, vf64 x) { return a >= b ? acc + x : acc; }
 static inline unsigned vf64_ge_bits(vf64 a, vf64 b) { return a >= b; }
 static inline vf32 vf32_above(vf32 x, float c, vf32 v, vf32 y) { return x > c ? v : y; }
 static inline vf64 vf64_above(vf64 x, double c, vf64 v, vf64 y) { return x > c ? v : y; }
