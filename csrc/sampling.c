@@ -79,12 +79,13 @@ typedef struct {
     int64_t i;
     int64_t count; /* tokens kept */
     double weight; /* their weight */
+    int64_t cand;  /* > 0: every kept token is among the candidates s->idx / s->vals [0, cand) */
 } FN(cut);
 
 static inline int FN(kept)(FL_T v, int64_t i, const FN(cut) *c) { return v > c->v || (v == c->v && i <= c->i); }
 
 static FN(cut) FN(cut_all)(int64_t n, double weight) {
-    FN(cut) c = {(FL_T)-INFINITY, INT64_MAX, n, weight};
+    FN(cut) c = {(FL_T)-INFINITY, INT64_MAX, n, weight, 0};
     return c;
 }
 
@@ -112,12 +113,12 @@ static int FN(scan)(const int64_t *hc, const double *hw, double budget, int by_c
 }
 
 /* The longest prefix whose every token has (count or weight, as by_count says) ranked before it
- * < budget; w == NULL: weight 1. budget > 0, n >= 1. items: scratch of n entries. With lo < hi (the
+ * < budget; w == NULL: weight 1. budget > 0, n >= 1. items, bk: scratch of n entries. With lo < hi (the
  * range of v) the first histogram is linear in the key over [key(lo), key(hi)] (keys are about linear in
  * log|v|, so clustered or exponentially spread values both fill many buckets); else, and for every
  * refinement, it is on the keys' bits. Equal values always share a bucket. */
 static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget, int by_count, FN(item) *items,
-                          double lo, double hi) {
+                          uint16_t *bk, double lo, double hi) {
     int64_t hc[FL_HSIZE];
     double hw[FL_HSIZE];
     int64_t cum_c = 0;
@@ -126,25 +127,25 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     const FL_U klo = linear ? FN(key)((FL_T)lo) : 0;
     const double scale = linear ? (FL_HSIZE - 0.5) / (double)(FN(key)((FL_T)hi) - klo) : 0;
     int shift = linear ? FL_UBITS : FL_UBITS - FL_HBITS;
-#define FL_BUCKET0(val)                                                                                 \
-    (linear ? (int)((double)(FN(key)(val) - klo) * scale) : (int)(FN(key)(val) >> (FL_UBITS - FL_HBITS)))
     memset(hc, 0, sizeof hc);
     memset(hw, 0, sizeof hw);
+    if (linear) /* bucket ids first (a loop without stores to the histogram), then the histogram */
+        for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(int)((double)(FN(key)(v[i]) - klo) * scale);
+    else
+        for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(FN(key)(v[i]) >> (FL_UBITS - FL_HBITS));
     for (int64_t i = 0; i < n; i++) {
-        int b = FL_BUCKET0(v[i]);
-        hc[b]++;
-        hw[b] += w ? (double)w[i] : 1.0;
+        hc[bk[i]]++;
+        hw[bk[i]] += w ? (double)w[i] : 1.0;
     }
     int bs = FN(scan)(hc, hw, budget, by_count, 0, &cum_c, &cum_w);
     if (bs < 0) return FN(cut_all)(n, cum_w);
     int64_t m = 0;
     for (int64_t i = 0; i < n; i++)
-        if (FL_BUCKET0(v[i]) == bs) {
+        if (bk[i] == bs) {
             items[m].v = v[i];
             items[m].w = w ? (double)w[i] : 1.0;
             items[m++].i = i;
         }
-#undef FL_BUCKET0
     while (m > FL_SORT_MAX && shift > 0) { /* refine on the next bits, keeping index order */
         shift = shift > FL_HBITS ? shift - FL_HBITS : 0;
         memset(hc, 0, sizeof hc);
@@ -167,7 +168,7 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
             for (; j > 0 && FN(before)(&t, &items[j - 1]); j--) items[j] = items[j - 1];
             items[j] = t;
         }
-    FN(cut) c = {items[0].v, items[0].i, cum_c, cum_w};
+    FN(cut) c = {items[0].v, items[0].i, cum_c, cum_w, 0};
     for (int64_t k = 0; k < m && (by_count ? (double)c.count : c.weight) < budget; k++) {
         c.v = items[k].v;
         c.i = items[k].i;
@@ -222,6 +223,7 @@ typedef struct {
     FL_T *p, *v, *vals, *wts;
     FL_T *bmax;   /* upper bounds of p per block of FL_BMAX_BLOCK (top-p) */
     int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
+    uint16_t *bk; /* first-level bucket of each value in FN(select) */
     FN(item) *items;
     void *base;
     size_t bytes;
@@ -229,7 +231,7 @@ typedef struct {
 
 static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
     const size_t each = (size_t)(n > 0 ? n : 1) + 16, blocks = (size_t)(n / FL_BMAX_BLOCK) + 1;
-    s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T)) + blocks * sizeof(FL_T);
+    s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T) + sizeof(uint16_t)) + blocks * sizeof(FL_T);
     char *b = s->base = fl_scratch(s->bytes);
     if (!b) return 0;
     s->items = (FN(item) *)b;
@@ -239,6 +241,7 @@ static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
     s->vals = s->v + each;
     s->wts = s->vals + each;
     s->bmax = s->wts + each;
+    s->bk = (uint16_t *)(s->bmax + blocks);
     return 1;
 }
 static void FN(scratch_put)(FN(scratch) *s) { fl_scratch_release(s->base, s->bytes); }
@@ -288,21 +291,35 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
  * unknown, found from the candidates); bmax: as in FN(collect). */
 static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double hi, const FL_T *bmax,
                                  double budget, int by_count, const FN(scratch) *s) {
-    if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
+    if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items, s->bk, NAN, NAN);
     const int64_t m = FN(collect)(v, n, tau, bmax, s);
     double lo = (double)tau;
     if (hi != hi) FN(range)(s->vals, m, &lo, &hi);
-    FN(cut) c = m ? FN(select)(s->vals, w ? s->vals : NULL, m, budget, by_count, s->items, lo, hi)
+    FN(cut) c = m ? FN(select)(s->vals, w ? s->vals : NULL, m, budget, by_count, s->items, s->bk, lo, hi)
                   : FN(cut_all)(0, 0);
     if (c.i == INT64_MAX) /* rounding: the whole row */
-        return FN(select)(v, w, n, budget, by_count, s->items, NAN, NAN);
+        return FN(select)(v, w, n, budget, by_count, s->items, s->bk, NAN, NAN);
     c.i = s->idx[c.i];
+    c.cand = m;
     return c;
 }
 
-/* y = x where the cut keeps v, else fill; blocks whose upper bound bmax is below the cut are filled
- * without reading x or v (bmax NULL: none are). */
-static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) c, FL_T fill, const FL_T *bmax) {
+/* y = x where the cut keeps v, else fill. When the kept tokens are few and all among the candidates,
+ * y is filled and they are written back (their x gathered first: y may be x). Else blocks whose upper
+ * bound bmax is below the cut are filled without reading x or v (bmax NULL: none are). */
+static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) c, FL_T fill, const FL_T *bmax,
+                      const FN(scratch) *s) {
+    if (c.cand > 0 && c.count <= n / 64) {
+        int64_t kept = 0;
+        for (int64_t k = 0; k < c.cand; k++)
+            if (FN(kept)(s->vals[k], s->idx[k], &c)) {
+                s->idx[kept] = s->idx[k];
+                s->wts[kept++] = x[s->idx[k]];
+            }
+        for (int64_t j = 0; j < n; j++) y[j] = fill;
+        for (int64_t k = 0; k < kept; k++) y[s->idx[k]] = s->wts[k];
+        return;
+    }
     if (!bmax) {
         SEL(apply_cut)(x, v, y, n, c.v, c.i, fill);
         return;
@@ -356,6 +373,7 @@ static FN(cut) FN(ties_or_min_keep)(FN(cut) c, const FL_T *v, int64_t n, int64_t
     c.i = INT64_MAX;
     if (min_keep <= 1 || c.count >= min_keep) return c;
     c.count = SEL(collect_ge)(v, n, c.v, s->idx, NULL, NULL, NULL, NULL);
+    c.cand = 0;
     return c.count >= min_keep ? c : FN(top_count)(v, n, min_keep, s);
 }
 
@@ -388,7 +406,7 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     }
     FN(probs)(x, n, 1.0, pinf, s->p);
     if (kind == FL_MINP) { /* p >= min_p * p_max, ties kept */
-        FN(cut) t = {(FL_T)(param * (double)SEL(max)(s->p, n)), INT64_MAX, 0, NAN};
+        FN(cut) t = {(FL_T)(param * (double)SEL(max)(s->p, n)), INT64_MAX, 0, NAN, 0};
         t.count = SEL(collect_ge)(s->p, n, t.v, s->idx, NULL, NULL, NULL, NULL);
         return t.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : t;
     }
@@ -402,7 +420,7 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     for (int64_t j = 0; j < n; j++)
         s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY) : (FL_T)-fabs((lse - (double)x[j]) - H);
     *vals = s->v;
-    return FN(ties_or_min_keep)(FN(select)(s->v, p, n, param, 0, s->items, NAN, NAN), s->v, n, min_keep, s);
+    return FN(ties_or_min_keep)(FN(select)(s->v, p, n, param, 0, s->items, s->bk, NAN, NAN), s->v, n, min_keep, s);
 }
 
 typedef struct {
@@ -419,7 +437,7 @@ static void FN(filter_row)(int64_t i, const FN(scratch) *s, void *ctx) {
     const FN(filter_job) *j = ctx;
     const FL_T *xi = j->x + i * j->r->x_stride, *vals, *bmax;
     FN(cut) c = FN(filter_cut)(j->kind, xi, j->r->cols, j->param[i], j->min_keep, j->xmax[i], s, &vals, &bmax);
-    FN(apply)(xi, vals, j->y + i * j->r->y_stride, j->r->cols, c, j->fill, bmax);
+    FN(apply)(xi, vals, j->y + i * j->r->y_stride, j->r->cols, c, j->fill, bmax, s);
 }
 
 static int FN(filter)(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const double *param, FL_T fill,
@@ -475,12 +493,12 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
  * filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top q. The token is the
  * first, in index order, whose cumulative kept q exceeds u times the kept mass. m >= 1. */
 static int64_t FN(draw)(const int32_t *idx, const FL_T *q, int64_t m, double budget, double min_p, double u,
-                        FN(item) *items) {
+                        const FN(scratch) *s) {
     double lo, hi;
     FN(range)(q, m, &lo, &hi);
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
-                 : budget > 0 ? FN(select)(q, q, m, budget, 0, items, lo, hi)
-                              : FN(select)(q, NULL, m, 1, 1, items, lo, hi);
+                 : budget > 0 ? FN(select)(q, q, m, budget, 0, s->items, s->bk, lo, hi)
+                              : FN(select)(q, NULL, m, 1, 1, s->items, s->bk, lo, hi);
     FL_T qmax = 0;
     for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;
     const FL_T thr = (FL_T)(min_p * (double)qmax);
@@ -517,12 +535,12 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
             s->wts[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
             mass += (double)s->wts[k];
         }
-        return FN(draw)(s->idx, s->wts, m, P < 1 ? P * mass : -1, M, u, s->items);
+        return FN(draw)(s->idx, s->wts, m, P < 1 ? P * mass : -1, M, u, s);
     }
     FL_T taus[FL_PIVOTS];
     double mass[FL_PIVOTS];
     const double total = FN(weights)(x, n, xmax_row, it, s->p, s->bmax, taus, mass);
-    if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s->items);
+    if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s);
     /* candidates: every token with weight >= the pivot for top-p, or >= min_p (the top weight is 1) */
     FL_T tau = (FL_T)M;
     if (P < 1) {
@@ -530,7 +548,7 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
         tau = t > tau ? t : tau;
     }
     const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
-    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P * total : -1, M, u, s->items)
+    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P * total : -1, M, u, s)
              : SEL(argmax)(x, n, (FL_T)xmax_row);
 }
 
