@@ -9,6 +9,7 @@
  * O(V) per row plus O(b log b) for the final bucket. Weights are summed in float64.
  */
 #ifndef FL_T
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -37,18 +38,21 @@ enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 
 
 #define FL_T float
+#define FL_TINY FLT_MIN
 #define FL_U uint32_t
 #define FN(name) name##_f32
 #define API(name) fl_##name##_f32
 #define KERNEL(name) name##_f32
 #include "sampling.c"
 #undef FL_T
+#undef FL_TINY
 #undef FL_U
 #undef FN
 #undef API
 #undef KERNEL
 
 #define FL_T double
+#define FL_TINY DBL_MIN
 #define FL_U uint64_t
 #define FN(name) name##_f64
 #define API(name) fl_##name##_f64
@@ -350,7 +354,8 @@ static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(s
 static double FN(weights)(const FL_T *x, int64_t n, double xmax, double it, FL_T *e, FL_T *bmax, FL_T *tau,
                           double *mass) {
     for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)exp(-3.0 * (q + 1));
-    if (xmax != INFINITY) return SEL(exp_masses)(x, n, (FL_T)xmax, (FL_T)it, e, tau, mass, bmax);
+    const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
+    if (xmax != INFINITY) return SEL(exp_masses)(x, n, (FL_T)xmax, itt, e, tau, mass, bmax);
     int64_t c = 0;
     for (int64_t j = 0; j < n; j++) c += e[j] = x[j] == INFINITY;
     for (int64_t b = 0; b * FL_BMAX_BLOCK < n; b++) bmax[b] = 1;
@@ -358,10 +363,11 @@ static double FN(weights)(const FL_T *x, int64_t n, double xmax, double it, FL_T
     return (double)c;
 }
 
-/* The largest pivot whose mass (within 1e-4) reaches the budget, or 0: every token of the top-p prefix
- * is >= it (when rounding says otherwise, FN(select_among) finds the budget unmet and takes the row). */
+/* The largest pivot whose mass (within 1e-4) reaches the budget, or -inf: every token of the top-p
+ * prefix is >= it (when rounding says otherwise, the candidates fall short of the budget and the callers
+ * take the whole row). */
 static FL_T FN(pivot)(double budget, const FL_T *tau, const double *mass) {
-    FL_T t = 0;
+    FL_T t = -INFINITY;
     for (int q = FL_PIVOTS - 1; q >= 0; q--)
         if (mass[q] >= budget * (1 + 1e-4)) t = tau[q];
     return t;
@@ -392,18 +398,20 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
         c.i = INT64_MAX;
         return c;
     }
-    *vals = s->p;
     if (kind == FL_TOPP) { /* ranked by probability (by the weights: the same order), lower index first */
-        if (param >= 1) return FN(cut_all)(n, NAN);
+        if (param >= 1) return FN(cut_all)(n, NAN); /* on x: the weights are not computed */
+        *vals = s->p;
         FL_T tau[FL_PIVOTS];
         double mass[FL_PIVOTS];
         const double total = FN(weights)(x, n, xmax, 1.0, s->p, s->bmax, tau, mass);
         const double budget = param * total;
         *bmax = s->bmax;
-        c = param > 0 ? FN(select_among)(s->p, s->p, n, FN(pivot)(budget, tau, mass), 1.0, s->bmax, budget, 0, s)
+        c = param > 0 ? FN(select_among)(s->p, s->p, n, FN(pivot)(budget, tau, mass), 1.0 /* max weight */,
+                                         s->bmax, budget, 0, s)
                       : FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : c;
     }
+    *vals = s->p;
     FN(probs)(x, n, 1.0, pinf, s->p);
     if (kind == FL_MINP) { /* p >= min_p * p_max, ties kept */
         FN(cut) t = {(FL_T)(param * (double)SEL(max)(s->p, n)), INT64_MAX, 0, NAN, 0};
@@ -547,7 +555,12 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
         const FL_T t = FN(pivot)(P * total, taus, mass);
         tau = t > tau ? t : tau;
     }
-    const int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
+    int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
+    if (P < 1 && tau > (FL_T)M) { /* the pivot chose them: they must hold the top-p budget */
+        double got = 0;
+        for (int64_t k = 0; k < m; k++) got += (double)s->wts[k];
+        if (got < P * total) m = SEL(collect_ge)(s->p, n, (FL_T)M, s->idx, s->p, s->wts, NULL, NULL);
+    }
     return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P * total : -1, M, u, s)
              : SEL(argmax)(x, n, (FL_T)xmax_row);
 }

@@ -435,3 +435,20 @@ def test_top_p_sparse_hot_tokens_across_blocks(simd, rng, dtype):
     inplace = x.copy()
     fastlm.top_p_filter(inplace, 0.5, out=inplace)
     np.testing.assert_array_equal(inplace, ref.top_p_filter(x, 0.5).astype(dtype))
+
+
+def test_top_p_of_one_keeps_all_whatever_the_scratch_held():
+    """p >= 1 keeps every token without computing weights: it must not read the previous call's scratch."""
+    z = np.full((1, 5000), -np.inf)
+    z[0, :10] = 1.0
+    fastlm.top_k_filter(z, 2500, num_threads=1)  # leaves float64 -inf in the thread's scratch
+    x = np.zeros((1, 63), np.float32)
+    np.testing.assert_array_equal(fastlm.top_p_filter(x, 1.0, num_threads=1), x)
+
+
+def test_sample_huge_temperature_is_uniform_over_finite_tokens():
+    x = np.zeros((200, 40), np.float32)
+    x[:, 30:] = -np.inf
+    ids = fastlm.sample(x, temperature=1e50, top_p=0.9, seed=np.arange(200))
+    assert ids.max() < 30
+    assert len(np.unique(ids)) > 20  # top-p 0.9 of 30 equal tokens keeps 27 of them
