@@ -1,6 +1,11 @@
 /* sampling.c: decoding filters (top-k, top-p, min-p, typical), greedy, the fused sampler and the
- * beam-search step. Baseline C; the vector passes (softmax, log-sum-exp) go through the dispatched
- * softmax kernels. This file includes itself once per dtype (T = float, double).
+ * beam-search step. Baseline C; the vector passes go through the dispatched kernels (softmax_simd.c,
+ * select_simd.c). This file includes itself once per dtype (T = float, double).
+ *
+ * Top-p (filter and sampler) ranks by the weights e = exp((x - max) / T), in the order of the
+ * probabilities with the largest exactly 1: one pass writes them, their sum, their masses above four
+ * pivots and each 256-block's max; the candidates are the tokens at or above the largest pivot that
+ * holds the budget, collected from the blocks that can reach it.
  *
  * Selection without sorting the vocabulary: values are mapped to order-preserving unsigned keys; a
  * histogram over the top 11 bits (count and weight per bucket) finds, scanning from the largest bucket,
