@@ -278,16 +278,25 @@ static int FN(for_rows)(const fl_rows *r, void (*row)(int64_t i, const FN(scratc
     return fail ? FL_ERR_NOMEM : FL_OK;
 }
 
+/* Blocks of FL_BMAX_BLOCK values with upper bounds bmax, taken in runs: the run from block b is the
+ * blocks on the same side of t as b (bmax >= t, returned, or not); [*lo, *hi) its values, *e the
+ * block after it. */
+static int FN(block_run)(const FL_T *bmax, int64_t n, int64_t b, FL_T t, int64_t *lo, int64_t *hi, int64_t *e) {
+    const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
+    const int reach = bmax[b] >= t;
+    for (*e = b + 1; *e < nb && (bmax[*e] >= t) == reach;) ++*e;
+    *lo = b * FL_BMAX_BLOCK;
+    *hi = *e * FL_BMAX_BLOCK < n ? *e * FL_BMAX_BLOCK : n;
+    return reach;
+}
+
 /* The indices j with v[j] >= tau into s->idx and their values into s->vals, in index order, scanning only
- * the blocks of FL_BMAX_BLOCK whose upper bound bmax reaches tau (bmax NULL: the whole row). */
+ * the blocks whose upper bound bmax reaches tau (bmax NULL: the whole row). */
 static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax, const FN(scratch) *s) {
     if (!bmax) return SEL(collect_ge)(v, n, tau, s->idx, v, s->vals, NULL, NULL);
-    const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
-    int64_t m = 0;
-    for (int64_t b = 0, e; b < nb; b = e) {
-        for (e = b + 1; e < nb && (bmax[e] >= tau) == (bmax[b] >= tau);) e++; /* a run of like blocks */
-        if (!(bmax[b] >= tau)) continue;
-        const int64_t lo = b * FL_BMAX_BLOCK, hi = e * FL_BMAX_BLOCK < n ? e * FL_BMAX_BLOCK : n;
+    int64_t m = 0, lo, hi;
+    for (int64_t b = 0; b * FL_BMAX_BLOCK < n;) {
+        if (!FN(block_run)(bmax, n, b, tau, &lo, &hi, &b)) continue;
         const int64_t got = SEL(collect_ge)(v + lo, hi - lo, tau, s->idx + m, v + lo, s->vals + m, NULL, NULL);
         for (int64_t k = m; k < m + got; k++) s->idx[k] += (int32_t)lo;
         m += got;
@@ -296,18 +305,18 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
 }
 
 /* FN(select) restricted to the candidates v >= tau (tau = -inf: the whole row), which must hold the
- * whole prefix; the cut comes back in row indices. w is NULL or v. hi: an upper bound of v (NaN:
- * unknown, found from the candidates); bmax: as in FN(collect). */
-static FN(cut) FN(select_among)(const FL_T *v, const FL_T *w, int64_t n, FL_T tau, double hi, const FL_T *bmax,
-                                 double budget, int by_count, const FN(scratch) *s) {
-    if (tau == -INFINITY) return FN(select)(v, w, n, budget, by_count, s->items, s->bk, NAN, NAN);
+ * whole prefix; the cut comes back in row indices. Each token weighs 1 (by_count) or its value v. hi:
+ * an upper bound of v (NaN: unknown, found from the candidates); bmax: as in FN(collect). */
+static FN(cut) FN(select_among)(const FL_T *v, int64_t n, FL_T tau, double hi, const FL_T *bmax, double budget,
+                                 int by_count, const FN(scratch) *s) {
+    if (tau == -INFINITY) return FN(select)(v, by_count ? NULL : v, n, budget, by_count, s->items, s->bk, NAN, NAN);
     const int64_t m = FN(collect)(v, n, tau, bmax, s);
     double lo = (double)tau;
     if (hi != hi) FN(range)(s->vals, m, &lo, &hi);
-    FN(cut) c = m ? FN(select)(s->vals, w ? s->vals : NULL, m, budget, by_count, s->items, s->bk, lo, hi)
+    FN(cut) c = m ? FN(select)(s->vals, by_count ? NULL : s->vals, m, budget, by_count, s->items, s->bk, lo, hi)
                   : FN(cut_all)(0, 0);
     if (c.i == INT64_MAX) /* rounding: the whole row */
-        return FN(select)(v, w, n, budget, by_count, s->items, s->bk, NAN, NAN);
+        return FN(select)(v, by_count ? NULL : v, n, budget, by_count, s->items, s->bk, NAN, NAN);
     c.i = s->idx[c.i];
     c.cand = m;
     return c;
@@ -333,15 +342,11 @@ static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) 
         SEL(apply_cut)(x, v, y, n, c.v, c.i, fill);
         return;
     }
-    const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
-    for (int64_t b = 0, e; b < nb; b = e) {
-        const int out = bmax[b] < c.v;
-        for (e = b + 1; e < nb && (bmax[e] < c.v) == out;) e++; /* a run of like blocks */
-        const int64_t lo = b * FL_BMAX_BLOCK, hi = e * FL_BMAX_BLOCK < n ? e * FL_BMAX_BLOCK : n;
-        if (out)
-            for (int64_t j = lo; j < hi; j++) y[j] = fill;
-        else
+    for (int64_t b = 0, lo, hi; b * FL_BMAX_BLOCK < n;) {
+        if (FN(block_run)(bmax, n, b, c.v, &lo, &hi, &b))
             SEL(apply_cut)(x + lo, v + lo, y + lo, hi - lo, c.v, c.i == INT64_MAX ? INT64_MAX : c.i - lo, fill);
+        else /* every value below the cut */
+            for (int64_t j = lo; j < hi; j++) y[j] = fill;
     }
 }
 
@@ -349,7 +354,7 @@ static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) 
 static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(scratch) *s) {
     if (count >= n) return FN(cut_all)(n, NAN);
     const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
-    return FN(select_among)(v, NULL, n, tau, NAN, NULL, (double)count, 1, s);
+    return FN(select_among)(v, n, tau, NAN, NULL, (double)count, 1, s);
 }
 
 /* Weights in the order of the probabilities at temperature 1/it, the largest exactly 1:
@@ -411,8 +416,8 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
         const double total = FN(weights)(x, n, xmax, 1.0, s->p, s->bmax, tau, mass);
         const double budget = param * total;
         *bmax = s->bmax;
-        c = param > 0 ? FN(select_among)(s->p, s->p, n, FN(pivot)(budget, tau, mass), 1.0 /* max weight */,
-                                         s->bmax, budget, 0, s)
+        c = param > 0 ? FN(select_among)(s->p, n, FN(pivot)(budget, tau, mass), 1.0 /* max weight */, s->bmax,
+                                         budget, 0, s)
                       : FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : c;
     }
