@@ -62,6 +62,16 @@ def int_array(x, name: str) -> np.ndarray:
     return a.astype(np.int64, copy=False)
 
 
+def real_array(value, name: str) -> np.ndarray:
+    """value as a float64 array; TypeError unless it holds real numbers (None, strings, complex are not)."""
+    a = np.asarray(value)
+    if a.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in a.reshape(-1)):
+        a = a.astype(np.float64)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got {value!r}")
+    return a.astype(np.float64)
+
+
 def real(value, name: str, ok, valid: str) -> float:
     """A finite real option with ok(value) true, as a float; `valid` words the rule for the message."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

@@ -19,7 +19,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, write_rows
+from ._arrays import (COMPUTE, check_out, float_array, int_array, integer, position, real, real_array, rows_in,
+                      write_rows)
 from ._config import resolve_threads
 from .softmax import log_softmax
 
@@ -222,12 +223,7 @@ def apply_logit_bias(logits: ArrayLike, bias: dict[int, float] | tuple[ArrayLike
         except (TypeError, ValueError):
             raise TypeError("bias must be a dict {token_id: value} or a pair (ids, values)") from None
     ids = int_array(np.asarray(ids, dtype=None if len(ids) else np.int64), "bias ids").reshape(-1)
-    vals = np.asarray(vals)
-    if vals.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in vals.reshape(-1)):
-        vals = vals.astype(np.float64)
-    if vals.dtype.kind not in "biuf":
-        raise TypeError(f"bias values must be real numbers, got dtype {vals.dtype}")
-    vals = vals.astype(np.float64).reshape(-1)
+    vals = real_array(vals, "bias values").reshape(-1)
     if ids.shape != vals.shape:
         raise ValueError(f"bias has {ids.size} ids but {vals.size} values")
     bad = (ids < 0) | (ids >= V)

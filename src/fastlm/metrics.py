@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, real_array, rows_in
 from ._config import resolve_threads
 from .losses import cross_entropy, token_logprobs
 
@@ -97,19 +97,9 @@ def bits_per_token(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int =
     return cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads) / math.log(2)
 
 
-def _real_values(value, name):
-    """value as a float64 array; TypeError unless it holds real numbers (None, strings, complex are not)."""
-    a = np.asarray(value)
-    if a.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in a.reshape(-1)):
-        a = a.astype(np.float64)
-    if a.dtype.kind not in "biuf":
-        raise TypeError(f"{name} must hold real numbers, got {value!r}")
-    return a.astype(np.float64)
-
-
 def _total(total_logprob, count, name):
-    t = float(np.sum(_real_values(total_logprob, "total_logprob")))
-    c = float(np.sum(_real_values(count, name)))
+    t = float(np.sum(real_array(total_logprob, "total_logprob")))
+    c = float(np.sum(real_array(count, name)))
     if not c > 0:
         raise ValueError(f"{name} must add up to a positive number, got {c}")
     return t, c
