@@ -31,8 +31,7 @@ extern const fl_softmax_kernels fl_softmax_kernels_avx512;
 extern const fl_softmax_kernels fl_softmax_kernels_neon;
 
 /* Vector passes of decoding (select_simd.c). */
-#define FL_PIVOTS 4
-#define FL_BMAX_BLOCK 256 /* exp_masses gives the max of each block of this many weights */
+#define FL_BMAX_BLOCK 256 /* exp_collect gives the max of each block of this many values */
 typedef struct {
     float (*max_f32)(const float *x, int64_t n);
     double (*max_f64)(const double *x, int64_t n);
@@ -42,12 +41,10 @@ typedef struct {
     int64_t (*argmax_f64)(const double *x, int64_t n, double max);
     float (*chunk_bound_f32)(const float *x, int64_t n, int64_t chunks);
     double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
-    void (*masses_f32)(const float *v, int64_t n, const float *tau, double *mass);
-    void (*masses_f64)(const double *v, int64_t n, const double *tau, double *mass);
-    double (*exp_masses_f32)(const float *x, int64_t n, float m, float it, float *e, const float *tau, double *mass,
-                             float *bmax);
-    double (*exp_masses_f64)(const double *x, int64_t n, double m, double it, double *e, const double *tau,
-                             double *mass, double *bmax);
+    double (*exp_collect_f32)(const float *x, int64_t n, float m, float it, float *e, float tau, int32_t *idx,
+                              float *vals, int64_t *count, float *bmax);
+    double (*exp_collect_f64)(const double *x, int64_t n, double m, double it, double *e, double tau,
+                              int32_t *idx, double *vals, int64_t *count, double *bmax);
     int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int32_t *idx, const float *xa, float *a,
                               const float *xb, float *b);
     int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int32_t *idx, const double *xa, double *a,

@@ -2,10 +2,11 @@
  * beam-search step. Baseline C; the vector passes go through the dispatched kernels (softmax_simd.c,
  * select_simd.c). This file includes itself once per dtype (T = float, double).
  *
- * Top-p (filter and sampler) ranks by the weights e = exp((x - max) / T), in the order of the
- * probabilities with the largest exactly 1: one pass writes them, their sum, their masses above four
- * pivots and each 256-block's max; the candidates are the tokens at or above the largest pivot that
- * holds the budget, collected from the blocks that can reach it.
+ * Top-p (filter and sampler) ranks tokens by logit, which is the order of the probabilities (ties in x
+ * are ties in p), and weighs them by e = exp((x - max) / T), the largest exactly 1. One pass sums the
+ * weights, takes each 256-block's max of x and collects the candidates x >= max - 9 T (weights >= e^-9)
+ * with their logits; their weights are computed after. When they hold less than the top-p budget, the
+ * candidates are collected again from x >= max - 18 T, then from every finite logit.
  *
  * Selection without sorting the vocabulary: values are mapped to order-preserving unsigned keys; a
  * histogram over the top 11 bits (count and weight per bucket) finds, scanning from the largest bucket,
@@ -44,6 +45,7 @@ enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 
 #define FL_T float
 #define FL_TINY FLT_MIN
+#define FL_MAX FLT_MAX
 #define FL_U uint32_t
 #define FN(name) name##_f32
 #define API(name) fl_##name##_f32
@@ -51,6 +53,7 @@ enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 #include "sampling.c"
 #undef FL_T
 #undef FL_TINY
+#undef FL_MAX
 #undef FL_U
 #undef FN
 #undef API
@@ -58,6 +61,7 @@ enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 
 #define FL_T double
 #define FL_TINY DBL_MIN
+#define FL_MAX DBL_MAX
 #define FL_U uint64_t
 #define FN(name) name##_f64
 #define API(name) fl_##name##_f64
@@ -123,23 +127,21 @@ static int FN(scan)(const int64_t *hc, const double *hw, double budget, int by_c
 
 /* The longest prefix whose every token has (count or weight, as by_count says) ranked before it
  * < budget; w == NULL: weight 1. budget > 0, n >= 1. items, bk: scratch of n entries. With lo < hi (the
- * range of v) the first histogram is linear in the key over [key(lo), key(hi)] (keys are about linear in
- * log|v|, so clustered or exponentially spread values both fill many buckets); else, and for every
- * refinement, it is on the keys' bits. Equal values always share a bucket. */
+ * range of v, finite) the first histogram is linear in the value over [lo, hi] (logits spread about
+ * evenly); else, and for every refinement, it is on the keys' bits. Equal values always share a bucket. */
 static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget, int by_count, FN(item) *items,
                           uint16_t *bk, double lo, double hi) {
     int64_t hc[FL_HSIZE];
     double hw[FL_HSIZE];
     int64_t cum_c = 0;
     double cum_w = 0;
-    const int linear = lo < hi;
-    const FL_U klo = linear ? FN(key)((FL_T)lo) : 0;
-    const double scale = linear ? (FL_HSIZE - 0.5) / (double)(FN(key)((FL_T)hi) - klo) : 0;
+    const int linear = lo < hi && hi - lo < INFINITY;
+    const double scale = linear ? (FL_HSIZE - 0.5) / (hi - lo) : 0;
     int shift = linear ? FL_UBITS : FL_UBITS - FL_HBITS;
     memset(hc, 0, sizeof hc);
     memset(hw, 0, sizeof hw);
     if (linear) /* bucket ids first (a loop without stores to the histogram), then the histogram */
-        for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(int)((double)(FN(key)(v[i]) - klo) * scale);
+        for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(int)(((double)v[i] - lo) * scale);
     else
         for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(FN(key)(v[i]) >> (FL_UBITS - FL_HBITS));
     for (int64_t i = 0; i < n; i++) {
@@ -304,20 +306,21 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
     return m;
 }
 
-/* FN(select) restricted to the candidates v >= tau (tau = -inf: the whole row), which must hold the
- * whole prefix; the cut comes back in row indices. Each token weighs 1 (by_count) or its value v. hi:
- * an upper bound of v (NaN: unknown, found from the candidates); bmax: as in FN(collect). */
-static FN(cut) FN(select_among)(const FL_T *v, int64_t n, FL_T tau, double hi, const FL_T *bmax, double budget,
-                                 int by_count, const FN(scratch) *s) {
-    if (tau == -INFINITY) return FN(select)(v, by_count ? NULL : v, n, budget, by_count, s->items, s->bk, NAN, NAN);
-    const int64_t m = FN(collect)(v, n, tau, bmax, s);
-    double lo = (double)tau;
-    if (hi != hi) FN(range)(s->vals, m, &lo, &hi);
-    FN(cut) c = m ? FN(select)(s->vals, by_count ? NULL : s->vals, m, budget, by_count, s->items, s->bk, lo, hi)
-                  : FN(cut_all)(0, 0);
-    if (c.i == INT64_MAX) /* rounding: the whole row */
-        return FN(select)(v, by_count ? NULL : v, n, budget, by_count, s->items, s->bk, NAN, NAN);
-    c.i = s->idx[c.i];
+/* FN(select) over the m candidates s->vals (rows s->idx; every other token of the row is below them
+ * all), each weighing 1 (by_count) or s->wts; the cut comes back in row indices. When the budget is
+ * not reached, every candidate is kept. */
+static FN(cut) FN(cut_among)(int64_t m, double budget, int by_count, const FN(scratch) *s) {
+    double lo, hi;
+    if (m == 0) {
+        FN(cut) none = {(FL_T)INFINITY, -1, 0, 0, 0};
+        return none;
+    }
+    FN(range)(s->vals, m, &lo, &hi);
+    FN(cut) c = FN(select)(s->vals, by_count ? NULL : s->wts, m, budget, by_count, s->items, s->bk, lo, hi);
+    if (c.i == INT64_MAX)
+        c.v = (FL_T)lo; /* the lowest candidate, with every tie */
+    else
+        c.i = s->idx[c.i];
     c.cand = m;
     return c;
 }
@@ -354,33 +357,59 @@ static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) 
 static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(scratch) *s) {
     if (count >= n) return FN(cut_all)(n, NAN);
     const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
-    return FN(select_among)(v, n, tau, NAN, NULL, (double)count, 1, s);
+    if (tau == -INFINITY) return FN(select)(v, NULL, n, (double)count, 1, s->items, s->bk, NAN, NAN);
+    return FN(cut_among)(FN(collect)(v, n, tau, NULL, s), (double)count, 1, s);
 }
 
-/* Weights in the order of the probabilities at temperature 1/it, the largest exactly 1:
- * e = exp((x - xmax) it), or with +inf in the row, 1 for each +inf and 0 elsewhere. One pass writes e
- * and bmax (an upper bound of each block of FL_BMAX_BLOCK weights), returns their sum and gives mass[q],
- * the weight at or above tau[q] = e^-3(q+1). */
-static double FN(weights)(const FL_T *x, int64_t n, double xmax, double it, FL_T *e, FL_T *bmax, FL_T *tau,
-                          double *mass) {
-    for (int q = 0; q < FL_PIVOTS; q++) tau[q] = (FL_T)exp(-3.0 * (q + 1));
+/* xmax + d (d <= 0) as a threshold on x, at least the lowest finite value. */
+static FL_T FN(below)(double xmax, double d) {
+    const double t = xmax + d;
+    return (FL_T)(t > -FL_MAX ? t : -FL_MAX);
+}
+
+/* Top-p candidates at temperature 1/it of a row with max xmax: s->idx, s->vals (x), s->wts (weights
+ * exp((x - xmax) it), the largest exactly 1), a prefix of the logit order holding weight >= p * *total
+ * (*total: the weight of the whole row), unless they reach down to floor (a bound the caller needs no
+ * token below, or -inf) or to every finite logit; p >= 1: all tokens down to floor (> -inf). s->bmax:
+ * each block's max of x. Returns their count. */
+static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double it, double p, FL_T floor,
+                                   double *total, const FN(scratch) *s) {
+    int64_t m;
+    if (xmax == INFINITY) { /* the +inf logits share all the weight */
+        for (int64_t b = 0; b * FL_BMAX_BLOCK < n; b++) s->bmax[b] = (FL_T)INFINITY;
+        m = SEL(collect_ge)(x, n, (FL_T)INFINITY, s->idx, x, s->vals, NULL, NULL);
+        for (int64_t k = 0; k < m; k++) s->wts[k] = 1;
+        *total = (double)m;
+        return m;
+    }
     const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
-    if (xmax != INFINITY) return SEL(exp_masses)(x, n, (FL_T)xmax, itt, e, tau, mass, bmax);
-    int64_t c = 0;
-    for (int64_t j = 0; j < n; j++) c += e[j] = x[j] == INFINITY;
-    for (int64_t b = 0; b * FL_BMAX_BLOCK < n; b++) bmax[b] = 1;
-    SEL(masses)(e, n, tau, mass);
-    return (double)c;
+    const double T = 1.0 / (double)itt;
+    FL_T tau = p < 1 ? FN(below)(xmax, -9 * T) : floor;
+    tau = tau > floor ? tau : floor;
+    *total = SEL(exp_collect)(x, n, (FL_T)xmax, itt, NULL, tau, s->idx, s->vals, &m, s->bmax);
+    for (int tier = 1;; tier++) {
+        const double got = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL);
+        /* the margin covers summing the same weights in another order */
+        if (got >= p * *total * (1 + 1e-9) || tau <= floor || tau == -FL_MAX) return m;
+        tau = tier == 1 ? FN(below)(xmax, -18 * T) : -FL_MAX;
+        tau = tau > floor ? tau : floor;
+        m = FN(collect)(x, n, tau, s->bmax, s);
+    }
 }
 
-/* The largest pivot whose mass (within 1e-4) reaches the budget, or -inf: every token of the top-p
- * prefix is >= it (when rounding says otherwise, the candidates fall short of the budget and the callers
- * take the whole row). */
-static FL_T FN(pivot)(double budget, const FL_T *tau, const double *mass) {
-    FL_T t = -INFINITY;
-    for (int q = FL_PIVOTS - 1; q >= 0; q--)
-        if (mass[q] >= budget * (1 + 1e-4)) t = tau[q];
-    return t;
+/* The top `count` tokens by probability, ties to the lower index: by logit, with every token of
+ * probability 0 tied (in float64, logits more than 745 below the max; with +inf in the row, every
+ * finite logit). *vals: the ranking values (s->v), *bmax: NULL. */
+static FN(cut) FN(top_by_prob)(const FL_T *x, int64_t n, int64_t count, double xmax, const FN(scratch) *s,
+                               const FL_T **vals, const FL_T **bmax) {
+    FL_T *v = s->v;
+    if (xmax == INFINITY)
+        for (int64_t j = 0; j < n; j++) v[j] = (FL_T)(x[j] == INFINITY);
+    else
+        for (int64_t j = 0; j < n; j++) v[j] = (double)x[j] - xmax >= -745 ? x[j] : (FL_T)-INFINITY;
+    *vals = v;
+    *bmax = NULL;
+    return FN(top_count)(v, n, count, s);
 }
 
 /* The cut with every token tied to its value kept too, unless that is fewer than min_keep tokens: then
@@ -408,25 +437,23 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
         c.i = INT64_MAX;
         return c;
     }
-    if (kind == FL_TOPP) { /* ranked by probability (by the weights: the same order), lower index first */
-        if (param >= 1) return FN(cut_all)(n, NAN); /* on x: the weights are not computed */
-        *vals = s->p;
-        FL_T tau[FL_PIVOTS];
-        double mass[FL_PIVOTS];
-        const double total = FN(weights)(x, n, xmax, 1.0, s->p, s->bmax, tau, mass);
-        const double budget = param * total;
-        *bmax = s->bmax;
-        c = param > 0 ? FN(select_among)(s->p, n, FN(pivot)(budget, tau, mass), 1.0 /* max weight */, s->bmax,
-                                         budget, 0, s)
-                      : FN(cut_all)(0, 0);
-        return c.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : c;
+    if (kind == FL_TOPP) { /* ranked by logit (the order of the probabilities), lower index first */
+        if (param >= 1) return FN(cut_all)(n, NAN);
+        if (param > 0) {
+            double total;
+            const int64_t m = FN(topp_candidates)(x, n, xmax, 1.0, param, (FL_T)-INFINITY, &total, s);
+            *bmax = s->bmax;
+            c = FN(cut_among)(m, param * total, 0, s);
+        } else
+            c = FN(cut_all)(0, 0);
+        return c.count < min_keep ? FN(top_by_prob)(x, n, min_keep, xmax, s, vals, bmax) : c;
     }
     *vals = s->p;
     FN(probs)(x, n, 1.0, pinf, s->p);
     if (kind == FL_MINP) { /* p >= min_p * p_max, ties kept */
         FN(cut) t = {(FL_T)(param * (double)SEL(max)(s->p, n)), INT64_MAX, 0, NAN, 0};
         t.count = SEL(collect_ge)(s->p, n, t.v, s->idx, NULL, NULL, NULL, NULL);
-        return t.count < min_keep ? FN(top_count)(s->p, n, min_keep, s) : t;
+        return t.count < min_keep ? FN(top_by_prob)(x, n, min_keep, xmax, s, vals, bmax) : t;
     }
     /* typical: value = -|(-log p_i) - H|, ranked descending, weights p; lse = max - log(p_max) */
     const FL_T *p = s->p;
@@ -506,28 +533,29 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
     return st;
 }
 
-/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with probabilities q[k]
- * (maybe unnormalized; ranked descending, the lower index first on ties), which hold every token the
- * filters keep: top-p with budget (< 0: off) on q, then min-p relative to the top q. The token is the
- * first, in index order, whose cumulative kept q exceeds u times the kept mass. m >= 1. */
-static int64_t FN(draw)(const int32_t *idx, const FL_T *q, int64_t m, double budget, double min_p, double u,
-                        const FN(scratch) *s) {
+/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with logits v[k] and
+ * probabilities q[k] (maybe unnormalized), which hold every token the filters keep: top-p with budget
+ * (< 0: off; v may then be NULL) on q ranked by v descending, the lower index first on ties, then min-p
+ * relative to the top q. The token is the first, in index order, whose cumulative kept q exceeds u
+ * times the kept mass. m >= 1. */
+static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double budget, double min_p,
+                        double u, const FN(scratch) *s) {
     double lo, hi;
-    FN(range)(q, m, &lo, &hi);
+    if (budget >= 0) FN(range)(v, m, &lo, &hi);
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
-                 : budget > 0 ? FN(select)(q, q, m, budget, 0, s->items, s->bk, lo, hi)
-                              : FN(select)(q, NULL, m, 1, 1, s->items, s->bk, lo, hi);
+                 : budget > 0 ? FN(select)(v, q, m, budget, 0, s->items, s->bk, lo, hi)
+                              : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
     FL_T qmax = 0;
     for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;
     const FL_T thr = (FL_T)(min_p * (double)qmax);
     double total = 0;
     for (int64_t k = 0; k < m; k++)
-        if (q[k] >= thr && FN(kept)(q[k], k, &cp)) total += (double)q[k];
+        if (q[k] >= thr && (budget < 0 || FN(kept)(v[k], k, &cp))) total += (double)q[k];
     const double target = u * total;
     double cum = 0;
     int64_t last = -1;
     for (int64_t k = 0; k < m; k++)
-        if (q[k] > 0 && q[k] >= thr && FN(kept)(q[k], k, &cp)) {
+        if (q[k] > 0 && q[k] >= thr && (budget < 0 || FN(kept)(v[k], k, &cp))) {
             cum += (double)q[k];
             last = k;
             if (cum > target) break;
@@ -553,26 +581,19 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
             s->wts[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
             mass += (double)s->wts[k];
         }
-        return FN(draw)(s->idx, s->wts, m, P < 1 ? P * mass : -1, M, u, s);
+        return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P * mass : -1, M, u, s);
     }
-    FL_T taus[FL_PIVOTS];
-    double mass[FL_PIVOTS];
-    const double total = FN(weights)(x, n, xmax_row, it, s->p, s->bmax, taus, mass);
-    if (P >= 1 && M <= 0) return FN(draw)(NULL, s->p, n, -1, 0, u, s);
-    /* candidates: every token with weight >= the pivot for top-p, or >= min_p (the top weight is 1) */
-    FL_T tau = (FL_T)M;
-    if (P < 1) {
-        const FL_T t = FN(pivot)(P * total, taus, mass);
-        tau = t > tau ? t : tau;
+    const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
+    if (P >= 1 && M <= 0 && !pinf) { /* every token */
+        SEL(exp_collect)(x, n, (FL_T)xmax_row, itt, s->p, 0, NULL, NULL, NULL, NULL);
+        return FN(draw)(NULL, NULL, s->p, n, -1, 0, u, s);
     }
-    int64_t m = SEL(collect_ge)(s->p, n, tau, s->idx, s->p, s->wts, NULL, NULL);
-    if (P < 1 && tau > (FL_T)M) { /* the pivot chose them: they must hold the top-p budget */
-        double got = 0;
-        for (int64_t k = 0; k < m; k++) got += (double)s->wts[k];
-        if (got < P * total) m = SEL(collect_ge)(s->p, n, (FL_T)M, s->idx, s->p, s->wts, NULL, NULL);
-    }
-    return m ? FN(draw)(s->idx, s->wts, m, P < 1 ? P * total : -1, M, u, s)
-             : SEL(argmax)(x, n, (FL_T)xmax_row);
+    /* candidates: with min-p, none below weight M e^-0.001 (the top weight is 1; the margin covers the
+     * rounding of the weights, and draw applies min-p exactly) */
+    const FL_T floor = M > 0 && !pinf ? FN(below)(xmax_row, (log(M) - 1e-3) / (double)itt) : (FL_T)-INFINITY;
+    double total;
+    const int64_t m = FN(topp_candidates)(x, n, xmax_row, it, P, floor, &total, s);
+    return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P * total : -1, M, u, s);
 }
 
 typedef struct {

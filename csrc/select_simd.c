@@ -4,9 +4,8 @@
  *   max_nan             the row max, and whether the row holds NaN (the row check)
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
- *   masses              sum of v[j] over v[j] >= tau[q], for FL_PIVOTS thresholds at once (float64)
- *   exp_masses          e[j] = exp((x[j] - m) it) for the row max m, it > 0 (e needs 16 entries of slack), their sum,
- *                       their masses as above and the max of each block of FL_BMAX_BLOCK, in one pass
+ *   exp_collect         e[j] = exp((x[j] - m) it) for the row max m and their sum, in one pass with the
+ *                       candidates x[j] >= tau (as collect_ge) and the max of x over each block
  *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
@@ -169,7 +168,7 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 
 const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
     sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
-    sel_masses_f32, sel_masses_f64, sel_exp_masses_f32, sel_exp_masses_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
+    sel_exp_collect_f32, sel_exp_collect_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
 };
 
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
@@ -178,16 +177,18 @@ const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
 static FL_T FN(sel_max)(const FL_T *x, int64_t n) { return VF(rowmax)(x, n); }
 
 static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
-    FL_V a = VF(set1)(-INFINITY);
-    unsigned ordered = ~0u;
     const unsigned all = FL_W >= 32 ? ~0u : (1u << FL_W) - 1;
-    for (int64_t j = 0; j < n; j += FL_W) {
-        FL_V v = VF(load_part)(x + j, n - j, -INFINITY);
-        a = VF(max)(a, v);
-        ordered &= VF(ge_bits)(v, v) | ~all; /* v >= v fails only for NaN */
-    }
-    *nan = (ordered & all) != all;
-    return VF(hmax)(a);
+    FL_V a[4];
+    unsigned ordered = all;
+    for (int k = 0; k < 4; k++) a[k] = VF(set1)(-INFINITY);
+    for (int64_t j = 0; j < n; j += 4 * FL_W)
+        for (int k = 0; k < 4; k++) {
+            FL_V v = VF(load_part)(x + j + k * FL_W, n - j - k * FL_W, -INFINITY);
+            a[k] = VF(max)(a[k], v);
+            ordered &= VF(ge_bits)(v, v); /* v >= v fails only for NaN */
+        }
+    *nan = ordered != all;
+    return VF(hmax)(VF(max)(VF(max)(a[0], a[1]), VF(max)(a[2], a[3])));
 }
 
 /* The first index j with x[j] >= m (0 if none): with m the row max, the argmax (lowest index on ties). */
@@ -210,52 +211,39 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
     return bound;
 }
 
-/* masses and exp_masses: with m = NaN the values are v itself, else e = exp((v - m) it) stored to e.
- * Returns the sum of the values: groups of four vectors summed in T, the groups in float64. The pivot
- * masses are summed in T over blocks of FL_MASS_BLOCK values, then in float64 (relative error about
- * 1e-5 at worst: callers keep a margin and check the candidates they collect). */
-#define FL_MASS_BLOCK 1024 /* a multiple of FL_BMAX_BLOCK */
-static double FN(masses_of)(const FL_T *v, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau, double *mass,
-                           FL_T *bmax) {
-    vf64 acc[FL_PIVOTS][2], all[2] = {vf64_set1(0), vf64_set1(0)};
-    FL_V t[FL_PIVOTS], x[4], part[FL_PIVOTS];
-    const FL_V zero = VF(set1)(0), mv = VF(set1)(m), itv = VF(set1)(it);
-    const int ex = m == m;
-    for (int q = 0; q < FL_PIVOTS; q++) {
-        acc[q][0] = acc[q][1] = vf64_set1(0);
-        t[q] = VF(set1)(tau[q]);
-    }
-    for (int64_t b = 0; b < n; b += FL_MASS_BLOCK) {
-        const int64_t end = n - b < FL_MASS_BLOCK ? n : b + FL_MASS_BLOCK;
-        for (int q = 0; q < FL_PIVOTS; q++) part[q] = zero;
-        for (int64_t s = b; s < end; s += FL_BMAX_BLOCK) {
-            FL_V top = zero;
-            for (int64_t j = s; j < end && j < s + FL_BMAX_BLOCK; j += 4 * FL_W) {
-                for (int k = 0; k < 4; k++) {
-                    x[k] = VF(load_part)(v + j + k * FL_W, end - j - k * FL_W, ex ? -INFINITY : 0);
-                    if (ex) {
-                        x[k] = VF(expn)(VF(mul)(VF(sub)(x[k], mv), itv));
-                        if (k * FL_W < end - j) VF(store)(e + j + k * FL_W, x[k]); /* < FL_W past n */
-                    }
-                }
-                VF(acc)(all, VF(add)(VF(add)(x[0], x[1]), VF(add)(x[2], x[3])));
-                top = VF(max)(top, VF(max)(VF(max)(x[0], x[1]), VF(max)(x[2], x[3])));
-                for (int q = 0; q < FL_PIVOTS; q++)
-                    for (int k = 0; k < 4; k++) part[q] = VF(add_ge)(part[q], x[k], t[q], x[k]);
+/* e = exp((x - m) it) over x[0..n) (m >= every x, it > 0), returned summed (groups of four vectors in
+ * T, the groups in float64); with e, stored there (it needs 16 entries of slack). With idx, the j with
+ * x[j] >= tau (tau > -inf) and their x go to idx / vals in index order (16 entries of slack), their
+ * number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. */
+static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, FL_T tau, int32_t *idx,
+                                  FL_T *vals, int64_t *count, FL_T *bmax) {
+    vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V mv = VF(set1)(m), itv = VF(set1)(it), t = VF(set1)(tau);
+    int64_t c = 0;
+    for (int64_t s = 0; s < n; s += FL_BMAX_BLOCK) {
+        const int64_t end = n - s < FL_BMAX_BLOCK ? n : s + FL_BMAX_BLOCK;
+        FL_V top = VF(set1)(-INFINITY);
+        for (int64_t j = s; j < end; j += 4 * FL_W) {
+            FL_V xv[4], ev[4];
+            unsigned bits[4], any = 0;
+            for (int k = 0; k < 4; k++) {
+                xv[k] = VF(load_part)(x + j + k * FL_W, end - j - k * FL_W, -INFINITY); /* exp(-inf) = 0 */
+                ev[k] = VF(expn)(VF(mul)(VF(sub)(xv[k], mv), itv));
+                if (e && k * FL_W < end - j) VF(store)(e + j + k * FL_W, ev[k]); /* < FL_W past n */
+                any |= bits[k] = idx ? VF(ge_bits)(xv[k], t) : 0;
             }
-            if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
+            VF(acc)(all, VF(add)(VF(add)(ev[0], ev[1]), VF(add)(ev[2], ev[3])));
+            top = VF(max)(top, VF(max)(VF(max)(xv[0], xv[1]), VF(max)(xv[2], xv[3])));
+            if (any) /* sparse candidates skip whole groups */
+                for (int k = 0; k < 4; k++) {
+                    FL_CAT(fl_compress_, FL_SFX)(vals + c, bits[k], xv[k]);
+                    c += fl_compress_idx(idx + c, bits[k], (int32_t)(j + k * FL_W));
+                }
         }
-        for (int q = 0; q < FL_PIVOTS; q++) VF(acc)(acc[q], part[q]);
+        if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
     }
-    for (int q = 0; q < FL_PIVOTS; q++) mass[q] = vf64_hsum(vf64_add(acc[q][0], acc[q][1]));
+    if (count) *count = c;
     return vf64_hsum(vf64_add(all[0], all[1]));
-}
-static void FN(sel_masses)(const FL_T *v, int64_t n, const FL_T *tau, double *mass) {
-    FN(masses_of)(v, n, NAN, 1, NULL, tau, mass, NULL);
-}
-static double FN(sel_exp_masses)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, const FL_T *tau,
-                                  double *mass, FL_T *bmax) {
-    return FN(masses_of)(x, n, m, it, e, tau, mass, bmax);
 }
 
 static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, const FL_T *xa, FL_T *a,
