@@ -52,6 +52,8 @@ typedef struct {
     void (*apply_cut_f32)(const float *x, const float *v, float *y, int64_t n, float cv, int64_t ci, float fill);
     void (*apply_cut_f64)(const double *x, const double *v, double *y, int64_t n, double cv, int64_t ci,
                           double fill);
+    void (*buckets_f32)(const float *v, int64_t n, double lo, double scale, uint16_t *bk);
+    void (*buckets_f64)(const double *v, int64_t n, double lo, double scale, uint16_t *bk);
 } fl_select_kernels;
 
 extern const fl_select_kernels fl_select_kernels_scalar;

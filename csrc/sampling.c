@@ -71,6 +71,7 @@ enum { FL_TOPK, FL_TOPP, FL_MINP, FL_TYPICAL };
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
 
 #define FL_UBITS ((int)(8 * sizeof(FL_U)))
+#define SEL(name) fl_select_active()->KERNEL(name)
 
 /* Order-preserving key: a < b (as numbers, no NaN) iff key(a) < key(b), and -0, +0 share a key. */
 static inline FL_U FN(key)(FL_T v) {
@@ -141,7 +142,7 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     memset(hc, 0, sizeof hc);
     memset(hw, 0, sizeof hw);
     if (linear) /* bucket ids first (a loop without stores to the histogram), then the histogram */
-        for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(int)(((double)v[i] - lo) * scale);
+        SEL(buckets)(v, n, lo, scale, bk);
     else
         for (int64_t i = 0; i < n; i++) bk[i] = (uint16_t)(FN(key)(v[i]) >> (FL_UBITS - FL_HBITS));
     for (int64_t i = 0; i < n; i++) {
@@ -151,12 +152,21 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     int bs = FN(scan)(hc, hw, budget, by_count, 0, &cum_c, &cum_w);
     if (bs < 0) return FN(cut_all)(n, cum_w);
     int64_t m = 0;
-    for (int64_t i = 0; i < n; i++)
-        if (bk[i] == bs) {
-            items[m].v = v[i];
-            items[m].w = w ? (double)w[i] : 1.0;
-            items[m++].i = i;
+    const uint64_t ones = 0x0001000100010001ULL, lanes = ones * (uint64_t)bs;
+    for (int64_t i = 0; i < n; i += 4) {
+        uint64_t four = 0;
+        if (i + 4 <= n) {
+            memcpy(&four, bk + i, sizeof four);
+            four ^= lanes; /* a lane of bs is now 0: skip the four unless one is */
+            if (!((four - ones) & ~four & 0x8000800080008000ULL)) continue;
         }
+        for (int64_t k = i; k < n && k < i + 4; k++)
+            if (bk[k] == bs) {
+                items[m].v = v[k];
+                items[m].w = w ? (double)w[k] : 1.0;
+                items[m++].i = k;
+            }
+    }
     while (m > FL_SORT_MAX && shift > 0) { /* refine on the next bits, keeping index order */
         shift = shift > FL_HBITS ? shift - FL_HBITS : 0;
         memset(hc, 0, sizeof hc);
@@ -188,20 +198,6 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     }
     return c;
 }
-
-/* min and max of v[0..n) */
-static void FN(range)(const FL_T *v, int64_t n, double *lo, double *hi) {
-    FL_T a = INFINITY, b = -INFINITY;
-    for (int64_t k = 0; k < n; k++) {
-        a = v[k] < a ? v[k] : a;
-        b = v[k] > b ? v[k] : b;
-    }
-    *lo = (double)a;
-    *hi = (double)b;
-}
-
-#define SEL(name) fl_select_active()->KERNEL(name)
-
 
 /* Every row checked before anything is written, by one read: NaN -> FL_ERR_NAN, no value above -inf
  * -> FL_ERR_EMPTY. xmax[i]: the row's max (+inf: the row holds +inf). */
@@ -306,19 +302,18 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
     return m;
 }
 
-/* FN(select) over the m candidates s->vals (rows s->idx; every other token of the row is below them
- * all), each weighing 1 (by_count) or s->wts; the cut comes back in row indices. When the budget is
- * not reached, every candidate is kept. */
-static FN(cut) FN(cut_among)(int64_t m, double budget, int by_count, const FN(scratch) *s) {
-    double lo, hi;
+/* FN(select) over the m candidates s->vals (rows s->idx): the tokens of the row >= tau. Each weighs 1
+ * (by_count) or s->wts; the cut comes back in row indices. When the budget is not reached, every
+ * candidate is kept. */
+static FN(cut) FN(cut_among)(int64_t m, FL_T tau, double budget, int by_count, const FN(scratch) *s) {
     if (m == 0) {
         FN(cut) none = {(FL_T)INFINITY, -1, 0, 0, 0};
         return none;
     }
-    FN(range)(s->vals, m, &lo, &hi);
-    FN(cut) c = FN(select)(s->vals, by_count ? NULL : s->wts, m, budget, by_count, s->items, s->bk, lo, hi);
+    FN(cut) c = FN(select)(s->vals, by_count ? NULL : s->wts, m, budget, by_count, s->items, s->bk, (double)tau,
+                           (double)SEL(max)(s->vals, m));
     if (c.i == INT64_MAX)
-        c.v = (FL_T)lo; /* the lowest candidate, with every tie */
+        c.v = tau;
     else
         c.i = s->idx[c.i];
     c.cand = m;
@@ -358,7 +353,7 @@ static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(s
     if (count >= n) return FN(cut_all)(n, NAN);
     const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
     if (tau == -INFINITY) return FN(select)(v, NULL, n, (double)count, 1, s->items, s->bk, NAN, NAN);
-    return FN(cut_among)(FN(collect)(v, n, tau, NULL, s), (double)count, 1, s);
+    return FN(cut_among)(FN(collect)(v, n, tau, NULL, s), tau, (double)count, 1, s);
 }
 
 /* xmax + d (d <= 0) as a threshold on x, at least the lowest finite value. */
@@ -370,26 +365,28 @@ static FL_T FN(below)(double xmax, double d) {
 /* Top-p candidates at temperature 1/it of a row with max xmax: s->idx, s->vals (x), s->wts (weights
  * exp((x - xmax) it), the largest exactly 1), a prefix of the logit order holding weight >= p * *total
  * (*total: the weight of the whole row), unless they reach down to floor (a bound the caller needs no
- * token below, or -inf) or to every finite logit; p >= 1: all tokens down to floor (> -inf). s->bmax:
- * each block's max of x. Returns their count. */
+ * token below, or -inf) or to every finite logit; p >= 1: all tokens down to floor (> -inf). They are
+ * the tokens >= *tau; s->bmax: each block's max of x. Returns their count. */
 static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double it, double p, FL_T floor,
-                                   double *total, const FN(scratch) *s) {
+                                   double *total, FL_T *tau_out, const FN(scratch) *s) {
     int64_t m;
     if (xmax == INFINITY) { /* the +inf logits share all the weight */
         for (int64_t b = 0; b * FL_BMAX_BLOCK < n; b++) s->bmax[b] = (FL_T)INFINITY;
         m = SEL(collect_ge)(x, n, (FL_T)INFINITY, s->idx, x, s->vals, NULL, NULL);
         for (int64_t k = 0; k < m; k++) s->wts[k] = 1;
         *total = (double)m;
+        *tau_out = (FL_T)INFINITY;
         return m;
     }
     const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
     const double T = 1.0 / (double)itt;
-    FL_T tau = p < 1 ? FN(below)(xmax, -9 * T) : floor;
+    FL_T tau = p < 1 ? FN(below)(xmax, -10 * T) : floor;
     tau = tau > floor ? tau : floor;
     *total = SEL(exp_collect)(x, n, (FL_T)xmax, itt, NULL, tau, s->idx, s->vals, &m, s->bmax);
     for (int tier = 1;; tier++) {
         const double got = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL);
         /* the margin covers summing the same weights in another order */
+        *tau_out = tau;
         if (got >= p * *total * (1 + 1e-9) || tau <= floor || tau == -FL_MAX) return m;
         tau = tier == 1 ? FN(below)(xmax, -18 * T) : -FL_MAX;
         tau = tau > floor ? tau : floor;
@@ -441,9 +438,10 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
         if (param >= 1) return FN(cut_all)(n, NAN);
         if (param > 0) {
             double total;
-            const int64_t m = FN(topp_candidates)(x, n, xmax, 1.0, param, (FL_T)-INFINITY, &total, s);
+            FL_T tau;
+            const int64_t m = FN(topp_candidates)(x, n, xmax, 1.0, param, (FL_T)-INFINITY, &total, &tau, s);
             *bmax = s->bmax;
-            c = FN(cut_among)(m, param * total, 0, s);
+            c = FN(cut_among)(m, tau, param * total, 0, s);
         } else
             c = FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_by_prob)(x, n, min_keep, xmax, s, vals, bmax) : c;
@@ -533,15 +531,13 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
     return st;
 }
 
-/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with logits v[k] and
- * probabilities q[k] (maybe unnormalized), which hold every token the filters keep: top-p with budget
- * (< 0: off; v may then be NULL) on q ranked by v descending, the lower index first on ties, then min-p
- * relative to the top q. The token is the first, in index order, whose cumulative kept q exceeds u
- * times the kept mass. m >= 1. */
-static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double budget, double min_p,
-                        double u, const FN(scratch) *s) {
-    double lo, hi;
-    if (budget >= 0) FN(range)(v, m, &lo, &hi);
+/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with logits v[k] (all in
+ * [lo, hi]) and probabilities q[k] (maybe unnormalized), which hold every token the filters keep: top-p
+ * with budget (< 0: off; v may then be NULL) on q ranked by v descending, the lower index first on ties,
+ * then min-p relative to the top q. The token is the first, in index order, whose cumulative kept q
+ * exceeds u times the kept mass. m >= 1. */
+static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
+                        double budget, double min_p, double u, const FN(scratch) *s) {
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
                  : budget > 0 ? FN(select)(v, q, m, budget, 0, s->items, s->bk, lo, hi)
                               : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
@@ -581,19 +577,20 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
             s->wts[k] = pinf ? (FL_T)(xk == INFINITY) : (FL_T)exp(((double)xk - (double)xmax) * it);
             mass += (double)s->wts[k];
         }
-        return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P * mass : -1, M, u, s);
+        return FN(draw)(s->idx, s->vals, s->wts, m, (double)ck.v, (double)xmax, P < 1 ? P * mass : -1, M, u, s);
     }
     const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
     if (P >= 1 && M <= 0 && !pinf) { /* every token */
         SEL(exp_collect)(x, n, (FL_T)xmax_row, itt, s->p, 0, NULL, NULL, NULL, NULL);
-        return FN(draw)(NULL, NULL, s->p, n, -1, 0, u, s);
+        return FN(draw)(NULL, NULL, s->p, n, NAN, NAN, -1, 0, u, s);
     }
     /* candidates: with min-p, none below weight M e^-0.001 (the top weight is 1; the margin covers the
      * rounding of the weights, and draw applies min-p exactly) */
     const FL_T floor = M > 0 && !pinf ? FN(below)(xmax_row, (log(M) - 1e-3) / (double)itt) : (FL_T)-INFINITY;
     double total;
-    const int64_t m = FN(topp_candidates)(x, n, xmax_row, it, P, floor, &total, s);
-    return FN(draw)(s->idx, s->vals, s->wts, m, P < 1 ? P * total : -1, M, u, s);
+    FL_T tau;
+    const int64_t m = FN(topp_candidates)(x, n, xmax_row, it, P, floor, &total, &tau, s);
+    return FN(draw)(s->idx, s->vals, s->wts, m, (double)tau, xmax_row, P < 1 ? P * total : -1, M, u, s);
 }
 
 typedef struct {
@@ -677,4 +674,5 @@ int API(beam_step)(const FL_T *x, const fl_rows *r, const double *score, int64_t
 }
 
 #undef FL_UBITS
+#undef SEL
 #endif

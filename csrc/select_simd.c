@@ -9,6 +9,7 @@
  *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
+ *   buckets             bk[j] = (int)((v[j] - lo) scale) in float64 (a histogram linear in the value)
  * No value is NaN here: rows are checked before.
  */
 #ifndef FL_T
@@ -169,6 +170,7 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
     sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
     sel_exp_collect_f32, sel_exp_collect_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
+    sel_buckets_f32, sel_buckets_f64,
 };
 
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
@@ -266,6 +268,11 @@ static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *i
         }
     }
     return m;
+}
+
+/* plain C: the compiler vectorizes it for each level */
+static void FN(sel_buckets)(const FL_T *v, int64_t n, double lo, double scale, uint16_t *bk) {
+    for (int64_t j = 0; j < n; j++) bk[j] = (uint16_t)(int)(((double)v[j] - lo) * scale);
 }
 
 static void FN(sel_apply_cut)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FL_T cv, int64_t ci, FL_T fill) {
