@@ -108,7 +108,7 @@ static inline int FN(before)(const FN(item) *a, const FN(item) *b) { return a->v
 /* Scan buckets from the largest: the first whose count (by_count) or weight takes the running total to
  * >= budget. Totals of the buckets above it go to *cum_c / *cum_w. Returns -1 if the budget is never
  * reached (with lowest_ok, the lowest non-empty bucket instead, for rounding in the recursion). */
-static int FN(scan)(const int64_t *hc, const double *hw, double budget, int by_count, int lowest_ok,
+static int FN(scan)(const int32_t *hc, const double *hw, double budget, int by_count, int lowest_ok,
                     int64_t *cum_c, double *cum_w) {
     int lowest = -1;
     for (int b = FL_HSIZE - 1; b >= 0; b--) {
@@ -132,7 +132,7 @@ static int FN(scan)(const int64_t *hc, const double *hw, double budget, int by_c
  * evenly); else, and for every refinement, it is on the keys' bits. Equal values always share a bucket. */
 static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget, int by_count, FN(item) *items,
                           uint16_t *bk, double lo, double hi) {
-    int64_t hc[FL_HSIZE];
+    int32_t hc[FL_HSIZE]; /* n < 2^31 */
     double hw[FL_HSIZE];
     int64_t cum_c = 0;
     double cum_w = 0;

@@ -180,17 +180,28 @@ static FL_T FN(sel_max)(const FL_T *x, int64_t n) { return VF(rowmax)(x, n); }
 
 static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
     const unsigned all = FL_W >= 32 ? ~0u : (1u << FL_W) - 1;
-    FL_V a[4];
+    FL_V a0 = VF(set1)(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     unsigned ordered = all;
-    for (int k = 0; k < 4; k++) a[k] = VF(set1)(-INFINITY);
-    for (int64_t j = 0; j < n; j += 4 * FL_W)
-        for (int k = 0; k < 4; k++) {
-            FL_V v = VF(load_part)(x + j + k * FL_W, n - j - k * FL_W, -INFINITY);
-            a[k] = VF(max)(a[k], v);
-            ordered &= VF(ge_bits)(v, v); /* v >= v fails only for NaN */
-        }
-    *nan = ordered != all;
-    return VF(hmax)(VF(max)(VF(max)(a[0], a[1]), VF(max)(a[2], a[3])));
+    int64_t j = 0;
+    for (; j + 4 * FL_W <= n; j += 4 * FL_W) {
+        const FL_V v0 = VF(load)(x + j), v1 = VF(load)(x + j + FL_W), v2 = VF(load)(x + j + 2 * FL_W),
+                   v3 = VF(load)(x + j + 3 * FL_W);
+        a0 = VF(max)(a0, v0);
+        a1 = VF(max)(a1, v1);
+        a2 = VF(max)(a2, v2);
+        a3 = VF(max)(a3, v3);
+        const FL_V sum = VF(add)(VF(add)(v0, v1), VF(add)(v2, v3)); /* NaN: a NaN, or +inf meeting -inf */
+        ordered &= VF(ge_bits)(sum, sum);
+    }
+    for (; j < n; j += FL_W) {
+        const FL_V v = VF(load_part)(x + j, n - j, -INFINITY);
+        a0 = VF(max)(a0, v);
+        ordered &= VF(ge_bits)(v, v);
+    }
+    *nan = 0;
+    if (ordered != all) /* rare: look at each value */
+        for (j = 0; j < n && !*nan; j++) *nan = x[j] != x[j];
+    return VF(hmax)(VF(max)(VF(max)(a0, a1), VF(max)(a2, a3)));
 }
 
 /* The first index j with x[j] >= m (0 if none): with m the row max, the argmax (lowest index on ties). */
@@ -216,7 +227,13 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
 /* e = exp((x - m) it) over x[0..n) (m >= every x, it > 0), returned summed (groups of four vectors in
  * T, the groups in float64); with e, stored there (it needs 16 entries of slack). With idx, the j with
  * x[j] >= tau (tau > -inf) and their x go to idx / vals in index order (16 entries of slack), their
- * number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. */
+ * number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. The loops over four
+ * vectors name each one: arrays of vectors indexed in a loop end up on the stack. */
+static inline FL_V FN(weight)(FL_V x, FL_V m, FL_V it) { return VF(expn)(VF(mul)(VF(sub)(x, m), it)); }
+static inline int64_t FN(take)(int64_t c, unsigned bits, FL_V x, int64_t j, int32_t *idx, FL_T *vals) {
+    FL_CAT(fl_compress_, FL_SFX)(vals + c, bits, x);
+    return c + fl_compress_idx(idx + c, bits, (int32_t)j);
+}
 static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, FL_T tau, int32_t *idx,
                                   FL_T *vals, int64_t *count, FL_T *bmax) {
     vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
@@ -225,22 +242,37 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
     for (int64_t s = 0; s < n; s += FL_BMAX_BLOCK) {
         const int64_t end = n - s < FL_BMAX_BLOCK ? n : s + FL_BMAX_BLOCK;
         FL_V top = VF(set1)(-INFINITY);
-        for (int64_t j = s; j < end; j += 4 * FL_W) {
-            FL_V xv[4], ev[4];
-            unsigned bits[4], any = 0;
-            for (int k = 0; k < 4; k++) {
-                xv[k] = VF(load_part)(x + j + k * FL_W, end - j - k * FL_W, -INFINITY); /* exp(-inf) = 0 */
-                ev[k] = VF(expn)(VF(mul)(VF(sub)(xv[k], mv), itv));
-                if (e && k * FL_W < end - j) VF(store)(e + j + k * FL_W, ev[k]); /* < FL_W past n */
-                any |= bits[k] = idx ? VF(ge_bits)(xv[k], t) : 0;
+        int64_t j = s;
+        for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
+            const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
+                       x3 = VF(load)(x + j + 3 * FL_W);
+            const FL_V e0 = FN(weight)(x0, mv, itv), e1 = FN(weight)(x1, mv, itv), e2 = FN(weight)(x2, mv, itv),
+                       e3 = FN(weight)(x3, mv, itv);
+            if (e) {
+                VF(store)(e + j, e0);
+                VF(store)(e + j + FL_W, e1);
+                VF(store)(e + j + 2 * FL_W, e2);
+                VF(store)(e + j + 3 * FL_W, e3);
             }
-            VF(acc)(all, VF(add)(VF(add)(ev[0], ev[1]), VF(add)(ev[2], ev[3])));
-            top = VF(max)(top, VF(max)(VF(max)(xv[0], xv[1]), VF(max)(xv[2], xv[3])));
-            if (any) /* sparse candidates skip whole groups */
-                for (int k = 0; k < 4; k++) {
-                    FL_CAT(fl_compress_, FL_SFX)(vals + c, bits[k], xv[k]);
-                    c += fl_compress_idx(idx + c, bits[k], (int32_t)(j + k * FL_W));
+            VF(acc)(all, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
+            top = VF(max)(top, VF(max)(VF(max)(x0, x1), VF(max)(x2, x3)));
+            if (idx) {
+                const unsigned b0 = VF(ge_bits)(x0, t), b1 = VF(ge_bits)(x1, t), b2 = VF(ge_bits)(x2, t),
+                               b3 = VF(ge_bits)(x3, t);
+                if (b0 | b1 | b2 | b3) { /* sparse candidates skip whole groups */
+                    c = FN(take)(c, b0, x0, j, idx, vals);
+                    c = FN(take)(c, b1, x1, j + FL_W, idx, vals);
+                    c = FN(take)(c, b2, x2, j + 2 * FL_W, idx, vals);
+                    c = FN(take)(c, b3, x3, j + 3 * FL_W, idx, vals);
                 }
+            }
+        }
+        for (; j < end; j += FL_W) {
+            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY), ev = FN(weight)(xv, mv, itv); /* e^-inf = 0 */
+            if (e) VF(store)(e + j, ev); /* < FL_W past n */
+            VF(acc)(all, ev);
+            top = VF(max)(top, xv);
+            if (idx) c = FN(take)(c, VF(ge_bits)(xv, t), xv, j, idx, vals);
         }
         if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
     }
@@ -248,28 +280,34 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
     return vf64_hsum(vf64_add(all[0], all[1]));
 }
 
+/* One vector of collect_ge at j: the lanes `bits` of v (vv) and of xa, xb. */
+static inline int64_t FN(take_ab)(int64_t m, unsigned bits, FL_V vv, const FL_T *v, int64_t j, int64_t n,
+                                  int32_t *idx, const FL_T *xa, FL_T *a, const FL_T *xb, FL_T *b) {
+    if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, xa == v ? vv : VF(load_part)(xa + j, n - j, 0));
+    if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits, xb == v ? vv : VF(load_part)(xb + j, n - j, 0));
+    return m + fl_compress_idx(idx + m, bits, (int32_t)j);
+}
 static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, const FL_T *xa, FL_T *a,
                                   const FL_T *xb, FL_T *b) {
     const FL_V t = VF(set1)(tau);
-    int64_t m = 0;
-    for (int64_t g = 0; g < n; g += 4 * FL_W) {
-        FL_V vv[4];
-        unsigned bits[4], any = 0;
-        for (int k = 0; k < 4; k++) {
-            vv[k] = VF(load_part)(v + g + k * FL_W, n - g - k * FL_W, NAN); /* NaN padding is never >= tau */
-            any |= bits[k] = VF(ge_bits)(vv[k], t);
-        }
-        if (!any) continue; /* sparse candidates skip whole groups; dense ones run without branches */
-        for (int k = 0; k < 4; k++) {
-            const int64_t j = g + k * FL_W;
-            if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits[k], xa == v ? vv[k] : VF(load_part)(xa + j, n - j, 0));
-            if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits[k], xb == v ? vv[k] : VF(load_part)(xb + j, n - j, 0));
-            m += fl_compress_idx(idx + m, bits[k], (int32_t)j);
-        }
+    int64_t m = 0, j = 0;
+    for (; j + 4 * FL_W <= n; j += 4 * FL_W) {
+        const FL_V v0 = VF(load)(v + j), v1 = VF(load)(v + j + FL_W), v2 = VF(load)(v + j + 2 * FL_W),
+                   v3 = VF(load)(v + j + 3 * FL_W);
+        const unsigned b0 = VF(ge_bits)(v0, t), b1 = VF(ge_bits)(v1, t), b2 = VF(ge_bits)(v2, t),
+                       b3 = VF(ge_bits)(v3, t);
+        if (!(b0 | b1 | b2 | b3)) continue; /* sparse candidates skip whole groups */
+        m = FN(take_ab)(m, b0, v0, v, j, n, idx, xa, a, xb, b);
+        m = FN(take_ab)(m, b1, v1, v, j + FL_W, n, idx, xa, a, xb, b);
+        m = FN(take_ab)(m, b2, v2, v, j + 2 * FL_W, n, idx, xa, a, xb, b);
+        m = FN(take_ab)(m, b3, v3, v, j + 3 * FL_W, n, idx, xa, a, xb, b);
+    }
+    for (; j < n; j += FL_W) {
+        const FL_V vv = VF(load_part)(v + j, n - j, NAN); /* NaN padding is never >= tau */
+        m = FN(take_ab)(m, VF(ge_bits)(vv, t), vv, v, j, n, idx, xa, a, xb, b);
     }
     return m;
 }
-
 /* plain C: the compiler vectorizes it for each level */
 static void FN(sel_buckets)(const FL_T *v, int64_t n, double lo, double scale, uint16_t *bk) {
     for (int64_t j = 0; j < n; j++) bk[j] = (uint16_t)(int)(((double)v[j] - lo) * scale);
