@@ -32,6 +32,7 @@ extern const fl_softmax_kernels fl_softmax_kernels_neon;
 
 /* Vector passes of decoding (select_simd.c). */
 #define FL_BMAX_BLOCK 256 /* exp_collect gives the max of each block of this many values */
+#define FL_BANDS 8         /* thresholds of band_masses */
 typedef struct {
     float (*max_f32)(const float *x, int64_t n);
     double (*max_f64)(const double *x, int64_t n);
@@ -54,6 +55,12 @@ typedef struct {
                           double fill);
     void (*buckets_f32)(const float *v, int64_t n, double lo, double scale, uint16_t *bk);
     void (*buckets_f64)(const double *v, int64_t n, double lo, double scale, uint16_t *bk);
+    void (*band_masses_f32)(const float *v, const float *w, int64_t n, const float *t, double *mass);
+    void (*band_masses_f64)(const double *v, const double *w, int64_t n, const double *t, double *mass);
+    int64_t (*collect_band_f32)(const float *v, const float *w, int64_t n, float a, float b, int32_t *pos, float *ov,
+                                float *ow, double *above, int64_t *count_above);
+    int64_t (*collect_band_f64)(const double *v, const double *w, int64_t n, double a, double b, int32_t *pos,
+                                double *ov, double *ow, double *above, int64_t *count_above);
 } fl_select_kernels;
 
 extern const fl_select_kernels fl_select_kernels_scalar;

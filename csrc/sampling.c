@@ -228,8 +228,9 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
 /* Scratch of one thread, n entries each, carved from fl_scratch. */
 typedef struct {
     FL_T *p, *v, *vals, *wts;
-    FL_T *bmax;   /* upper bounds of p per block of FL_BMAX_BLOCK (top-p) */
+    FL_T *bmax;   /* the max of x per block of FL_BMAX_BLOCK (top-p) */
     int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
+    int32_t *pos; /* two arrays: positions of the bands of FN(select_weighted) */
     uint16_t *bk; /* first-level bucket of each value in FN(select) */
     FN(item) *items;
     void *base;
@@ -238,17 +239,19 @@ typedef struct {
 
 static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
     const size_t each = (size_t)(n > 0 ? n : 1) + 16, blocks = (size_t)(n / FL_BMAX_BLOCK) + 1;
-    s->bytes = each * (sizeof(FN(item)) + sizeof(int64_t) + 4 * sizeof(FL_T) + sizeof(uint16_t)) + blocks * sizeof(FL_T);
+    s->bytes = each * (sizeof(FN(item)) + 4 * sizeof(FL_T) + 3 * sizeof(int32_t) + sizeof(uint16_t)) +
+               blocks * sizeof(FL_T);
     char *b = s->base = fl_scratch(s->bytes);
     if (!b) return 0;
     s->items = (FN(item) *)b;
-    s->idx = (int32_t *)(b + each * sizeof(FN(item)));
-    s->p = (FL_T *)(b + each * (sizeof(FN(item)) + sizeof(int64_t)));
+    s->p = (FL_T *)(b + each * sizeof(FN(item)));
     s->v = s->p + each;
     s->vals = s->v + each;
     s->wts = s->vals + each;
     s->bmax = s->wts + each;
-    s->bk = (uint16_t *)(s->bmax + blocks);
+    s->idx = (int32_t *)(s->bmax + blocks);
+    s->pos = s->idx + each;
+    s->bk = (uint16_t *)(s->pos + 2 * each);
     return 1;
 }
 static void FN(scratch_put)(FN(scratch) *s) { fl_scratch_release(s->base, s->bytes); }
@@ -302,6 +305,52 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
     return m;
 }
 
+/* FN(select) by weight (w >= 0) of n values in [lo, hi]. Many values are narrowed first: the masses
+ * above FL_BANDS thresholds spread over [lo, hi] (one vector pass) locate a band [a, b) that holds the
+ * cut, with margins for their rounding; its tokens are collected, with the exact weight and number of
+ * those above it, and narrowed again while that shrinks them. FN(select) then runs on the band. When
+ * the exact sums contradict the margins, it runs on all n instead. The bands go to s->v, s->p, s->pos. */
+#define FL_NARROW_MIN 2048
+static FN(cut) FN(select_weighted)(const FL_T *v, const FL_T *w, int64_t n, double budget, double lo, double hi,
+                                    const FN(scratch) *s) {
+    const FL_T *bv = v, *bw = w;
+    int32_t *pos = s->pos, *tmp = s->pos + n + 16;
+    int64_t m = n, count_above = 0;
+    double above = 0, blo = lo, bhi = hi;
+    while (m > FL_NARROW_MIN && blo < bhi && bhi - blo < INFINITY) {
+        FL_T t[FL_BANDS];
+        double mass[FL_BANDS], up;
+        int64_t cu, ka = -1, kb = FL_BANDS;
+        for (int k = 0; k < FL_BANDS; k++) t[k] = (FL_T)(blo + (bhi - blo) * (k + 1) / (FL_BANDS + 1));
+        SEL(band_masses)(bv, bw, m, t, mass);
+        for (int k = 0; k < FL_BANDS; k++)
+            if (above + mass[k] >= budget * (1 + 1e-5)) ka = k; /* surely reaches the budget */
+        for (int k = FL_BANDS - 1; k > ka; k--)
+            if (above + mass[k] < budget * (1 - 1e-5)) kb = k; /* surely does not */
+        const FL_T a = ka < 0 ? (FL_T)blo : t[ka], b = kb < FL_BANDS ? t[kb] : (FL_T)INFINITY;
+        const int64_t m2 = SEL(collect_band)(bv, bw, m, a, b, bv == v ? pos : tmp, s->v, s->p, &up, &cu);
+        if (bv != v)
+            for (int64_t k = 0; k < m2; k++) pos[k] = pos[tmp[k]]; /* tmp[k] >= k: in place */
+        above += up;
+        count_above += cu;
+        bv = s->v;
+        bw = s->p;
+        blo = (double)a;
+        bhi = kb < FL_BANDS ? (double)b : bhi;
+        const int shrunk = m2 <= m / 2;
+        m = m2;
+        if (above >= budget) m = 0; /* the cut is above the band: the margins failed */
+        if (!shrunk) break;
+    }
+    FN(cut) c = m ? FN(select)(bv, bw, m, budget - above, 0, s->items, s->bk, blo, bhi) : FN(cut_all)(0, 0);
+    if (bv == v) return c;
+    if (c.i == INT64_MAX) return FN(select)(v, w, n, budget, 0, s->items, s->bk, lo, hi);
+    c.i = pos[c.i];
+    c.count += count_above;
+    c.weight += above;
+    return c;
+}
+
 /* FN(select) over the m candidates s->vals (rows s->idx): the tokens of the row >= tau. Each weighs 1
  * (by_count) or s->wts; the cut comes back in row indices. When the budget is not reached, every
  * candidate is kept. */
@@ -310,8 +359,9 @@ static FN(cut) FN(cut_among)(int64_t m, FL_T tau, double budget, int by_count, c
         FN(cut) none = {(FL_T)INFINITY, -1, 0, 0, 0};
         return none;
     }
-    FN(cut) c = FN(select)(s->vals, by_count ? NULL : s->wts, m, budget, by_count, s->items, s->bk, (double)tau,
-                           (double)SEL(max)(s->vals, m));
+    const double hi = (double)SEL(max)(s->vals, m);
+    FN(cut) c = by_count ? FN(select)(s->vals, NULL, m, budget, 1, s->items, s->bk, (double)tau, hi)
+                         : FN(select_weighted)(s->vals, s->wts, m, budget, (double)tau, hi, s);
     if (c.i == INT64_MAX)
         c.v = tau;
     else
@@ -539,7 +589,7 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
 static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
                         double budget, double min_p, double u, const FN(scratch) *s) {
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
-                 : budget > 0 ? FN(select)(v, q, m, budget, 0, s->items, s->bk, lo, hi)
+                 : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, s)
                               : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
     FL_T qmax = 0;
     for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;

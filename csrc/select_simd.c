@@ -10,6 +10,8 @@
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
  *   buckets             bk[j] = (int)((v[j] - lo) scale) in float64 (a histogram linear in the value)
+ *   band_masses         sum of w[j] over v[j] >= t[k], for FL_BANDS thresholds at once
+ *   collect_band        the j with a <= v[j] < b and their v, w; the weight and number of v[j] >= b
  * No value is NaN here: rows are checked before.
  */
 #ifndef FL_T
@@ -170,7 +172,7 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
     sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
     sel_exp_collect_f32, sel_exp_collect_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
-    sel_buckets_f32, sel_buckets_f64,
+    sel_buckets_f32, sel_buckets_f64, sel_band_masses_f32, sel_band_masses_f64, sel_collect_band_f32, sel_collect_band_f64,
 };
 
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
@@ -229,7 +231,9 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
  * x[j] >= tau (tau > -inf) and their x go to idx / vals in index order (16 entries of slack), their
  * number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. The loops over four
  * vectors name each one: arrays of vectors indexed in a loop end up on the stack. */
-static inline FL_V FN(weight)(FL_V x, FL_V m, FL_V it) { return VF(expn)(VF(mul)(VF(sub)(x, m), it)); }
+static inline FL_V FN(weight)(FL_V x, FL_V m, FL_V it, int unit) {
+    return VF(expn)(unit ? VF(sub)(x, m) : VF(mul)(VF(sub)(x, m), it)); /* unit: it == 1 */
+}
 static inline int64_t FN(take)(int64_t c, unsigned bits, FL_V x, int64_t j, int32_t *idx, FL_T *vals) {
     FL_CAT(fl_compress_, FL_SFX)(vals + c, bits, x);
     return c + fl_compress_idx(idx + c, bits, (int32_t)j);
@@ -238,6 +242,7 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
                                   FL_T *vals, int64_t *count, FL_T *bmax) {
     vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it), t = VF(set1)(tau);
+    const int unit = it == 1; /* the loops are compiled for both */
     int64_t c = 0;
     for (int64_t s = 0; s < n; s += FL_BMAX_BLOCK) {
         const int64_t end = n - s < FL_BMAX_BLOCK ? n : s + FL_BMAX_BLOCK;
@@ -246,8 +251,8 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
         for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
             const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
                        x3 = VF(load)(x + j + 3 * FL_W);
-            const FL_V e0 = FN(weight)(x0, mv, itv), e1 = FN(weight)(x1, mv, itv), e2 = FN(weight)(x2, mv, itv),
-                       e3 = FN(weight)(x3, mv, itv);
+            const FL_V e0 = FN(weight)(x0, mv, itv, unit), e1 = FN(weight)(x1, mv, itv, unit),
+                       e2 = FN(weight)(x2, mv, itv, unit), e3 = FN(weight)(x3, mv, itv, unit);
             if (e) {
                 VF(store)(e + j, e0);
                 VF(store)(e + j + FL_W, e1);
@@ -268,7 +273,7 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
             }
         }
         for (; j < end; j += FL_W) {
-            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY), ev = FN(weight)(xv, mv, itv); /* e^-inf = 0 */
+            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY), ev = FN(weight)(xv, mv, itv, unit); /* e^-inf = 0 */
             if (e) VF(store)(e + j, ev); /* < FL_W past n */
             VF(acc)(all, ev);
             top = VF(max)(top, xv);
@@ -308,6 +313,54 @@ static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *i
     }
     return m;
 }
+/* mass[k] ~ the sum of w[j] over v[j] >= t[k], k < FL_BANDS: sums in T over runs of 64 vectors, then
+ * in float64 (relative error below 4e-6: callers keep a margin). w >= 0. */
+static void FN(sel_band_masses)(const FL_T *v, const FL_T *w, int64_t n, const FL_T *t, double *mass) {
+    vf64 acc[FL_BANDS][2];
+    FL_V tv[FL_BANDS], part[FL_BANDS];
+    for (int k = 0; k < FL_BANDS; k++) {
+        acc[k][0] = acc[k][1] = vf64_set1(0);
+        tv[k] = VF(set1)(t[k]);
+    }
+    for (int64_t s = 0; s < n; s += 64 * FL_W) {
+        const int64_t end = n - s < 64 * FL_W ? n : s + 64 * FL_W;
+        for (int k = 0; k < FL_BANDS; k++) part[k] = VF(set1)(0);
+        int64_t j = s;
+        for (; j + FL_W <= end; j += FL_W) {
+            const FL_V vv = VF(load)(v + j), ww = VF(load)(w + j);
+            for (int k = 0; k < FL_BANDS; k++) part[k] = VF(add_ge)(part[k], vv, tv[k], ww);
+        }
+        if (j < end) {
+            const FL_V vv = VF(load_part)(v + j, end - j, -INFINITY), ww = VF(load_part)(w + j, end - j, 0);
+            for (int k = 0; k < FL_BANDS; k++) part[k] = VF(add_ge)(part[k], vv, tv[k], ww);
+        }
+        for (int k = 0; k < FL_BANDS; k++) VF(acc)(acc[k], part[k]);
+    }
+    for (int k = 0; k < FL_BANDS; k++) mass[k] = vf64_hsum(vf64_add(acc[k][0], acc[k][1]));
+}
+
+/* The j with a <= v[j] < b into pos, their v, w into ov, ow (may be v, w themselves; 16 entries of
+ * slack), in order; *above = the float64 sum of w[j] over v[j] >= b, *count_above their number.
+ * Returns the count. */
+static int64_t FN(sel_collect_band)(const FL_T *v, const FL_T *w, int64_t n, FL_T a, FL_T b, int32_t *pos, FL_T *ov,
+                                    FL_T *ow, double *above, int64_t *count_above) {
+    const FL_V av = VF(set1)(a), bv = VF(set1)(b), zero = VF(set1)(0);
+    vf64 up[2] = {vf64_set1(0), vf64_set1(0)};
+    int64_t c = 0, cu = 0;
+    for (int64_t j = 0; j < n; j += FL_W) { /* reads each vector before writing at c <= j */
+        const FL_V vv = VF(load_part)(v + j, n - j, NAN), ww = VF(load_part)(w + j, n - j, 0);
+        const unsigned hi = VF(ge_bits)(vv, bv), in = VF(ge_bits)(vv, av) & ~hi;
+        VF(acc)(up, VF(sel_ge)(vv, bv, ww, zero));
+        cu += __builtin_popcount(hi);
+        FL_CAT(fl_compress_, FL_SFX)(ov + c, in, vv);
+        FL_CAT(fl_compress_, FL_SFX)(ow + c, in, ww);
+        c += fl_compress_idx(pos + c, in, (int32_t)j);
+    }
+    *above = vf64_hsum(vf64_add(up[0], up[1]));
+    *count_above = cu;
+    return c;
+}
+
 /* plain C: the compiler vectorizes it for each level */
 static void FN(sel_buckets)(const FL_T *v, int64_t n, double lo, double scale, uint16_t *bk) {
     for (int64_t j = 0; j < n; j++) bk[j] = (uint16_t)(int)(((double)v[j] - lo) * scale);

@@ -77,6 +77,43 @@ def test_large_vocabularies(rng, V):
         np.testing.assert_array_equal(fast(x, params), slow(x, params).astype(np.float32))
 
 
+def _uniform(seed, row):
+    """The sampler's u for (seed, row): splitmix64's finalizer, as documented in fastlm.sample."""
+    M = (1 << 64) - 1
+
+    def mix(z):
+        z ^= z >> 30
+        z = (z * 0xBF58476D1CE4E5B9) & M
+        z ^= z >> 27
+        z = (z * 0x94D049BB133111EB) & M
+        return z ^ (z >> 31)
+
+    h = mix(mix((seed + 0x9E3779B97F4A7C15) & M) ^ ((row * 0xD1B54A32D192ED03) & M))
+    return (h >> 11) * 2.0 ** -53
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_p_over_many_candidates(simd, rng, dtype):
+    """Thousands of candidates (flat rows, rows of many ties, one huge tie): the selection is narrowed to a
+    band before the exact cut; filter and sampler against the reference."""
+    V = 50257
+    rows = [logits_like(rng, (V,), dtype, s) for s in (1.0, 2.0, 3.0)]
+    rows.append(np.round(logits_like(rng, (V,), dtype, 3.0) * 4) / 4)  # many ties
+    rows.append(np.where(np.arange(V) % 3 == 0, 1.0, 0.0).astype(dtype))  # two values only
+    probs = np.sort(ref._probs(rows[-1].astype(np.float64)))[::-1]
+    inside_tie = [probs[:k].sum() + probs[k] / 2 for k in (20000, 20001)]  # the cut inside the zeros' tie
+    for row, p in [(row, safe_param("top_p", row, rng)) for row in rows[:-1]] + [(rows[-1], p) for p in inside_tie]:
+        np.testing.assert_array_equal(fastlm.top_p_filter(row, p), ref.top_p_filter(row, p).astype(dtype))
+        for T in (1.0, 0.7):
+            dist = ref.sample_distribution(row[None], temperature=T, top_p=p)[0]
+            cum = np.cumsum(dist)
+            for seed in range(40):
+                u = _uniform(seed, 0)
+                if np.abs(cum - u).min() < 1e-6:
+                    continue  # too close to a boundary for float32 weights
+                assert fastlm.sample(row, temperature=T, top_p=p, seed=seed) == np.searchsorted(cum, u, side="right")
+
+
 def test_documented_examples(simd):
     x = np.log(np.array([0.5, 0.3, 0.1, 0.1], np.float32))
     kept = lambda y: int(np.isfinite(y).sum())  # noqa: E731
