@@ -61,6 +61,8 @@ typedef struct {
                                 float *ow, double *above, int64_t *count_above);
     int64_t (*collect_band_f64)(const double *v, const double *w, int64_t n, double a, double b, int32_t *pos,
                                 double *ov, double *ow, double *above, int64_t *count_above);
+    double (*kept_sum_f32)(const float *v, const float *q, int64_t n, float cv, int64_t split, float thr);
+    double (*kept_sum_f64)(const double *v, const double *q, int64_t n, double cv, int64_t split, double thr);
 } fl_select_kernels;
 
 extern const fl_select_kernels fl_select_kernels_scalar;

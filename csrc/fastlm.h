@@ -123,11 +123,14 @@ int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p
  * above -inf (or cols == 0) -> FL_ERR_EMPTY, with the row in bad_row; nothing is written then.
  * Per-row parameters are arrays of `rows` entries; rows must be shorter than 2^31. Selection is
  * sort-free: one vector pass collects candidates that must hold the kept prefix (top-k: the tokens at or
- * above the min of k chunk maxima; top-p: at or above the largest of four pivots below the top
- * probability whose mass above reaches p), then a histogram of the candidates' order-preserving keys
- * (linear in the key over their range, then 11 bits per level) finds the bucket holding the cut,
- * recursing into it while it is large; only a small final bucket is sorted. O(V + b log b) per row.
- * Top-k ranks logits (Hugging Face compares logits); the others rank probabilities. */
+ * above the min of k chunk maxima; top-p: the pass that sums exp(x - max) also collects the logits at
+ * or above max - 10, lower only if they hold less than p), then an exact selection over the candidates:
+ * by weight, masses above 8 thresholds (a vector pass) narrow them to a band holding the cut; then a
+ * histogram (linear in the value over their range, then 11 bits of the order-preserving keys per level)
+ * finds the bucket holding the cut, recursing into it while it is large; only a small final bucket is
+ * sorted. O(V + b log b) per row. Top-k ranks logits (Hugging Face compares logits); the others rank
+ * probabilities (top-p and min_keep by logit, the same order: ties in probability are ties in logit,
+ * except that tokens of probability 0 tie with one another). */
 typedef struct {
     int64_t min_keep;          /* min_tokens_to_keep (>= 1 for the filters) */
     int64_t bad_row;           /* out: the first invalid row */

@@ -585,28 +585,36 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
  * [lo, hi]) and probabilities q[k] (maybe unnormalized), which hold every token the filters keep: top-p
  * with budget (< 0: off; v may then be NULL) on q ranked by v descending, the lower index first on ties,
  * then min-p relative to the top q. The token is the first, in index order, whose cumulative kept q
- * exceeds u times the kept mass. m >= 1. */
+ * exceeds u times the kept mass: the sums of blocks of FL_DRAW_BLOCK (vector passes) find its block.
+ * m >= 1. */
+#define FL_DRAW_BLOCK 512
 static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
                         double budget, double min_p, double u, const FN(scratch) *s) {
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
                  : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, s)
                               : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
-    FL_T qmax = 0;
-    for (int64_t k = 0; k < m; k++) qmax = q[k] > qmax ? q[k] : qmax;
-    const FL_T thr = (FL_T)(min_p * (double)qmax);
-    double total = 0;
-    for (int64_t k = 0; k < m; k++)
-        if (q[k] >= thr && (budget < 0 || FN(kept)(v[k], k, &cp))) total += (double)q[k];
-    const double target = u * total;
+    const FL_T *kv = budget < 0 ? q : v; /* without top-p: q > -inf, every token */
+    const FL_T thr = (FL_T)(min_p * (double)SEL(max)(q, m));
+    const int64_t ci = cp.i;
+#define FL_SPLIT_AT(b) (ci == INT64_MAX ? INT64_MAX : ci + 1 - (b))
+    const double target = u * SEL(kept_sum)(kv, q, m, cp.v, FL_SPLIT_AT(0), thr);
     double cum = 0;
-    int64_t last = -1;
-    for (int64_t k = 0; k < m; k++)
-        if (q[k] > 0 && q[k] >= thr && (budget < 0 || FN(kept)(v[k], k, &cp))) {
-            cum += (double)q[k];
-            last = k;
-            if (cum > target) break;
+    int64_t last = 0; /* the top candidate is always kept with q > 0: reached only through rounding */
+    for (int64_t b = 0; b < m; b += FL_DRAW_BLOCK) {
+        const int64_t e = m - b < FL_DRAW_BLOCK ? m : b + FL_DRAW_BLOCK;
+        const double block = SEL(kept_sum)(kv + b, q + b, e - b, cp.v, FL_SPLIT_AT(b), thr);
+        if (block > 0 && cum + block <= target) {
+            cum += block;
+            continue;
         }
-    if (last < 0) last = 0; /* unreachable: the top candidate is always kept with q > 0 */
+        for (int64_t k = b; k < e; k++)
+            if (q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, &cp)) {
+                cum += (double)q[k];
+                last = k;
+                if (cum > target) return idx ? idx[k] : k;
+            }
+    }
+#undef FL_SPLIT_AT
     return idx ? idx[last] : last;
 }
 

@@ -12,6 +12,7 @@
  *   buckets             bk[j] = (int)((v[j] - lo) scale) in float64 (a histogram linear in the value)
  *   band_masses         sum of w[j] over v[j] >= t[k], for FL_BANDS thresholds at once
  *   collect_band        the j with a <= v[j] < b and their v, w; the weight and number of v[j] >= b
+ *   kept_sum            sum of q[j] over q[j] >= thr and (v[j] > cv, or v[j] == cv and j < split)
  * No value is NaN here: rows are checked before.
  */
 #ifndef FL_T
@@ -173,6 +174,7 @@ const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
     sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
     sel_exp_collect_f32, sel_exp_collect_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
     sel_buckets_f32, sel_buckets_f64, sel_band_masses_f32, sel_band_masses_f64, sel_collect_band_f32, sel_collect_band_f64,
+    sel_kept_sum_f32, sel_kept_sum_f64,
 };
 
 #else /* ---------------------------------------------------------------- template body, T = FL_T */
@@ -359,6 +361,26 @@ static int64_t FN(sel_collect_band)(const FL_T *v, const FL_T *w, int64_t n, FL_
     *above = vf64_hsum(vf64_add(up[0], up[1]));
     *count_above = cu;
     return c;
+}
+
+/* The float64 sum of q[j] over q[j] >= thr and (v[j] > cv, or v[j] == cv and j < split): the kept
+ * tokens of a cut (cv, i) with split = i + 1 - the first index. */
+static double FN(kept_run)(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, FL_T thr, int ties) {
+    const FL_V c = VF(set1)(cv), t = VF(set1)(thr), zero = VF(set1)(0);
+    vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
+    for (int64_t j = 0; j < n; j += FL_W) {
+        const FL_V vv = VF(load_part)(v + j, n - j, -INFINITY), qq = VF(load_part)(q + j, n - j, 0);
+        const FL_V kept = ties ? VF(sel_ge)(vv, c, qq, zero) : VF(sel_gt)(vv, c, qq, zero);
+        VF(acc)(acc, VF(sel_ge)(qq, t, kept, zero));
+    }
+    return vf64_hsum(vf64_add(acc[0], acc[1]));
+}
+static double FN(sel_kept_sum)(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, int64_t split, FL_T thr) {
+    const int64_t s0 = split <= 0 ? 0 : split >= n ? n : split - split % FL_W, s1 = s0 + FL_W < n ? s0 + FL_W : n;
+    double sum = FN(kept_run)(v, q, s0, cv, thr, 1) + FN(kept_run)(v + s1, q + s1, n - s1, cv, thr, 0);
+    for (int64_t j = s0; j < s1; j++) /* the vector holding the split */
+        if (q[j] >= thr && (v[j] > cv || (v[j] == cv && j < split))) sum += (double)q[j];
+    return sum;
 }
 
 /* plain C: the compiler vectorizes it for each level */

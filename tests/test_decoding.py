@@ -104,14 +104,15 @@ def test_top_p_over_many_candidates(simd, rng, dtype):
     inside_tie = [probs[:k].sum() + probs[k] / 2 for k in (20000, 20001)]  # the cut inside the zeros' tie
     for row, p in [(row, safe_param("top_p", row, rng)) for row in rows[:-1]] + [(rows[-1], p) for p in inside_tie]:
         np.testing.assert_array_equal(fastlm.top_p_filter(row, p), ref.top_p_filter(row, p).astype(dtype))
-        for T in (1.0, 0.7):
-            dist = ref.sample_distribution(row[None], temperature=T, top_p=p)[0]
-            cum = np.cumsum(dist)
+        mp = safe_param("min_p", row, rng)
+        for kw in ({"top_p": p}, {"temperature": 0.7, "top_p": p}, {"temperature": 0.7}, {"min_p": mp},
+                   {"top_p": p, "min_p": mp}):
+            cum = np.cumsum(ref.sample_distribution(row[None], **kw)[0])
             for seed in range(40):
                 u = _uniform(seed, 0)
                 if np.abs(cum - u).min() < 1e-6:
                     continue  # too close to a boundary for float32 weights
-                assert fastlm.sample(row, temperature=T, top_p=p, seed=seed) == np.searchsorted(cum, u, side="right")
+                assert fastlm.sample(row, seed=seed, **kw) == np.searchsorted(cum, u, side="right"), kw
 
 
 def test_documented_examples(simd):

@@ -127,8 +127,12 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
     token iff the probability mass ranked strictly above it is < p. p >= 1 keeps every token; p = 0 keeps
     only the top min_tokens_to_keep. Hugging Face's TopPLogitsWarper keeps the same set up to ties (it
     removes the ascending-sorted prefix with cumulative mass <= 1 - p).
-    Sort-free: a histogram of probability mass over order-preserving keys finds the bucket holding the
-    cut; only that bucket is ordered.
+    Ranking by probability is ranking by logit (p is increasing in x); tokens of probability 0 (a logit
+    more than 745 below the max, where float64 underflows, or any finite logit in a row holding +inf)
+    tie with one another, which matters only for min_tokens_to_keep.
+    Sort-free: the pass that sums exp(x - max) collects the candidates, the logits within 10 of the max
+    (lower only when they hold less than p); their masses above 8 thresholds narrow them to the band
+    holding the cut, and a histogram of that band finds it exactly; only a small last bucket is ordered.
     """
     return _filter("top_p", logits, p, "p", lambda v: (v >= 0) & (v <= 1), "in [0, 1]", min_tokens_to_keep,
                    filter_value, out, num_threads)
@@ -137,7 +141,9 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
 def min_p_filter(logits: ArrayLike, min_p: ArrayLike, *, min_tokens_to_keep: int = 1,
                  filter_value: float = -math.inf, out: NDArray[np.floating[Any]] | None = None,
                  num_threads: int | None = None) -> NDArray[np.floating[Any]]:
-    """Keep tokens with p_i >= min_p * max_j p_j (Hugging Face's MinPLogitsWarper); min_p in [0, 1]."""
+    """Keep tokens with p_i >= min_p * max_j p_j (Hugging Face's MinPLogitsWarper); min_p in [0, 1].
+    When fewer than min_tokens_to_keep pass, the top ones by probability are kept, ranked as in
+    top_p_filter."""
     return _filter("min_p", logits, min_p, "min_p", lambda v: (v >= 0) & (v <= 1), "in [0, 1]",
                    min_tokens_to_keep, filter_value, out, num_threads)
 
