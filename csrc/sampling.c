@@ -435,9 +435,9 @@ static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double
     *total = SEL(exp_collect)(x, n, (FL_T)xmax, itt, NULL, tau, s->idx, s->vals, &m, s->bmax);
     for (int tier = 1;; tier++) {
         const double got = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL);
-        /* the margin covers summing the same weights in another order */
         *tau_out = tau;
-        if (got >= p * *total * (1 + 1e-9) || tau <= floor || tau == -FL_MAX) return m;
+        /* the margin covers summing the same weights another way (groups of four vectors in T here) */
+        if (got >= p * *total * (1 + 1e-6) || tau <= floor || tau == -FL_MAX) return m;
         tau = tier == 1 ? FN(below)(xmax, -18 * T) : -FL_MAX;
         tau = tau > floor ? tau : floor;
         m = FN(collect)(x, n, tau, s->bmax, s);
