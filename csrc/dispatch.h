@@ -43,9 +43,9 @@ typedef struct {
     float (*chunk_bound_f32)(const float *x, int64_t n, int64_t chunks);
     double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
     double (*exp_collect_f32)(const float *x, int64_t n, float m, float it, float *e, float tau, int32_t *idx,
-                              float *vals, int64_t *count, float *bmax);
+                              float *vals, float *wts, int64_t *count, float *bmax);
     double (*exp_collect_f64)(const double *x, int64_t n, double m, double it, double *e, double tau,
-                              int32_t *idx, double *vals, int64_t *count, double *bmax);
+                              int32_t *idx, double *vals, double *wts, int64_t *count, double *bmax);
     int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int32_t *idx, const float *xa, float *a,
                               const float *xb, float *b);
     int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int32_t *idx, const double *xa, double *a,

@@ -4,15 +4,15 @@
  *
  * Top-p (filter and sampler) ranks tokens by logit, which is the order of the probabilities (ties in x
  * are ties in p), and weighs them by e = exp((x - max) / T), the largest exactly 1. One pass sums the
- * weights, takes each 256-block's max of x and collects the candidates x >= max - 9 T (weights >= e^-9)
- * with their logits; their weights are computed after. When they hold less than the top-p budget, the
- * candidates are collected again from x >= max - 18 T, then from every finite logit.
+ * weights, takes each 256-block's max of x and collects the candidates x >= max - 10 T (weights >=
+ * e^-10) with their logits and weights. When they hold less than the top-p budget, the candidates are
+ * collected again from x >= max - 18 T, then from every finite logit.
  *
  * Selection without sorting the vocabulary: values are mapped to order-preserving unsigned keys; a
  * histogram over the top 11 bits (count and weight per bucket) finds, scanning from the largest bucket,
  * the bucket holding the cut; that bucket's tokens are collected and histogrammed on the next 11 bits
  * while more than FL_SORT_MAX remain; the last few are insertion-sorted by (value desc, index asc).
- * O(V) per row plus O(b log b) for the final bucket. Weights are summed in float64.
+ * O(V) per row plus O(b log b) for the final bucket. The selection sums weights in float64.
  */
 #ifndef FL_T
 #include <float.h>
@@ -136,8 +136,8 @@ static FN(cut) FN(select)(const FL_T *v, const FL_T *w, int64_t n, double budget
     double hw[FL_HSIZE];
     int64_t cum_c = 0;
     double cum_w = 0;
-    const int linear = lo < hi && hi - lo < INFINITY;
-    const double scale = linear ? (FL_HSIZE - 0.5) / (hi - lo) : 0;
+    const double scale = lo < hi ? (FL_HSIZE - 0.5) / (hi - lo) : 0;
+    const int linear = scale > 0 && scale < INFINITY; /* a finite range, not too narrow for double */
     int shift = linear ? FL_UBITS : FL_UBITS - FL_HBITS;
     memset(hc, 0, sizeof hc);
     memset(hw, 0, sizeof hw);
@@ -314,7 +314,7 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
 static FN(cut) FN(select_weighted)(const FL_T *v, const FL_T *w, int64_t n, double budget, double lo, double hi,
                                     const FN(scratch) *s) {
     const FL_T *bv = v, *bw = w;
-    int32_t *pos = s->pos, *tmp = s->pos + n + 16;
+    int32_t *pos = s->pos, *tmp = s->pos + n + 16; /* s->pos holds two arrays of a row's length + 16 */
     int64_t m = n, count_above = 0;
     double above = 0, blo = lo, bhi = hi;
     while (m > FL_NARROW_MIN && blo < bhi && bhi - blo < INFINITY) {
@@ -406,6 +406,13 @@ static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(s
     return FN(cut_among)(FN(collect)(v, n, tau, NULL, s), tau, (double)count, 1, s);
 }
 
+/* 1/T in T's precision, kept finite and > 0: a huge T gives uniform weights over the finite logits, a
+ * tiny one (below what Python accepts) the greedy limit. */
+static FL_T FN(inv_temperature)(double it) {
+    const FL_T t = (FL_T)it;
+    return t > 0 ? (t < FL_MAX ? t : FL_MAX) : FL_TINY;
+}
+
 /* xmax + d (d <= 0) as a threshold on x, at least the lowest finite value. */
 static FL_T FN(below)(double xmax, double d) {
     const double t = xmax + d;
@@ -428,19 +435,20 @@ static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double
         *tau_out = (FL_T)INFINITY;
         return m;
     }
-    const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
+    const FL_T itt = FN(inv_temperature)(it);
     const double T = 1.0 / (double)itt;
     FL_T tau = p < 1 ? FN(below)(xmax, -10 * T) : floor;
     tau = tau > floor ? tau : floor;
-    *total = SEL(exp_collect)(x, n, (FL_T)xmax, itt, NULL, tau, s->idx, s->vals, &m, s->bmax);
+    *total = SEL(exp_collect)(x, n, (FL_T)xmax, itt, NULL, tau, s->idx, s->vals, s->wts, &m, s->bmax);
     for (int tier = 1;; tier++) {
-        const double got = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL);
+        const double got = SEL(kept_sum)(s->wts, s->wts, m, (FL_T)-INFINITY, 0, 0); /* all of them */
         *tau_out = tau;
-        /* the margin covers summing the same weights another way (groups of four vectors in T here) */
+        /* the margin covers summing the weights another way (*total: in groups of four vectors in T) */
         if (got >= p * *total * (1 + 1e-6) || tau <= floor || tau == -FL_MAX) return m;
         tau = tier == 1 ? FN(below)(xmax, -18 * T) : -FL_MAX;
         tau = tau > floor ? tau : floor;
         m = FN(collect)(x, n, tau, s->bmax, s);
+        SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
     }
 }
 
@@ -599,23 +607,24 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
 #define FL_SPLIT_AT(b) (ci == INT64_MAX ? INT64_MAX : ci + 1 - (b))
     const double target = u * SEL(kept_sum)(kv, q, m, cp.v, FL_SPLIT_AT(0), thr);
     double cum = 0;
-    int64_t last = 0; /* the top candidate is always kept with q > 0: reached only through rounding */
     for (int64_t b = 0; b < m; b += FL_DRAW_BLOCK) {
         const int64_t e = m - b < FL_DRAW_BLOCK ? m : b + FL_DRAW_BLOCK;
         const double block = SEL(kept_sum)(kv + b, q + b, e - b, cp.v, FL_SPLIT_AT(b), thr);
-        if (block > 0 && cum + block <= target) {
+        if (block <= 0 || cum + block <= target) {
             cum += block;
             continue;
         }
         for (int64_t k = b; k < e; k++)
             if (q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, &cp)) {
                 cum += (double)q[k];
-                last = k;
                 if (cum > target) return idx ? idx[k] : k;
             }
     }
 #undef FL_SPLIT_AT
-    return idx ? idx[last] : last;
+    /* rounding left the target unreached: the last kept token (the top one always is, with q > 0) */
+    int64_t k = m - 1;
+    while (k > 0 && !(q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, &cp))) k--;
+    return idx ? idx[k] : k;
 }
 
 /* One row of the sampler. */
@@ -637,9 +646,9 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
         }
         return FN(draw)(s->idx, s->vals, s->wts, m, (double)ck.v, (double)xmax, P < 1 ? P * mass : -1, M, u, s);
     }
-    const FL_T itt = (FL_T)it > 0 ? (FL_T)it : FL_TINY; /* a huge T: uniform over the finite logits */
+    const FL_T itt = FN(inv_temperature)(it);
     if (P >= 1 && M <= 0 && !pinf) { /* every token */
-        SEL(exp_collect)(x, n, (FL_T)xmax_row, itt, s->p, 0, NULL, NULL, NULL, NULL);
+        SEL(exp_collect)(x, n, (FL_T)xmax_row, itt, s->p, 0, NULL, NULL, NULL, NULL, NULL);
         return FN(draw)(NULL, NULL, s->p, n, NAN, NAN, -1, 0, u, s);
     }
     /* candidates: with min-p, none below weight M e^-0.001 (the top weight is 1; the margin covers the
@@ -648,7 +657,8 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
     double total;
     FL_T tau;
     const int64_t m = FN(topp_candidates)(x, n, xmax_row, it, P, floor, &total, &tau, s);
-    return FN(draw)(s->idx, s->vals, s->wts, m, (double)tau, xmax_row, P < 1 ? P * total : -1, M, u, s);
+    return m ? FN(draw)(s->idx, s->vals, s->wts, m, (double)tau, xmax_row, P < 1 ? P * total : -1, M, u, s)
+             : SEL(argmax)(x, n, (FL_T)xmax_row); /* none: only with min_p > 1, which the API rejects */
 }
 
 typedef struct {

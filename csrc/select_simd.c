@@ -5,7 +5,7 @@
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
  *   exp_collect         e[j] = exp((x[j] - m) it) for the row max m and their sum, in one pass with the
- *                       candidates x[j] >= tau (as collect_ge) and the max of x over each block
+ *                       candidates x[j] >= tau (their j, x, e) and the max of x over each block
  *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
@@ -230,18 +230,20 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
 
 /* e = exp((x - m) it) over x[0..n) (m >= every x, it > 0), returned summed (groups of four vectors in
  * T, the groups in float64); with e, stored there (it needs 16 entries of slack). With idx, the j with
- * x[j] >= tau (tau > -inf) and their x go to idx / vals in index order (16 entries of slack), their
- * number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. The loops over four
+ * x[j] >= tau (tau > -inf), their x and their e go to idx / vals / wts in index order (16 entries of
+ * slack), their number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. The loops over four
  * vectors name each one: arrays of vectors indexed in a loop end up on the stack. */
 static inline FL_V FN(weight)(FL_V x, FL_V m, FL_V it, int unit) {
     return VF(expn)(unit ? VF(sub)(x, m) : VF(mul)(VF(sub)(x, m), it)); /* unit: it == 1 */
 }
-static inline int64_t FN(take)(int64_t c, unsigned bits, FL_V x, int64_t j, int32_t *idx, FL_T *vals) {
+static inline int64_t FN(take)(int64_t c, unsigned bits, FL_V x, FL_V e, int64_t j, int32_t *idx, FL_T *vals,
+                               FL_T *wts) {
     FL_CAT(fl_compress_, FL_SFX)(vals + c, bits, x);
+    FL_CAT(fl_compress_, FL_SFX)(wts + c, bits, e);
     return c + fl_compress_idx(idx + c, bits, (int32_t)j);
 }
 static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, FL_T tau, int32_t *idx,
-                                  FL_T *vals, int64_t *count, FL_T *bmax) {
+                                  FL_T *vals, FL_T *wts, int64_t *count, FL_T *bmax) {
     vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it), t = VF(set1)(tau);
     const int unit = it == 1; /* the loops are compiled for both */
@@ -267,10 +269,10 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
                 const unsigned b0 = VF(ge_bits)(x0, t), b1 = VF(ge_bits)(x1, t), b2 = VF(ge_bits)(x2, t),
                                b3 = VF(ge_bits)(x3, t);
                 if (b0 | b1 | b2 | b3) { /* sparse candidates skip whole groups */
-                    c = FN(take)(c, b0, x0, j, idx, vals);
-                    c = FN(take)(c, b1, x1, j + FL_W, idx, vals);
-                    c = FN(take)(c, b2, x2, j + 2 * FL_W, idx, vals);
-                    c = FN(take)(c, b3, x3, j + 3 * FL_W, idx, vals);
+                    c = FN(take)(c, b0, x0, e0, j, idx, vals, wts);
+                    c = FN(take)(c, b1, x1, e1, j + FL_W, idx, vals, wts);
+                    c = FN(take)(c, b2, x2, e2, j + 2 * FL_W, idx, vals, wts);
+                    c = FN(take)(c, b3, x3, e3, j + 3 * FL_W, idx, vals, wts);
                 }
             }
         }
@@ -279,7 +281,7 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
             if (e) VF(store)(e + j, ev); /* < FL_W past n */
             VF(acc)(all, ev);
             top = VF(max)(top, xv);
-            if (idx) c = FN(take)(c, VF(ge_bits)(xv, t), xv, j, idx, vals);
+            if (idx) c = FN(take)(c, VF(ge_bits)(xv, t), xv, ev, j, idx, vals, wts);
         }
         if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
     }

@@ -411,6 +411,21 @@ def test_beam_search_matches_reference(simd, num_beams, early_stopping):
             assert gscore == pytest.approx(wscore, rel=1e-9)
 
 
+def test_subnormal_ranges_and_rounded_draws(simd):
+    """A float64 candidate range below 1e-305 (its histogram scale would be infinite) selects exactly;
+    a draw whose target rounding leaves unreached returns a kept token, never one min_p removed."""
+    x = np.where((np.arange(6400) >= 64) & (np.arange(6400) % 3 == 0), 1e-310, 0.0)
+    np.testing.assert_array_equal(fastlm.top_k_filter(x, 100), ref.top_k_filter(x, 100))
+    small = np.array([1e-310, 0.0, 0.0, -1.0])
+    ids = fastlm.sample(np.tile(small, (64, 1)), top_k=2, top_p=0.5, seed=np.arange(64))
+    assert (ref.sample_distribution(small[None], top_k=2, top_p=0.5)[0][ids] > 0).all()
+    if simd == "scalar":  # 2^24 weights of 0.6 ulp(1) each: their float64 sum rounds up past the target
+        big = np.full(1 << 24, np.log(1.2 * 2.0 ** -53), np.float32)
+        big[1] = 0.0
+        big[0] = np.float32(np.log(1e-16) - 0.0005)  # a candidate min_p removes
+        assert fastlm.sample(big, min_p=1e-16, seed=310206511) != 0
+
+
 def test_review_regressions(simd):
     """Signed zeros are one value; padded lanes are never candidates; typical keeps ties with
     min_tokens_to_keep; tiny temperatures are refused; probability ties go to the lower index."""

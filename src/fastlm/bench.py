@@ -157,9 +157,10 @@ def format_table(results) -> str:
 
 # ------------------------------------------------------------------------------------------ decoding
 # Logits N(0, s^2): s = 5 gives a peaked distribution (a nucleus of tens of tokens, as language models
-# mostly produce), s = 3 a flat one (thousands of tokens in the top-p 0.9 nucleus).
+# mostly produce), s = 3 a flat one (thousands of tokens in the top-p 0.9 nucleus), s = 1 a very flat
+# one (a nucleus of more than half the vocabulary).
 DECODE_SHAPES = [(1, 128256), (32, 128256)]
-DECODE_SCALES = [5.0, 3.0]
+DECODE_SCALES = [5.0, 3.0, 1.0]
 
 
 def _hf_top_p(torch, xt, p):
@@ -173,9 +174,10 @@ def _hf_top_p(torch, xt, p):
 
 
 def _hf_sample(torch, xt, temperature, top_k, top_p, generator):
-    """Hugging Face's warper chain (temperature, top-k, top-p) and torch.multinomial."""
+    """Hugging Face's warper chain (temperature, top-k unless 0, top-p) and torch.multinomial."""
     z = xt / temperature
-    z = z.masked_fill(z < torch.topk(z, top_k)[0][..., -1, None], -float("inf"))
+    if top_k:
+        z = z.masked_fill(z < torch.topk(z, top_k)[0][..., -1, None], -float("inf"))
     z = _hf_top_p(torch, z, top_p)
     return torch.multinomial(torch.softmax(z, dim=-1), 1, generator=generator)
 
@@ -201,7 +203,15 @@ def make_decoding_cases():
             fns["torch"] = lambda: _hf_sample(torch, xt, 0.8, 50, 0.9, gen)
         return fns
 
-    return {"top_p_filter(p=0.9)": top_p, "sample(T=0.8, top_k=50, top_p=0.9)": sample}
+    def sample_top_p(x, threads):
+        fns = {"fastlm": lambda: fastlm.sample(x, top_p=0.9, seed=0, num_threads=threads)}
+        if torch is not None:
+            xt, gen = torch.from_numpy(x), torch.Generator().manual_seed(0)
+            fns["torch"] = lambda: _hf_sample(torch, xt, 1.0, 0, 0.9, gen)
+        return fns
+
+    return {"top_p_filter(p=0.9)": top_p, "sample(T=0.8, top_k=50, top_p=0.9)": sample,
+            "sample(top_p=0.9)": sample_top_p}
 
 
 def run_decoding(shapes=None, threads: int = 1, repeat: int = 5, log=None):

@@ -302,7 +302,7 @@ def sample_distribution(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_
             z = top_k_filter(z, int(K[i]))
         probs = _probs(z)
         if P[i] < 1:
-            z = top_p_filter(z, P[i]) if P[i] > 0 else top_k_filter(z, 1)
+            z = top_p_filter(z, P[i])  # p = 0: the top token alone, the lower index on ties
             probs = _probs(z)
         probs = np.where(probs >= M[i] * probs.max(), probs, 0.0)
         out[i] = probs / probs.sum()

@@ -126,6 +126,24 @@ static void expect(int ok, const char *what, int level, int64_t V) {
             ok &= !memcmp(ids0, ids1, sizeof ids0);                                                    \
             expect(ok, #SFX " top-k, min-p, greedy, top-k sampling", level, V);                         \
         }                                                                                              \
+        /* top-p filter and sampler: weights exp(x - max) may differ by an ulp between levels, far */   \
+        /* from these rows' decisions */                                                               \
+        {                                                                                              \
+            int64_t kk[5] = {0, 0, 5, 0, 0}, ids0[5], ids1[5];                                         \
+            double pp[5] = {0.9, 0.5, 0.8, 0.0, 0.99}, mp[5] = {0, 0.01, 0, 0, 0.001};                 \
+            double tt[5] = {1, 0.7, 1, 1, 1.5};                                                        \
+            uint64_t sd[5] = {6, 7, 8, 9, 10};                                                         \
+            fl_sample_params sp = {tt, kk, pp, mp, sd};                                                \
+            fl_decode dd = {2, -1};                                                                    \
+            fl_simd_select(FL_SIMD_SCALAR);                                                            \
+            fl_top_p_filter_##SFX(x, y0, &r, pp, -1, &dd);                                             \
+            fl_sample_##SFX(x, &r, &sp, ids0, &dd);                                                    \
+            fl_simd_select(level);                                                                     \
+            fl_top_p_filter_##SFX(x, y1, &r, pp, -1, &dd);                                             \
+            fl_sample_##SFX(x, &r, &sp, ids1, &dd);                                                    \
+            expect(!memcmp(y0, y1, sizeof(T) * N * V) && !memcmp(ids0, ids1, sizeof ids0),             \
+                   #SFX " top-p filter and sampling", level, V);                                       \
+        }                                                                                              \
         free(x); free(y0); free(y1); free(w_t); free(l0); free(l1); free(w);                           \
     }
 
