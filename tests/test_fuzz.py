@@ -402,8 +402,6 @@ def test_cross_entropy_family(data):
             np.testing.assert_array_equal(res, np.zeros(lead))
         return
     if not rok:
-        if fn_name == "perplexity" and isinstance(want, OverflowError):
-            return
         assert not ok, f"reference raised {want!r} but fastlm returned {res!r}"
         return
     assert ok, f"valid call raised {res!r}"
@@ -951,9 +949,7 @@ def test_pooled_metrics(data):
         return
     assert ok, res
     rok, want = ref_outcome(getattr(ref, fn_name), total, count)
-    if not rok:
-        assert isinstance(want, OverflowError)
-        return
+    assert rok, want
     assert isinstance(res, float)
     assert_match(res, want, 1e-12, 0)
 

@@ -81,6 +81,11 @@ def test_perplexity_family(simd, rng):
     assert fastlm.word_perplexity(lps, [3, 4]) == pytest.approx(ref.word_perplexity(lps, [3, 4]))
     with pytest.raises(ValueError, match="n_bytes"):
         fastlm.bits_per_byte(-1.0, 0)
+    # a mean NLL past e^709 gives +inf (as NumPy's exp), not OverflowError
+    huge = np.float32([1e30, 1.0, 0.0])
+    assert fastlm.perplexity(huge, 2) == ref.perplexity(huge, 2) == math.inf
+    assert fastlm.byte_perplexity(-1e6, 10) == ref.byte_perplexity(-1e6, 10) == math.inf
+    assert fastlm.word_perplexity(-1e6, 10) == ref.word_perplexity(-1e6, 10) == math.inf
 
 
 @pytest.mark.parametrize("normalize", [None, "tokens", "chars", "bytes"])

@@ -83,12 +83,20 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, axis: int = -1, *, b
     return (out / lb).reshape(lead).astype(np.result_type(p.dtype, q.dtype))[()]
 
 
+def exp_or_inf(v: float) -> float:
+    """e^v, and +inf past the float64 range as NumPy gives (math.exp raises OverflowError there)."""
+    try:
+        return math.exp(v)
+    except OverflowError:
+        return math.inf
+
+
 def perplexity(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100,
                num_threads: int | None = None) -> float:
     """Pooled perplexity: exp(mean NLL over every non-ignored position) (NaN when there is none). This is
     the token-level perplexity of Hugging Face's evaluate and torchmetrics' Perplexity; for the mean of
-    per-sequence perplexities, call it per sequence."""
-    return math.exp(cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads))
+    per-sequence perplexities, call it per sequence. +inf when the mean NLL is past e^709."""
+    return exp_or_inf(cross_entropy(logits, targets, ignore_index=ignore_index, num_threads=num_threads))
 
 
 def bits_per_token(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100,
@@ -115,13 +123,13 @@ def bits_per_byte(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
 def byte_perplexity(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
     """exp(-sum log p / n_bytes) (lm-evaluation-harness byte_perplexity), pooled over documents."""
     t, c = _total(total_logprob, n_bytes, "n_bytes")
-    return math.exp(-t / c)
+    return exp_or_inf(-t / c)
 
 
 def word_perplexity(total_logprob: ArrayLike, n_words: ArrayLike) -> float:
     """exp(-sum log p / n_words) (lm-evaluation-harness word_perplexity), pooled over documents."""
     t, c = _total(total_logprob, n_words, "n_words")
-    return math.exp(-t / c)
+    return exp_or_inf(-t / c)
 
 
 @overload

@@ -9,7 +9,6 @@ window (radix sort) and run-length encodes them; lookups go through an open-addr
 from __future__ import annotations
 
 import json
-import math
 import os
 import struct
 import zlib
@@ -22,6 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._arrays import integer, real
+from .metrics import exp_or_inf
 
 __all__ = ["count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB"]
 
@@ -392,7 +392,7 @@ class NgramLM:
     def perplexity(self, sequences: Iterable[ArrayLike]) -> float:
         """exp(-sum log p / number of predicted tokens) over sequences (tokens plus one EOS each)."""
         total, n = self._score_all(sequences)
-        return math.exp(-total / n) if n else float("nan")
+        return exp_or_inf(-total / n) if n else float("nan")
 
     def generate(self, context: ArrayLike, max_new_tokens: int, *, seed: int | None = None, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0) -> NDArray[np.int64]:

@@ -182,6 +182,12 @@ def token_logprobs(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int =
 # ------------------------------------------------------------------------------------------- decoding
 # Plain implementations: full sorts, cumulative sums, explicit loops over rows.
 
+def _exp(v):
+    """e^v in float64: +inf past its range."""
+    with np.errstate(over="ignore"):
+        return float(np.exp(np.float64(v)))
+
+
 def _rows(logits):
     x = np.asarray(logits, dtype=np.float64)
     return x, x.reshape(-1, x.shape[-1])
@@ -525,7 +531,7 @@ class NgramLM:
             for w, h in self._predictions(seq):
                 total += math.log(self._prob1(w, h))
                 n += 1
-        return math.exp(-total / n) if n else float("nan")
+        return _exp(-total / n) if n else float("nan")
 
 
 # ----------------------------------------------------------------------------------------- evaluation
@@ -554,7 +560,7 @@ def kl_divergence(p_logits: ArrayLike, q_logits: ArrayLike, axis: int = -1, *,
 
 
 def perplexity(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100) -> float:
-    return math.exp(cross_entropy(logits, targets, ignore_index=ignore_index))
+    return _exp(cross_entropy(logits, targets, ignore_index=ignore_index))
 
 
 def bits_per_token(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100) -> float:
@@ -566,11 +572,11 @@ def bits_per_byte(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
 
 
 def byte_perplexity(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
-    return math.exp(-float(np.sum(total_logprob)) / float(np.sum(n_bytes)))
+    return _exp(-float(np.sum(total_logprob)) / float(np.sum(n_bytes)))
 
 
 def word_perplexity(total_logprob: ArrayLike, n_words: ArrayLike) -> float:
-    return math.exp(-float(np.sum(total_logprob)) / float(np.sum(n_words)))
+    return _exp(-float(np.sum(total_logprob)) / float(np.sum(n_words)))
 
 
 def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: Any = None, prompt_lengths: Any = None,
