@@ -111,7 +111,8 @@ def expected_calibration_error(confidences: ArrayLike, correct: ArrayLike, *, n_
 def calibration_from_logits(logits: ArrayLike, labels: ArrayLike, *, num_threads: int | None = None
                             ) -> tuple[np.float64 | NDArray[np.float64], np.bool_ | NDArray[np.bool_]]:
     """(confidence = max softmax probability, correct = argmax == label) per row of logits (..., V), from
-    two fused passes (log-sum-exp and argmax; no probabilities materialized)."""
+    two fused passes (log-sum-exp and argmax; no probabilities materialized). The prediction is the first
+    max logit; a row holding +inf predicts its first +inf and has NaN confidence, as its softmax."""
     from .decoding import greedy
     from .softmax import logsumexp
 
@@ -126,7 +127,8 @@ def calibration_from_logits(logits: ArrayLike, labels: ArrayLike, *, num_threads
     top = greedy(x, num_threads=num_threads)
     lse = np.asarray(logsumexp(x.astype(COMPUTE[x.dtype], copy=False), num_threads=num_threads), np.float64)
     xmax = np.take_along_axis(x, np.asarray(top)[..., None], axis=-1)[..., 0].astype(np.float64)
-    return np.exp(xmax - lse), np.asarray(top) == y
+    with np.errstate(invalid="ignore"):  # +inf - +inf: NaN, as the softmax
+        return np.exp(xmax - lse), np.asarray(top) == y
 
 
 def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float, float] = (0.05, 20.0),

@@ -159,8 +159,9 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
     logits (B, T, V) and aligned targets (B, T): logits[b, t] scores targets[b, t] (shift before calling
     for a causal model). Scored positions: t >= prompt_lengths[b] (when given), mask[b, t] true (when
     given) and targets[b, t] != ignore_index. Returns the (B,) float64 sum of log p over them, divided by
-    the number of scored tokens (normalize="tokens"), or by lengths[b] (normalize="chars" / "bytes": the
-    answer's characters or UTF-8 bytes, lm-evaluation-harness acc_norm / acc_bytes). With
+    the number of scored tokens (normalize="tokens"; NaN for a sequence with none), or by lengths[b]
+    (normalize="chars" / "bytes": the answer's characters or UTF-8 bytes, lm-evaluation-harness acc_norm /
+    acc_bytes). With
     return_is_greedy, also (B,) bool: every scored target is the argmax of its logits (lowest index on
     ties). Padding positions excluded by mask or ignore_index do not count, so left and right padding
     give the same results.
@@ -187,7 +188,8 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
     lp = token_logprobs(x, safe, ignore_index=ignore_index, num_threads=num_threads).astype(np.float64)
     total = np.where(keep, lp, 0.0).sum(axis=1)
     if normalize == "tokens":
-        total = total / keep.sum(axis=1)
+        with np.errstate(invalid="ignore"):  # 0 / 0: no scored token
+            total = total / keep.sum(axis=1)
     elif normalize in ("chars", "bytes"):
         if lengths is None:
             raise ValueError(f'normalize="{normalize}" needs lengths (the answers\' {normalize})')

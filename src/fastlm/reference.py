@@ -599,7 +599,7 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: Any = None,
             count += 1
             ok = ok and int(np.argmax(x[b, i])) == int(t[b, i])
         if normalize == "tokens":
-            total /= count
+            total = total / count if count else math.nan
         elif normalize in ("chars", "bytes"):
             total /= lengths[b]
         totals.append(total)
@@ -686,8 +686,8 @@ def expected_calibration_error(confidences: ArrayLike, correct: ArrayLike, *, n_
 
 def calibration_from_logits(logits: ArrayLike, labels: ArrayLike
                             ) -> tuple[np.float64 | NDArray[np.float64], np.bool_ | NDArray[np.bool_]]:
-    p = softmax(logits)
-    return p.max(axis=-1), np.argmax(p, axis=-1) == np.asarray(labels)
+    p = softmax(logits)  # the prediction is the first max logit (a +inf one, where softmax is NaN)
+    return p.max(axis=-1), np.argmax(np.asarray(logits), axis=-1) == np.asarray(labels)
 
 
 def mean_nll_at_temperature(logits: ArrayLike, labels: ArrayLike, T: float) -> float:
