@@ -966,7 +966,7 @@ def test_sequence_logprob_and_choose(data):
         t = rng.integers(0, V, (B, T))
         if t.size and draw(st.booleans()):
             t.reshape(-1)[0] = -100
-        valid = not row_invalid(x64) or not draw(st.booleans())
+        valid = True  # a NaN / all -inf row gives NaN, as torch's losses; with is_greedy it is an error
         need_greedy = draw(st.booleans())
         kwargs = dict(return_is_greedy=need_greedy)
         if need_greedy and row_invalid(x64):

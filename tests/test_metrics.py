@@ -313,3 +313,12 @@ def test_fit_temperature_options_checked(rng):
                     ({"max_passes": 0}, ValueError), ({"max_passes": 1.5}, TypeError)):
         with pytest.raises(err, match=next(iter(kw))):
             fastlm.calibration.fit_temperature(x, y, **kw)
+    # the row maxima skip NaN, so a NaN logit below a row's max is caught by the statistics pass
+    x[3, 2] = np.nan
+    x[3, 0] = 9.0
+    with pytest.raises(ValueError, match=r"logits\[3\] contains NaN"):
+        fastlm.calibration.fit_temperature(x, y)
+    # the NLL keeps falling up to a bound: that bound itself, not a point a bisection stopped near
+    edge = np.float16([[0.0, 24.66]])
+    assert fastlm.calibration.fit_temperature(edge, [0]) == 20.0
+    assert fastlm.calibration.fit_temperature(edge, [0], bounds=(0.1, 3.0)) == 3.0

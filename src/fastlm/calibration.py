@@ -139,8 +139,9 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float
     The NLL is convex in beta = 1/T; each Newton step on beta takes one fused C pass over the logits that
     returns the NLL and its first and second derivatives (E_p[x] - x_y and Var_p[x] per row), kept
     inside a shrinking bracket on the derivative's sign, until a step is below tol (relative; at least 8
-    ulp of the logits' dtype, whose precision bounds the derivative's). One more pass takes the row
-    maxima. At most max_passes passes in all.
+    ulp of the logits' dtype, whose precision bounds the derivative's). When Newton points past a bound,
+    the bound itself is tried, so a minimum there is returned exactly. One more pass takes the row
+    maxima. At most max_passes passes in all. NaN logits raise ValueError naming the row.
     """
     x = float_array(logits, "logits")
     y = int_array(labels, "labels")
@@ -169,15 +170,22 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float
     nll, g, v = (np.empty(N, np.float64) for _ in range(3))
 
     def derivatives(beta):
-        """d mean NLL / d beta and d2 mean NLL / d beta2 (one pass; the NLL itself comes along unused)."""
+        """d mean NLL / d beta and d2 mean NLL / d beta2 (one pass; the NLL itself comes along unused).
+        The row maxima skip NaN: a NaN logit shows here, as a NaN statistic of its row."""
         _kernels.temperature_stats(xr, y, xmax, beta, nll, g, v, nt)
+        nan = np.isnan(nll) | np.isnan(g) | np.isnan(v)
+        if nan.any():
+            raise ValueError(f"logits[{int(np.argmax(nan))}] contains NaN")
         return float(g.mean()), float(v.mean())
 
-    b_lo, b_hi = 1.0 / hi, 1.0 / lo  # bracket on beta
+    end_lo, end_hi = 1.0 / hi, 1.0 / lo  # the bounds on beta
+    b_lo, b_hi = end_lo, end_hi  # bracket on beta
     beta, passes = 1.0 if b_lo <= 1.0 <= b_hi else math.sqrt(b_lo * b_hi), 1
     while passes < max_passes:
         d1, d2 = derivatives(beta)
         passes += 1
+        if (beta == end_lo and d1 >= 0) or (beta == end_hi and d1 <= 0):
+            break  # the minimum is at this bound
         if d1 > 0:
             b_hi = beta
         else:
@@ -186,12 +194,15 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float
         if abs(step - beta) <= tol * beta:  # Newton has converged
             beta = step
             break
-        new = step if b_lo < step < b_hi else 0.5 * (b_lo + b_hi)  # else bisect the bracket
+        if step <= b_lo == end_lo or step >= b_hi == end_hi:
+            new = end_lo if step <= b_lo else end_hi  # Newton points past a bound: try the bound itself
+        else:
+            new = step if b_lo < step < b_hi else 0.5 * (b_lo + b_hi)  # else bisect the bracket
         if b_hi - b_lo <= tol * beta:
             beta = new
             break
         beta = new
-    return 1.0 / min(max(beta, 1.0 / hi), 1.0 / lo)
+    return 1.0 / min(max(beta, end_lo), end_hi)
 
 
 def plot_reliability_diagram(confidences: ArrayLike, correct: ArrayLike, *, n_bins: int = 15,
