@@ -285,6 +285,10 @@ def test_penalties_bias_mask_cfg(rng):
     np.testing.assert_array_equal(fastlm.mask_tokens(x, banned=[0]), ref.mask_tokens(x, banned=[0]).astype(np.float32))
     u = logits_like(rng, (3, 4, 50), np.float32)
     np.testing.assert_allclose(fastlm.cfg_mix(x, u, 1.5), ref.cfg_mix(x, u, 1.5), rtol=1e-5, atol=1e-5)
+    # g (lc - lu) overflows float32 here, the mix itself (1.5e38) does not
+    c2, u2 = np.float32([0.0126, -0.0132]), np.float32([3.0, 3e38])
+    np.testing.assert_allclose(fastlm.cfg_mix(c2, u2, 1.5), ref.cfg_mix(c2.astype(float), u2.astype(float), 1.5),
+                               rtol=1e-6)
     with pytest.raises(ValueError, match=r"token_history\[0, 0, 0\] = 50"):
         fastlm.apply_penalties(x, np.full((3, 4, 2), 50))
     with pytest.raises(ValueError, match="token_history has shape"):

@@ -269,7 +269,8 @@ def mask_tokens(logits: ArrayLike, *, allowed: ArrayLike | None = None, banned: 
 def cfg_mix(cond_logits: ArrayLike, uncond_logits: ArrayLike, guidance_scale: float) -> NDArray[np.floating[Any]]:
     """Classifier-free guidance in log-probability space (Hugging Face's unbatched CFG processor):
     log_softmax(uncond) + g * (log_softmax(cond) - log_softmax(uncond)). float16 is mixed in float32
-    and rounded back once."""
+    and rounded back once; entries whose mix overflows there (logits near the float32 range) are mixed
+    again in float64."""
     c = _logits(cond_logits, "cond_logits")
     u = _logits(uncond_logits, "uncond_logits")
     if c.shape != u.shape:
@@ -277,7 +278,13 @@ def cfg_mix(cond_logits: ArrayLike, uncond_logits: ArrayLike, guidance_scale: fl
     g = real(guidance_scale, "guidance_scale", lambda v: True, "finite")
     work = COMPUTE[c.dtype]
     lc, lu = log_softmax(c.astype(work, copy=False)), log_softmax(u.astype(work, copy=False))
-    return (lu + work.type(g) * (lc - lu)).astype(c.dtype, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mix = lu + work.type(g) * (lc - lu)
+        bad = ~np.isfinite(mix)
+        if bad.any():  # g (lc - lu) may overflow where the mix does not; non-finite inputs give the same
+            lu64, lc64 = lu[bad].astype(np.float64), lc[bad].astype(np.float64)
+            mix[bad] = lu64 + g * (lc64 - lu64)
+    return mix.astype(c.dtype, copy=False)
 
 
 def greedy(logits: ArrayLike, *, num_threads: int | None = None) -> np.int64 | NDArray[np.int64]:
