@@ -518,8 +518,9 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     for (int64_t j = 0; j < n; j++)
         if (p[j] > 0) px += (double)p[j] * (double)x[j];
     const double H = pinf ? 0 : lse - px;
-    for (int64_t j = 0; j < n; j++)
-        s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY) : (FL_T)-fabs((lse - (double)x[j]) - H);
+    for (int64_t j = 0; j < n; j++) /* probability 0 (more than 745 below lse, as float64 has it): -inf, tied */
+        s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY)
+                       : lse - (double)x[j] > 745 ? (FL_T)-INFINITY : (FL_T)-fabs((lse - (double)x[j]) - H);
     *vals = s->v;
     return FN(ties_or_min_keep)(FN(select)(s->v, p, n, param, 0, s->items, s->bk, NAN, NAN), s->v, n, min_keep, s);
 }

@@ -430,6 +430,21 @@ def test_subnormal_ranges_and_rounded_draws(simd):
         assert fastlm.sample(big, min_p=1e-16, seed=310206511) != 0
 
 
+def test_probability_zero_tokens_tie(simd):
+    """Tokens whose float64 probability is 0 tie with one another (the lower index first) when
+    min_tokens_to_keep reaches them: as the reference ranks them."""
+    rows = [np.float32([3.0, 1e30]),
+            np.float32([-np.inf, 2.8e-3, 5.5e-2, -7.4e-2, -1.6e-2, -4.8e-2, 6.0e-2, 1e30, -2.9e-2])]
+    for row in rows:
+        for keep in (1, 2, 3):
+            for fast, slow, param in ((fastlm.top_p_filter, ref.top_p_filter, 0.0),
+                                      (fastlm.typical_filter, ref.typical_filter, 0.1),
+                                      (fastlm.min_p_filter, ref.min_p_filter, 0.5)):
+                np.testing.assert_array_equal(fast(row, param, min_tokens_to_keep=keep),
+                                              slow(row.astype(np.float64), param, min_tokens_to_keep=keep)
+                                              .astype(np.float32))
+
+
 def test_review_regressions(simd):
     """Signed zeros are one value; padded lanes are never candidates; typical keeps ties with
     min_tokens_to_keep; tiny temperatures are refused; probability ties go to the lower index."""
