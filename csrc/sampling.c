@@ -23,6 +23,7 @@
 #include "dispatch.h"
 
 #define FL_HBITS 11
+#define FL_P0_GAP 745 /* a logit this far below the max (or the log-sum-exp) has probability 0 in float64 */
 #define FL_HSIZE (1 << FL_HBITS)
 #define FL_SORT_MAX 64
 
@@ -351,15 +352,15 @@ static FN(cut) FN(select_weighted)(const FL_T *v, const FL_T *w, int64_t n, doub
     return c;
 }
 
-/* FN(select) over the m candidates s->vals (rows s->idx): the tokens of the row >= tau. Each weighs 1
- * (by_count) or s->wts; the cut comes back in row indices. When the budget is not reached, every
- * candidate is kept. */
-static FN(cut) FN(cut_among)(int64_t m, FL_T tau, double budget, int by_count, const FN(scratch) *s) {
+/* FN(select) over the m candidates s->vals (rows s->idx): the tokens of the row >= tau, none above hi
+ * (NaN: their max). Each weighs 1 (by_count) or s->wts; the cut comes back in row indices. When the
+ * budget is not reached, every candidate is kept. */
+static FN(cut) FN(cut_among)(int64_t m, FL_T tau, double hi, double budget, int by_count, const FN(scratch) *s) {
     if (m == 0) {
         FN(cut) none = {(FL_T)INFINITY, -1, 0, 0, 0};
         return none;
     }
-    const double hi = (double)SEL(max)(s->vals, m);
+    if (hi != hi) hi = (double)SEL(max)(s->vals, m);
     FN(cut) c = by_count ? FN(select)(s->vals, NULL, m, budget, 1, s->items, s->bk, (double)tau, hi)
                          : FN(select_weighted)(s->vals, s->wts, m, budget, (double)tau, hi, s);
     if (c.i == INT64_MAX)
@@ -403,7 +404,7 @@ static FN(cut) FN(top_count)(const FL_T *v, int64_t n, int64_t count, const FN(s
     if (count >= n) return FN(cut_all)(n, NAN);
     const FL_T tau = count * 64 <= n ? SEL(chunk_bound)(v, n, count) : (FL_T)-INFINITY;
     if (tau == -INFINITY) return FN(select)(v, NULL, n, (double)count, 1, s->items, s->bk, NAN, NAN);
-    return FN(cut_among)(FN(collect)(v, n, tau, NULL, s), tau, (double)count, 1, s);
+    return FN(cut_among)(FN(collect)(v, n, tau, NULL, s), tau, NAN, (double)count, 1, s);
 }
 
 /* 1/T in T's precision, kept finite and > 0: a huge T gives uniform weights over the finite logits, a
@@ -461,7 +462,7 @@ static FN(cut) FN(top_by_prob)(const FL_T *x, int64_t n, int64_t count, double x
     if (xmax == INFINITY)
         for (int64_t j = 0; j < n; j++) v[j] = (FL_T)(x[j] == INFINITY);
     else
-        for (int64_t j = 0; j < n; j++) v[j] = (double)x[j] - xmax >= -745 ? x[j] : (FL_T)-INFINITY;
+        for (int64_t j = 0; j < n; j++) v[j] = (double)x[j] - xmax >= -FL_P0_GAP ? x[j] : (FL_T)-INFINITY;
     *vals = v;
     *bmax = NULL;
     return FN(top_count)(v, n, count, s);
@@ -499,7 +500,7 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
             FL_T tau;
             const int64_t m = FN(topp_candidates)(x, n, xmax, 1.0, param, (FL_T)-INFINITY, &total, &tau, s);
             *bmax = s->bmax;
-            c = FN(cut_among)(m, tau, param * total, 0, s);
+            c = FN(cut_among)(m, tau, xmax, param * total, 0, s); /* the max is a candidate */
         } else
             c = FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_by_prob)(x, n, min_keep, xmax, s, vals, bmax) : c;
@@ -518,9 +519,9 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     for (int64_t j = 0; j < n; j++)
         if (p[j] > 0) px += (double)p[j] * (double)x[j];
     const double H = pinf ? 0 : lse - px;
-    for (int64_t j = 0; j < n; j++) /* probability 0 (more than 745 below lse, as float64 has it): -inf, tied */
+    for (int64_t j = 0; j < n; j++) /* probability 0: -inf, tied */
         s->v[j] = pinf ? (x[j] == INFINITY ? (FL_T)0 : (FL_T)-INFINITY)
-                       : lse - (double)x[j] > 745 ? (FL_T)-INFINITY : (FL_T)-fabs((lse - (double)x[j]) - H);
+                       : lse - (double)x[j] > FL_P0_GAP ? (FL_T)-INFINITY : (FL_T)-fabs((lse - (double)x[j]) - H);
     *vals = s->v;
     return FN(ties_or_min_keep)(FN(select)(s->v, p, n, param, 0, s->items, s->bk, NAN, NAN), s->v, n, min_keep, s);
 }
@@ -597,6 +598,9 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
  * exceeds u times the kept mass: the sums of blocks of FL_DRAW_BLOCK (vector passes) find its block.
  * m >= 1. */
 #define FL_DRAW_BLOCK 512
+static inline int FN(drawable)(const FL_T *kv, const FL_T *q, int64_t k, FL_T thr, const FN(cut) *cp) {
+    return q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, cp);
+}
 static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
                         double budget, double min_p, double u, const FN(scratch) *s) {
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
@@ -616,7 +620,7 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
             continue;
         }
         for (int64_t k = b; k < e; k++)
-            if (q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, &cp)) {
+            if (FN(drawable)(kv, q, k, thr, &cp)) {
                 cum += (double)q[k];
                 if (cum > target) return idx ? idx[k] : k;
             }
@@ -624,7 +628,7 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
 #undef FL_SPLIT_AT
     /* rounding left the target unreached: the last kept token (the top one always is, with q > 0) */
     int64_t k = m - 1;
-    while (k > 0 && !(q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, &cp))) k--;
+    while (k > 0 && !FN(drawable)(kv, q, k, thr, &cp)) k--;
     return idx ? idx[k] : k;
 }
 

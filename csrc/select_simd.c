@@ -233,9 +233,6 @@ static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
  * x[j] >= tau (tau > -inf), their x and their e go to idx / vals / wts in index order (16 entries of
  * slack), their number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. The loops over four
  * vectors name each one: arrays of vectors indexed in a loop end up on the stack. */
-static inline FL_V FN(weight)(FL_V x, FL_V m, FL_V it, int unit) {
-    return VF(expn)(unit ? VF(sub)(x, m) : VF(mul)(VF(sub)(x, m), it)); /* unit: it == 1 */
-}
 static inline int64_t FN(take)(int64_t c, unsigned bits, FL_V x, FL_V e, int64_t j, int32_t *idx, FL_T *vals,
                                FL_T *wts) {
     FL_CAT(fl_compress_, FL_SFX)(vals + c, bits, x);
@@ -246,7 +243,7 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
                                   FL_T *vals, FL_T *wts, int64_t *count, FL_T *bmax) {
     vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it), t = VF(set1)(tau);
-    const int unit = it == 1; /* the loops are compiled for both */
+    const int scaled = it != 1; /* the loops are compiled for both */
     int64_t c = 0;
     for (int64_t s = 0; s < n; s += FL_BMAX_BLOCK) {
         const int64_t end = n - s < FL_BMAX_BLOCK ? n : s + FL_BMAX_BLOCK;
@@ -255,8 +252,8 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
         for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
             const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
                        x3 = VF(load)(x + j + 3 * FL_W);
-            const FL_V e0 = FN(weight)(x0, mv, itv, unit), e1 = FN(weight)(x1, mv, itv, unit),
-                       e2 = FN(weight)(x2, mv, itv, unit), e3 = FN(weight)(x3, mv, itv, unit);
+            const FL_V e0 = VF(exp_shifted)(x0, mv, itv, scaled), e1 = VF(exp_shifted)(x1, mv, itv, scaled),
+                       e2 = VF(exp_shifted)(x2, mv, itv, scaled), e3 = VF(exp_shifted)(x3, mv, itv, scaled);
             if (e) {
                 VF(store)(e + j, e0);
                 VF(store)(e + j + FL_W, e1);
@@ -277,7 +274,8 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
             }
         }
         for (; j < end; j += FL_W) {
-            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY), ev = FN(weight)(xv, mv, itv, unit); /* e^-inf = 0 */
+            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY); /* e^-inf = 0 */
+            const FL_V ev = VF(exp_shifted)(xv, mv, itv, scaled);
             if (e) VF(store)(e + j, ev); /* < FL_W past n */
             VF(acc)(all, ev);
             top = VF(max)(top, xv);

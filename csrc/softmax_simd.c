@@ -108,12 +108,6 @@ static void FN(transform_block)(const FN(xform) *tf, const FL_T *x, int64_t n, F
     if (j < n) FN(store_part)(z + j, n - j, FN(apply)(tf, VF(load_part)(x + j, n - j, 0), NULL));
 }
 
-/* exp((v - m) * it), it applied only when `scaled` (a constant at every call site). */
-static inline FL_V FN(term)(FL_V v, FL_V mv, FL_V itv, int scaled) {
-    FL_V d = VF(sub)(v, mv);
-    return VF(expn)(scaled ? VF(mul)(d, itv) : d);
-}
-
 /* sum_j exp((v_j - m) * it), for (v_j - m) * it <= FL_MAX_JUMP; with bmax != NULL also the block's max
  * into *bmax, with e != NULL also the terms into e[j]. Groups of four vectors are added pairwise in T
  * (relative error <= 2 ulp(T) per group), the groups in float64. While it computes, it prefetches the
@@ -131,8 +125,8 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it,
         FL_V v0 = VF(load)(z + j), v1 = VF(load)(z + j + FL_W);
         FL_V v2 = VF(load)(z + j + 2 * FL_W), v3 = VF(load)(z + j + 3 * FL_W);
         if (bmax) mx = VF(max)(mx, VF(max)(VF(max)(v0, v1), VF(max)(v2, v3)));
-        FL_V e0 = FN(term)(v0, mv, itv, scaled), e1 = FN(term)(v1, mv, itv, scaled);
-        FL_V e2 = FN(term)(v2, mv, itv, scaled), e3 = FN(term)(v3, mv, itv, scaled);
+        FL_V e0 = VF(exp_shifted)(v0, mv, itv, scaled), e1 = VF(exp_shifted)(v1, mv, itv, scaled);
+        FL_V e2 = VF(exp_shifted)(v2, mv, itv, scaled), e3 = VF(exp_shifted)(v3, mv, itv, scaled);
         if (e) {
             VF(store)(e + j, e0);
             VF(store)(e + j + FL_W, e1);
@@ -145,7 +139,7 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it,
         int64_t len = n - j < FL_W ? n - j : FL_W;
         FL_V v = len == FL_W ? VF(load)(z + j) : VF(load_part)(z + j, len, -INFINITY);
         if (bmax) mx = VF(max)(mx, v);
-        FL_V ev = FN(term)(v, mv, itv, scaled);
+        FL_V ev = VF(exp_shifted)(v, mv, itv, scaled);
         if (e) FN(store_part)(e + j, len, ev);
         VF(acc)(acc, ev);
     }
