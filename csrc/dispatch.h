@@ -46,6 +46,10 @@ typedef struct {
                               float *vals, float *wts, int64_t *count, float *bmax);
     double (*exp_collect_f64)(const double *x, int64_t n, double m, double it, double *e, double tau,
                               int32_t *idx, double *vals, double *wts, int64_t *count, double *bmax);
+    double (*exp_band_f32)(const float *x, int64_t n, float m, float it, float a, float b, float *vals,
+                           int64_t *count, double *bup, int32_t *bfirst);
+    double (*exp_band_f64)(const double *x, int64_t n, double m, double it, double a, double b, double *vals,
+                           int64_t *count, double *bup, int32_t *bfirst);
     int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int32_t *idx, const float *xa, float *a,
                               const float *xb, float *b);
     int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int32_t *idx, const double *xa, double *a,

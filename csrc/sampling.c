@@ -230,6 +230,8 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
 typedef struct {
     FL_T *p, *v, *vals, *wts;
     FL_T *bmax;   /* the max of x per block of FL_BMAX_BLOCK (top-p) */
+    double *bup;  /* the weight above the band per block (top-p of flat rows) */
+    int32_t *bfirst; /* the band's tokens before each block */
     int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
     int32_t *pos; /* two arrays: positions of the bands of FN(select_weighted) */
     uint16_t *bk; /* first-level bucket of each value in FN(select) */
@@ -241,18 +243,20 @@ typedef struct {
 static int FN(scratch_get)(FN(scratch) *s, int64_t n) {
     const size_t each = (size_t)(n > 0 ? n : 1) + 16, blocks = (size_t)(n / FL_BMAX_BLOCK) + 1;
     s->bytes = each * (sizeof(FN(item)) + 4 * sizeof(FL_T) + 3 * sizeof(int32_t) + sizeof(uint16_t)) +
-               blocks * sizeof(FL_T);
+               blocks * (sizeof(FL_T) + sizeof(double) + sizeof(int32_t));
     char *b = s->base = fl_scratch(s->bytes);
     if (!b) return 0;
     s->items = (FN(item) *)b;
-    s->p = (FL_T *)(b + each * sizeof(FN(item)));
+    s->bup = (double *)(b + each * sizeof(FN(item)));
+    s->p = (FL_T *)(s->bup + blocks);
     s->v = s->p + each;
     s->vals = s->v + each;
     s->wts = s->vals + each;
     s->bmax = s->wts + each;
     s->idx = (int32_t *)(s->bmax + blocks);
     s->pos = s->idx + each;
-    s->bk = (uint16_t *)(s->pos + 2 * each);
+    s->bfirst = s->pos + 2 * each;
+    s->bk = (uint16_t *)(s->bfirst + blocks);
     return 1;
 }
 static void FN(scratch_put)(FN(scratch) *s) { fl_scratch_release(s->base, s->bytes); }
@@ -420,6 +424,49 @@ static FL_T FN(below)(double xmax, double d) {
     return (FL_T)(t > -FL_MAX ? t : -FL_MAX);
 }
 
+/* A band [*a, *b) of logits likely to hold the top-p cut of a flat row (weight spread over many tokens),
+ * from a sample of one logit in FL_SAMPLE_STRIDE (in runs of 16): the logits where the sample's weight above them is
+ * p -+ delta, delta 4.5 standard errors of that fraction (effective sample size (sum w)^2 / sum w^2), read
+ * off a histogram of FL_QBINS bins over [max - 20 T, max]. The band is only a guess: the caller checks it
+ * against the row's exact sums. Returns 0, with no band, for short rows and rows whose sample has fewer
+ * than FL_FLAT_NEFF effective tokens (there the candidates near the max are few). s->v, s->p: scratch. */
+#define FL_SAMPLE_STRIDE 32
+#define FL_FLAT_NEFF 50
+#define FL_QBINS 1024
+static int FN(flat_band)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T *a, FL_T *b,
+                         const FN(scratch) *s) {
+    if (n < 512 * FL_SAMPLE_STRIDE) return 0;
+    /* runs of 16 (a cache line of float) from each 512 logits, at offsets varying against periodic rows */
+    const int64_t runs = n / (16 * FL_SAMPLE_STRIDE), ns = 16 * runs;
+    FL_T *sx = s->v, *sw = s->p;
+    for (int64_t r = 0; r < runs; r++)
+        memcpy(sx + 16 * r, x + 16 * (r * FL_SAMPLE_STRIDE + ((r * 7) & (FL_SAMPLE_STRIDE - 1))), 16 * sizeof(FL_T));
+    const double sum = SEL(exp_collect)(sx, ns, (FL_T)xmax, itt, sw, 0, NULL, NULL, NULL, NULL, NULL);
+    double sq[4] = {0, 0, 0, 0}; /* ns is a multiple of 16 */
+    for (int64_t k = 0; k < ns; k += 4)
+        for (int l = 0; l < 4; l++) sq[l] += (double)sw[k + l] * (double)sw[k + l];
+    const double neff = sum * sum / (sq[0] + sq[1] + sq[2] + sq[3]);
+    if (!(neff >= FL_FLAT_NEFF)) return 0;
+    const double delta = 4.5 * sqrt(p * (1 - p) / neff) + 1 / neff, T = 1 / (double)itt;
+    const double lo = (double)FN(below)(xmax, -20 * T), scale = (FL_QBINS - 0.5) / (xmax - lo); /* max: the top bin */
+    double hw[FL_QBINS] = {0}, cum = 0;
+    for (int64_t k = 0; k < ns; k++) sx[k] = (double)sx[k] > lo ? sx[k] : (FL_T)lo; /* lo and below: bin 0 */
+    SEL(buckets)(sx, ns, lo, scale, s->bk);
+    for (int64_t k = 0; k < ns; k++) hw[s->bk[k]] += (double)sw[k];
+    int kb = FL_QBINS, ka = 0;
+    for (int q = FL_QBINS - 1; q > 0; q--) {
+        cum += hw[q];
+        if (kb == FL_QBINS && cum > (p - delta) * sum) kb = q; /* b: the top of bin kb */
+        if (cum >= (p + delta) * sum) {                         /* a: the bottom of bin ka */
+            ka = q;
+            break;
+        }
+    }
+    *b = p > delta && kb < FL_QBINS ? (FL_T)(lo + (kb + 1) / scale) : (FL_T)INFINITY;
+    *a = (FL_T)(lo + ka / scale); /* at least max - 20 T: narrowing needs a finite range */
+    return 1;
+}
+
 /* Top-p candidates at temperature 1/it of a row with max xmax: s->idx, s->vals (x), s->wts (weights
  * exp((x - xmax) it), the largest exactly 1), a prefix of the logit order holding weight >= p * *total
  * (*total: the weight of the whole row), unless they reach down to floor (a bound the caller needs no
@@ -451,6 +498,54 @@ static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double
         m = FN(collect)(x, n, tau, s->bmax, s);
         SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
     }
+}
+
+/* The row index of the k-th token of the band a <= x < b, from the band's tokens before each block. */
+static int64_t FN(band_index)(const FL_T *x, int64_t n, int64_t k, FL_T a, FL_T b, const int32_t *bfirst) {
+    int64_t lo = 0, hi = (n - 1) / FL_BMAX_BLOCK; /* the last block with bfirst <= k holds it */
+    while (lo < hi) {
+        const int64_t mid = (lo + hi + 1) / 2;
+        if (bfirst[mid] <= k) lo = mid;
+        else hi = mid - 1;
+    }
+    int64_t left = k - bfirst[lo], j = lo * FL_BMAX_BLOCK;
+    for (; j < n - 1; j++)
+        if (x[j] >= a && x[j] < b && left-- == 0) break;
+    return j;
+}
+
+/* Top-p of a flat row at temperature 1/itt, if FN(flat_band) finds one and min-p (floor: a bound 1e-3 T
+ * below its own, or -inf) keeps every token of its band: one pass (exp_band) takes the row's weight, the
+ * band's logits s->vals and the weight and number of the tokens above it; the band's weights s->wts are
+ * computed again (cheaper than compressing them in the pass). When the band holds the cut (with margins
+ * for the rounding of the sums), the cut (in row indices, c.cand = 0) goes to *cut, its place in the band
+ * to *kpos (INT64_MAX: all of the band), and the band's size is returned; else 0, with the band missed. */
+static int64_t FN(flat_topp)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T floor, FN(cut) *cut,
+                             int64_t *kpos, const FN(scratch) *s) {
+    FL_T a, b;
+    if (!(p > 0 && p < 1 && FN(flat_band)(x, n, xmax, itt, p, &a, &b, s) &&
+          (double)a - (double)floor > 2e-3 / (double)itt))
+        return 0;
+    int64_t count[2];
+    const double total = SEL(exp_band)(x, n, (FL_T)xmax, itt, a, b, s->vals, count, s->bup, s->bfirst);
+    const int64_t m = count[0];
+    SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
+    double above = 0;
+    for (int64_t k = 0; k * FL_BMAX_BLOCK < n; k++) above += s->bup[k];
+    const double band = SEL(kept_sum)(s->wts, s->wts, m, (FL_T)-INFINITY, 0, 0), P = p * total;
+    /* the total is summed in groups of four vectors in T, the weight above in lanes over a block */
+    if (!(above < P * (1 - 1e-5) && above + band >= P * (1 + 1e-5))) return 0;
+    FN(cut) c = FN(select_weighted)(s->vals, s->wts, m, P - above, (double)a, (double)SEL(max)(s->vals, m), s);
+    *kpos = c.i;
+    if (c.i == INT64_MAX)
+        c.v = a;
+    else
+        c.i = FN(band_index)(x, n, c.i, a, b, s->bfirst);
+    c.count += count[1];
+    c.weight += above;
+    c.cand = 0;
+    *cut = c;
+    return m;
 }
 
 /* The top `count` tokens by probability, ties to the lower index: by logit, with every token of
@@ -495,13 +590,14 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     }
     if (kind == FL_TOPP) { /* ranked by logit (the order of the probabilities), lower index first */
         if (param >= 1) return FN(cut_all)(n, NAN);
-        if (param > 0) {
+        int64_t kpos;
+        if (param > 0 && !FN(flat_topp)(x, n, xmax, 1, param, (FL_T)-INFINITY, &c, &kpos, s)) {
             double total;
             FL_T tau;
             const int64_t m = FN(topp_candidates)(x, n, xmax, 1.0, param, (FL_T)-INFINITY, &total, &tau, s);
             *bmax = s->bmax;
             c = FN(cut_among)(m, tau, xmax, param * total, 0, s); /* the max is a candidate */
-        } else
+        } else if (param == 0)
             c = FN(cut_all)(0, 0);
         return c.count < min_keep ? FN(top_by_prob)(x, n, min_keep, xmax, s, vals, bmax) : c;
     }
@@ -591,30 +687,23 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
     return st;
 }
 
-/* Draw from the candidates (rows idx[k], increasing; idx == NULL: k itself) with logits v[k] (all in
- * [lo, hi]) and probabilities q[k] (maybe unnormalized), which hold every token the filters keep: top-p
- * with budget (< 0: off; v may then be NULL) on q ranked by v descending, the lower index first on ties,
- * then min-p relative to the top q. The token is the first, in index order, whose cumulative kept q
- * exceeds u times the kept mass: the sums of blocks of FL_DRAW_BLOCK (vector passes) find its block.
- * m >= 1. */
+/* Draw among m tokens (rows idx[k], increasing; idx == NULL: k itself) with ranking values kv[k] and
+ * probabilities q[k] (maybe unnormalized): the kept ones are those of the cut cp (in k) with q >= thr and
+ * q > 0. The token is the first, in index order, whose cumulative kept q exceeds u times the kept mass:
+ * the sums of blocks of FL_DRAW_BLOCK (vector passes) find its block. m >= 1. */
 #define FL_DRAW_BLOCK 512
 static inline int FN(drawable)(const FL_T *kv, const FL_T *q, int64_t k, FL_T thr, const FN(cut) *cp) {
     return q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, cp);
 }
-static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
-                        double budget, double min_p, double u, const FN(scratch) *s) {
-    FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
-                 : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, s)
-                              : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
-    const FL_T *kv = budget < 0 ? q : v; /* without top-p: q > -inf, every token */
-    const FL_T thr = (FL_T)(min_p * (double)SEL(max)(q, m));
-    const int64_t ci = cp.i;
-#define FL_SPLIT_AT(b) (ci == INT64_MAX ? INT64_MAX : ci + 1 - (b))
-    const double target = u * SEL(kept_sum)(kv, q, m, cp.v, FL_SPLIT_AT(0), thr);
+/* kept_sum's split for the cut at place ci (INT64_MAX: every tie kept) in an array starting at place b */
+static inline int64_t FN(split_at)(int64_t ci, int64_t b) { return ci == INT64_MAX ? INT64_MAX : ci + 1 - b; }
+static int64_t FN(draw_kept)(const int32_t *idx, const FL_T *kv, const FL_T *q, int64_t m, FN(cut) cp, FL_T thr,
+                             double u) {
+    const double target = u * SEL(kept_sum)(kv, q, m, cp.v, FN(split_at)(cp.i, 0), thr);
     double cum = 0;
     for (int64_t b = 0; b < m; b += FL_DRAW_BLOCK) {
         const int64_t e = m - b < FL_DRAW_BLOCK ? m : b + FL_DRAW_BLOCK;
-        const double block = SEL(kept_sum)(kv + b, q + b, e - b, cp.v, FL_SPLIT_AT(b), thr);
+        const double block = SEL(kept_sum)(kv + b, q + b, e - b, cp.v, FN(split_at)(cp.i, b), thr);
         if (block <= 0 || cum + block <= target) {
             cum += block;
             continue;
@@ -625,11 +714,57 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
                 if (cum > target) return idx ? idx[k] : k;
             }
     }
-#undef FL_SPLIT_AT
     /* rounding left the target unreached: the last kept token (the top one always is, with q > 0) */
     int64_t k = m - 1;
     while (k > 0 && !FN(drawable)(kv, q, k, thr, &cp)) k--;
     return idx ? idx[k] : k;
+}
+
+/* Draw from the candidates (as FN(draw_kept)) with logits v[k] (all in [lo, hi]) and probabilities q[k],
+ * which hold every token the filters keep: top-p with budget (< 0: off; v may then be NULL) on q ranked
+ * by v descending, the lower index first on ties, then min-p relative to the top q. */
+static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
+                        double budget, double min_p, double u, const FN(scratch) *s) {
+    FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
+                 : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, s)
+                              : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
+    /* without top-p: q > -inf, every token */
+    return FN(draw_kept)(idx, budget < 0 ? q : v, q, m, cp, (FL_T)(min_p * (double)SEL(max)(q, m)), u);
+}
+
+/* The draw of a flat row's top-p cut cp (FN(flat_topp), which leaves the band's m logits and weights in
+ * s->vals, s->wts, the cut at place kpos among them), min-p keeping every token: the kept tokens are
+ * those above the band (their weight per block in s->bup) and the band's, up to the cut. As
+ * FN(draw_kept), the first token in index order whose cumulative kept weight exceeds u times the kept
+ * mass: block sums find its block, whose weights are then computed again (the same kernel, the same
+ * values). */
+static int64_t FN(draw_flat)(const FL_T *x, int64_t n, double xmax, FL_T itt, int64_t m, FN(cut) cp, int64_t kpos,
+                             double u, const FN(scratch) *s) {
+    const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
+    double mass = SEL(kept_sum)(s->vals, s->wts, m, cp.v, FN(split_at)(kpos, 0), 0), cum = 0;
+    for (int64_t b = 0; b < nb; b++) mass += s->bup[b];
+    const double target = u * mass;
+    for (int64_t b = 0; b < nb; b++) {
+        const int64_t c0 = s->bfirst[b], c1 = b + 1 < nb ? s->bfirst[b + 1] : m;
+        const double w =
+            s->bup[b] + (c1 > c0 ? SEL(kept_sum)(s->vals + c0, s->wts + c0, c1 - c0, cp.v, FN(split_at)(kpos, c0), 0) : 0);
+        if (w <= 0 || cum + w <= target) {
+            cum += w;
+            continue;
+        }
+        FL_T e[FL_BMAX_BLOCK + 16];
+        const int64_t j0 = b * FL_BMAX_BLOCK, len = n - j0 < FL_BMAX_BLOCK ? n - j0 : FL_BMAX_BLOCK;
+        SEL(exp_collect)(x + j0, len, (FL_T)xmax, itt, e, 0, NULL, NULL, NULL, NULL, NULL);
+        for (int64_t j = 0; j < len; j++)
+            if (e[j] > 0 && FN(kept)(x[j0 + j], j0 + j, &cp)) {
+                cum += (double)e[j];
+                if (cum > target) return j0 + j;
+            }
+    }
+    /* rounding left the target unreached: the last kept token of weight > 0 (the max is one) */
+    int64_t j = n - 1;
+    while (j > 0 && !(FN(kept)(x[j], j, &cp) && ((double)x[j] - xmax) * (double)itt > -80)) j--;
+    return j;
 }
 
 /* One row of the sampler. */
@@ -659,6 +794,10 @@ static int64_t FN(sample_row)(const FL_T *x, int64_t n, int64_t row, double T, i
     /* candidates: with min-p, none below weight M e^-0.001 (the top weight is 1; the margin covers the
      * rounding of the weights, and draw applies min-p exactly) */
     const FL_T floor = M > 0 && !pinf ? FN(below)(xmax_row, (log(M) - 1e-3) / (double)itt) : (FL_T)-INFINITY;
+    FN(cut) cf;
+    int64_t kpos;
+    const int64_t mf = FN(flat_topp)(x, n, xmax_row, itt, P, floor, &cf, &kpos, s);
+    if (mf) return FN(draw_flat)(x, n, xmax_row, itt, mf, cf, kpos, u, s);
     double total;
     FL_T tau;
     const int64_t m = FN(topp_candidates)(x, n, xmax_row, it, P, floor, &total, &tau, s);

@@ -6,6 +6,8 @@
  *                       are >= it, so it bounds the chunks-th largest from below
  *   exp_collect         e[j] = exp((x[j] - m) it) for the row max m and their sum, in one pass with the
  *                       candidates x[j] >= tau (their j, x, e) and the max of x over each block
+ *   exp_band            the sum of e as exp_collect, in one pass with the band a <= x[j] < b (its x, and
+ *                       how many before each block), the number of x[j] >= b and their weight per block
  *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
  *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
  *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
@@ -172,7 +174,7 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 
 const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
     sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
-    sel_exp_collect_f32, sel_exp_collect_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
+    sel_exp_collect_f32, sel_exp_collect_f64, sel_exp_band_f32, sel_exp_band_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
     sel_buckets_f32, sel_buckets_f64, sel_band_masses_f32, sel_band_masses_f64, sel_collect_band_f32, sel_collect_band_f64,
     sel_kept_sum_f32, sel_kept_sum_f64,
 };
@@ -284,6 +286,62 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
         if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
     }
     if (count) *count = c;
+    return vf64_hsum(vf64_add(all[0], all[1]));
+}
+
+/* The pass over a flat row's top-p band [a, b): e = exp((x - m) it) over x[0..n), returned summed as by
+ * exp_collect; the x[j] with a <= x[j] < b to vals in index order (16 entries of slack), their number to
+ * count[0], and how many come before each block of FL_BMAX_BLOCK to bfirst; the number of x[j] >= b to
+ * count[1] and their weight in each block to bup (each lane summed in T, then in float64). */
+static inline FL_V FN(add_ge4)(FL_V acc, FL_V t, FL_V x0, FL_V e0, FL_V x1, FL_V e1, FL_V x2, FL_V e2, FL_V x3,
+                               FL_V e3) {
+    return VF(add_ge)(VF(add_ge)(VF(add_ge)(VF(add_ge)(acc, x0, t, e0), x1, t, e1), x2, t, e2), x3, t, e3);
+}
+static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a, FL_T b, FL_T *vals,
+                               int64_t *count, double *bup, int32_t *bfirst) {
+    vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V mv = VF(set1)(m), itv = VF(set1)(it), av = VF(set1)(a), bv = VF(set1)(b), zero = VF(set1)(0);
+    const int scaled = it != 1; /* the loops are compiled for both */
+    int64_t c = 0, cu = 0;
+    for (int64_t s = 0; s < n; s += FL_BMAX_BLOCK) {
+        const int64_t end = n - s < FL_BMAX_BLOCK ? n : s + FL_BMAX_BLOCK;
+        FL_V up = zero;
+        int64_t j = s;
+        bfirst[s / FL_BMAX_BLOCK] = (int32_t)c;
+        for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
+            const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
+                       x3 = VF(load)(x + j + 3 * FL_W);
+            const FL_V e0 = VF(exp_shifted)(x0, mv, itv, scaled), e1 = VF(exp_shifted)(x1, mv, itv, scaled),
+                       e2 = VF(exp_shifted)(x2, mv, itv, scaled), e3 = VF(exp_shifted)(x3, mv, itv, scaled);
+            VF(acc)(all, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
+            up = FN(add_ge4)(up, bv, x0, e0, x1, e1, x2, e2, x3, e3);
+            const unsigned h0 = VF(ge_bits)(x0, bv), h1 = VF(ge_bits)(x1, bv), h2 = VF(ge_bits)(x2, bv),
+                           h3 = VF(ge_bits)(x3, bv);
+            cu += __builtin_popcount(h0) + __builtin_popcount(h1) + __builtin_popcount(h2) + __builtin_popcount(h3);
+            const unsigned b0 = VF(ge_bits)(x0, av) & ~h0, b1 = VF(ge_bits)(x1, av) & ~h1,
+                           b2 = VF(ge_bits)(x2, av) & ~h2, b3 = VF(ge_bits)(x3, av) & ~h3;
+            if (b0 | b1 | b2 | b3) {
+                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b0, x0);
+                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b1, x1);
+                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b2, x2);
+                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b3, x3);
+            }
+        }
+        for (; j < end; j += FL_W) {
+            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY); /* e^-inf = 0, never >= a */
+            const FL_V ev = VF(exp_shifted)(xv, mv, itv, scaled);
+            const unsigned hb = VF(ge_bits)(xv, bv);
+            VF(acc)(all, ev);
+            up = VF(add_ge)(up, xv, bv, ev);
+            cu += __builtin_popcount(hb);
+            c += FL_CAT(fl_compress_, FL_SFX)(vals + c, VF(ge_bits)(xv, av) & ~hb, xv);
+        }
+        vf64 bs[2] = {vf64_set1(0), vf64_set1(0)};
+        VF(acc)(bs, up);
+        bup[s / FL_BMAX_BLOCK] = vf64_hsum(vf64_add(bs[0], bs[1]));
+    }
+    count[0] = c;
+    count[1] = cu;
     return vf64_hsum(vf64_add(all[0], all[1]));
 }
 

@@ -115,6 +115,60 @@ def test_top_p_over_many_candidates(simd, rng, dtype):
                 assert fastlm.sample(row, seed=seed, **kw) == np.searchsorted(cum, u, side="right"), kw
 
 
+def _check_sampler(row, p, kws, seeds=20):
+    """fastlm.sample's exact token against the reference distribution and the documented generator."""
+    for kw in kws:
+        cum = np.cumsum(ref.sample_distribution(row[None], **kw)[0])
+        for seed in range(seeds):
+            u = _uniform(seed, 0)
+            if np.abs(cum - u).min() < 1e-6:
+                continue  # too close to a boundary for float32 weights
+            assert fastlm.sample(row, seed=seed, **kw) == np.searchsorted(cum, u, side="right"), kw
+
+
+def _between_tokens(row, q):
+    """A top-p parameter near q halfway between two tokens' cumulative masses (on flat rows no parameter
+    is 1e-4 from every boundary; half a token's mass still is far above float32 rounding)."""
+    cum = np.cumsum(np.sort(ref._probs(np.asarray(row, np.float64)))[::-1])
+    k = int(np.searchsorted(cum, q))
+    return float((cum[k - 1] + cum[k]) / 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_top_p_flat_rows(simd, rng, dtype):
+    """Flat rows (the weight spread over most of the vocabulary) take one pass with a band of logits
+    guessed from a sample of the row; rows whose sample misleads fall back to the candidate tiers. The
+    filter (out of place and in place) and the sampler against the reference."""
+    V = 128256
+    rows = [logits_like(rng, (V,), dtype, s) for s in (0.5, 1.0, 2.0)]
+    masked = logits_like(rng, (V,), dtype, 1.0)
+    masked[rng.random(V) < 0.3] = -np.inf  # masked tokens are never in the band
+    rows.append(masked)
+    rows.append(np.round(logits_like(rng, (V,), dtype, 1.0) * 8) / 8)  # the cut falls inside a tie
+    # heavy tokens where the sample does not read (runs of 16 logits at 16 (32 r + 7 r mod 32)): the
+    # band guessed from the sample misses the cut, which the pass finds out
+    r = np.arange(V // 512)
+    sampled = np.zeros(V, bool)
+    for k in range(16):
+        sampled[16 * (32 * r + (7 * r) % 32) + k] = True
+    fooled = logits_like(rng, (V,), dtype, 0.5)
+    fooled[rng.choice(np.flatnonzero(~sampled), 300, replace=False)] = 5
+    rows.append(fooled)
+    for row in rows:
+        for p in (_between_tokens(row, q) for q in (0.05, 0.5, 0.9, 0.995)):
+            expected = ref.top_p_filter(row, p).astype(dtype)
+            np.testing.assert_array_equal(fastlm.top_p_filter(row, p), expected)
+            inplace = row.copy()
+            fastlm.top_p_filter(inplace, p, out=inplace)
+            np.testing.assert_array_equal(inplace, expected)
+        p = _between_tokens(row, 0.9)
+        # min-p that keeps the whole band, and one that cuts into it (the tiers then)
+        _check_sampler(row, p, ({"top_p": p}, {"temperature": 0.8, "top_p": p}, {"top_p": p, "min_p": 1e-6},
+                                {"top_p": p, "min_p": safe_param("min_p", row, rng)}))
+    batch = np.stack(rows[:3])
+    np.testing.assert_array_equal(fastlm.top_p_filter(batch, 0.9), ref.top_p_filter(batch, 0.9).astype(dtype))
+
+
 def test_documented_examples(simd):
     x = np.log(np.array([0.5, 0.3, 0.1, 0.1], np.float32))
     kept = lambda y: int(np.isfinite(y).sum())  # noqa: E731
