@@ -311,13 +311,14 @@ static int64_t FN(collect)(const FL_T *v, int64_t n, FL_T tau, const FL_T *bmax,
 }
 
 /* FN(select) by weight (w >= 0) of n values in [lo, hi]. Many values are narrowed first: the masses
- * above FL_BANDS thresholds spread over [lo, hi] (one vector pass) locate a band [a, b) that holds the
- * cut, with margins for their rounding; its tokens are collected, with the exact weight and number of
+ * above FL_BANDS thresholds spread over [lo, hi] (one vector pass; in the first round the ascending
+ * thresholds `first` instead, if given) locate a band [a, b) that holds the cut, with margins for their
+ * rounding; its tokens are collected, with the exact weight and number of
  * those above it, and narrowed again while that shrinks them. FN(select) then runs on the band. When
  * the exact sums contradict the margins, it runs on all n instead. The bands go to s->v, s->p, s->pos. */
 #define FL_NARROW_MIN 2048
 static FN(cut) FN(select_weighted)(const FL_T *v, const FL_T *w, int64_t n, double budget, double lo, double hi,
-                                    const FN(scratch) *s) {
+                                    const FL_T *first, const FN(scratch) *s) {
     const FL_T *bv = v, *bw = w;
     int32_t *pos = s->pos, *tmp = s->pos + n + 16; /* s->pos holds two arrays of a row's length + 16 */
     int64_t m = n, count_above = 0;
@@ -326,7 +327,8 @@ static FN(cut) FN(select_weighted)(const FL_T *v, const FL_T *w, int64_t n, doub
         FL_T t[FL_BANDS];
         double mass[FL_BANDS], up;
         int64_t cu, ka = -1, kb = FL_BANDS;
-        for (int k = 0; k < FL_BANDS; k++) t[k] = (FL_T)(blo + (bhi - blo) * (k + 1) / (FL_BANDS + 1));
+        for (int k = 0; k < FL_BANDS; k++)
+            t[k] = first && bv == v ? first[k] : (FL_T)(blo + (bhi - blo) * (k + 1) / (FL_BANDS + 1));
         SEL(band_masses)(bv, bw, m, t, mass);
         for (int k = 0; k < FL_BANDS; k++)
             if (above + mass[k] >= budget * (1 + 1e-5)) ka = k; /* surely reaches the budget */
@@ -366,7 +368,7 @@ static FN(cut) FN(cut_among)(int64_t m, FL_T tau, double hi, double budget, int 
     }
     if (hi != hi) hi = (double)SEL(max)(s->vals, m);
     FN(cut) c = by_count ? FN(select)(s->vals, NULL, m, budget, 1, s->items, s->bk, (double)tau, hi)
-                         : FN(select_weighted)(s->vals, s->wts, m, budget, (double)tau, hi, s);
+                         : FN(select_weighted)(s->vals, s->wts, m, budget, (double)tau, hi, NULL, s);
     if (c.i == INT64_MAX)
         c.v = tau;
     else
@@ -424,17 +426,20 @@ static FL_T FN(below)(double xmax, double d) {
     return (FL_T)(t > -FL_MAX ? t : -FL_MAX);
 }
 
-/* A band [*a, *b) of logits likely to hold the top-p cut of a flat row (weight spread over many tokens),
- * from a sample of one logit in FL_SAMPLE_STRIDE (in runs of 16): the logits where the sample's weight above them is
- * p -+ delta, delta 4.5 standard errors of that fraction (effective sample size (sum w)^2 / sum w^2), read
- * off a histogram of FL_QBINS bins over [max - 20 T, max]. The band is only a guess: the caller checks it
- * against the row's exact sums. Returns 0, with no band, for short rows and rows whose sample has fewer
- * than FL_FLAT_NEFF effective tokens (there the candidates near the max are few). s->v, s->p: scratch. */
+/* A band [t[0], t[FL_BANDS + 1]) of logits likely to hold the top-p cut of a flat row (weight spread over
+ * many tokens), with FL_BANDS thresholds t[1..FL_BANDS] inside it, ascending, for its first narrowing:
+ * from a sample of one logit in FL_SAMPLE_STRIDE (in runs of 16), the logits where the sample's weight
+ * above them is p + delta (t[0]) down to p - delta (the top), in equal steps; delta is 4.5 standard
+ * errors of the sample's fraction above the p-quantile (its variance: sum of w^2 (1[above] - p)^2 over
+ * (sum w)^2), plus 0.5 / the effective sample size (sum w)^2 / sum w^2. They are read off a histogram of
+ * FL_QBINS bins over [max - 20 T, max] (finite): the bottom of the bin where the weight from the top
+ * reaches each fraction, the top of it for p - delta. A guess only: the caller checks the band against
+ * the row's exact sums. Returns 0 for short rows and rows whose sample has fewer than FL_FLAT_NEFF
+ * effective tokens (there the candidates near the max are few). s->v, s->p, s->bk: scratch. */
 #define FL_SAMPLE_STRIDE 32
 #define FL_FLAT_NEFF 50
 #define FL_QBINS 1024
-static int FN(flat_band)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T *a, FL_T *b,
-                         const FN(scratch) *s) {
+static int FN(flat_band)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T *t, const FN(scratch) *s) {
     if (n < 512 * FL_SAMPLE_STRIDE) return 0;
     /* runs of 16 (a cache line of float) from each 512 logits, at offsets varying against periodic rows */
     const int64_t runs = n / (16 * FL_SAMPLE_STRIDE), ns = 16 * runs;
@@ -445,25 +450,33 @@ static int FN(flat_band)(const FL_T *x, int64_t n, double xmax, FL_T itt, double
     double sq[4] = {0, 0, 0, 0}; /* ns is a multiple of 16 */
     for (int64_t k = 0; k < ns; k += 4)
         for (int l = 0; l < 4; l++) sq[l] += (double)sw[k + l] * (double)sw[k + l];
-    const double neff = sum * sum / (sq[0] + sq[1] + sq[2] + sq[3]);
+    const double sq_all = sq[0] + sq[1] + sq[2] + sq[3], neff = sum * sum / sq_all, T = 1 / (double)itt;
     if (!(neff >= FL_FLAT_NEFF)) return 0;
-    const double delta = 4.5 * sqrt(p * (1 - p) / neff) + 1 / neff, T = 1 / (double)itt;
     const double lo = (double)FN(below)(xmax, -20 * T), scale = (FL_QBINS - 0.5) / (xmax - lo); /* max: the top bin */
-    double hw[FL_QBINS] = {0}, cum = 0;
+    double hw[FL_QBINS] = {0}, hw2[FL_QBINS] = {0}, cum = 0, cum2 = 0;
     for (int64_t k = 0; k < ns; k++) sx[k] = (double)sx[k] > lo ? sx[k] : (FL_T)lo; /* lo and below: bin 0 */
     SEL(buckets)(sx, ns, lo, scale, s->bk);
-    for (int64_t k = 0; k < ns; k++) hw[s->bk[k]] += (double)sw[k];
-    int kb = FL_QBINS, ka = 0;
-    for (int q = FL_QBINS - 1; q > 0; q--) {
-        cum += hw[q];
-        if (kb == FL_QBINS && cum > (p - delta) * sum) kb = q; /* b: the top of bin kb */
-        if (cum >= (p + delta) * sum) {                         /* a: the bottom of bin ka */
-            ka = q;
-            break;
-        }
+    for (int64_t k = 0; k < ns; k++) {
+        hw[s->bk[k]] += (double)sw[k];
+        hw2[s->bk[k]] += (double)sw[k] * (double)sw[k];
     }
-    *b = p > delta && kb < FL_QBINS ? (FL_T)(lo + (kb + 1) / scale) : (FL_T)INFINITY;
-    *a = (FL_T)(lo + ka / scale); /* at least max - 20 T: narrowing needs a finite range */
+    /* the variance of the fraction above the p-quantile t: sum of w^2 (1[x >= t] - p)^2 / sum^2 */
+    for (int q = FL_QBINS - 1; q >= 0 && cum < p * sum; q--) {
+        cum += hw[q];
+        cum2 += hw2[q];
+    }
+    const double var = (cum2 * (1 - p) * (1 - p) + (sq_all - cum2) * p * p) / (sum * sum);
+    const double delta = 4.5 * sqrt(var) + 0.5 / neff;
+    cum = 0;
+    int k = FL_BANDS + 1, top = p > delta ? -1 : FL_QBINS; /* the fractions from the top: t[k] for p - delta + ... */
+    for (int q = FL_QBINS - 1; q > 0 && k >= 0; q--) {
+        cum += hw[q];
+        if (top < 0 && cum > (p - delta) * sum) top = q;
+        for (; k >= 0 && cum >= (p - delta + 2 * delta * (FL_BANDS + 1 - k) / (FL_BANDS + 1)) * sum; k--)
+            t[k] = (FL_T)(lo + q / scale);
+    }
+    for (; k >= 0; k--) t[k] = (FL_T)lo; /* at least max - 20 T: narrowing needs a finite range */
+    t[FL_BANDS + 1] = top < FL_QBINS ? (FL_T)(lo + (top + 1) / scale) : (FL_T)INFINITY;
     return 1;
 }
 
@@ -522,20 +535,19 @@ static int64_t FN(band_index)(const FL_T *x, int64_t n, int64_t k, FL_T a, FL_T 
  * to *kpos (INT64_MAX: all of the band), and the band's size is returned; else 0, with the band missed. */
 static int64_t FN(flat_topp)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T floor, FN(cut) *cut,
                              int64_t *kpos, const FN(scratch) *s) {
-    FL_T a, b;
-    if (!(p > 0 && p < 1 && FN(flat_band)(x, n, xmax, itt, p, &a, &b, s) &&
-          (double)a - (double)floor > 2e-3 / (double)itt))
+    FL_T t[FL_BANDS + 2];
+    if (!(p > 0 && p < 1 && FN(flat_band)(x, n, xmax, itt, p, t, s) && (double)t[0] - (double)floor > 2e-3 / (double)itt))
         return 0;
+    const FL_T a = t[0], b = t[FL_BANDS + 1];
     int64_t count[2];
     const double total = SEL(exp_band)(x, n, (FL_T)xmax, itt, a, b, s->vals, count, s->bup, s->bfirst);
     const int64_t m = count[0];
-    SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
-    double above = 0;
+    const double band = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
+    double above = 0, P = p * total;
     for (int64_t k = 0; k * FL_BMAX_BLOCK < n; k++) above += s->bup[k];
-    const double band = SEL(kept_sum)(s->wts, s->wts, m, (FL_T)-INFINITY, 0, 0), P = p * total;
     /* the total is summed in groups of four vectors in T, the weight above in lanes over a block */
     if (!(above < P * (1 - 1e-5) && above + band >= P * (1 + 1e-5))) return 0;
-    FN(cut) c = FN(select_weighted)(s->vals, s->wts, m, P - above, (double)a, (double)SEL(max)(s->vals, m), s);
+    FN(cut) c = FN(select_weighted)(s->vals, s->wts, m, P - above, (double)a, b < INFINITY ? (double)b : xmax, t + 1, s);
     *kpos = c.i;
     if (c.i == INT64_MAX)
         c.v = a;
@@ -726,7 +738,7 @@ static int64_t FN(draw_kept)(const int32_t *idx, const FL_T *kv, const FL_T *q, 
 static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_t m, double lo, double hi,
                         double budget, double min_p, double u, const FN(scratch) *s) {
     FN(cut) cp = budget < 0   ? FN(cut_all)(m, NAN)
-                 : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, s)
+                 : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, NULL, s)
                               : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
     /* without top-p: q > -inf, every token */
     return FN(draw_kept)(idx, budget < 0 ? q : v, q, m, cp, (FL_T)(min_p * (double)SEL(max)(q, m)), u);

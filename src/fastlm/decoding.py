@@ -133,6 +133,10 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
     Sort-free: the pass that sums exp(x - max) collects the candidates, the logits within 10 of the max
     (lower only when they hold less than p); their masses above 8 thresholds narrow them to the band
     holding the cut, and a histogram of that band finds it exactly; only a small last bucket is ordered.
+    On flat rows of 16384 tokens or more (the weight spread over many tokens) the band is guessed first,
+    from a sample of 1/32 of the row, and that pass collects only the band, summing the weight above it;
+    the exact sums check the guess, and a missed guess falls back to the candidates. The result is the
+    same either way.
     """
     return _filter("top_p", logits, p, "p", lambda v: (v >= 0) & (v <= 1), "in [0, 1]", min_tokens_to_keep,
                    filter_value, out, num_threads)
