@@ -426,58 +426,116 @@ static FL_T FN(below)(double xmax, double d) {
     return (FL_T)(t > -FL_MAX ? t : -FL_MAX);
 }
 
-/* A band [t[0], t[FL_BANDS + 1]) of logits likely to hold the top-p cut of a flat row (weight spread over
- * many tokens), with FL_BANDS thresholds t[1..FL_BANDS] inside it, ascending, for its first narrowing:
- * from a sample of one logit in FL_SAMPLE_STRIDE (in runs of 16), the logits where the sample's weight
- * above them is p + delta (t[0]) down to p - delta (the top), in equal steps; delta is 4.5 standard
- * errors of the sample's fraction above the p-quantile (its variance: sum of w^2 (1[above] - p)^2 over
- * (sum w)^2), plus 0.5 / the effective sample size (sum w)^2 / sum w^2. They are read off a histogram of
- * FL_QBINS bins over [max - 20 T, max] (finite): the bottom of the bin where the weight from the top
- * reaches each fraction, the top of it for p - delta. A guess only: the caller checks the band against
- * the row's exact sums. Returns 0 for short rows and rows whose sample has fewer than FL_FLAT_NEFF
- * effective tokens (there the candidates near the max are few). s->v, s->p, s->bk: scratch. */
+/* A weighted sample of a flat row's logits (weight spread over many tokens), to guess where its top-p
+ * cut lies: one logit in FL_SAMPLE_STRIDE (in runs of 16, a cache line of float, from each 512 logits
+ * at offsets varying against periodic rows), with weights exp((x - max) / T), in a histogram of
+ * FL_QBINS bins over [max - 20 T, max] (finite; lower logits count in bin 0): the weight and squared
+ * weight per bin. The row's max, weight 1, is known without sampling: it joins the weights at its own
+ * share (each sample stands for n / ns logits), so that a cut at a peak the sample misses is seen. */
 #define FL_SAMPLE_STRIDE 32
 #define FL_FLAT_NEFF 50
+#define FL_FLAT_MIN 4096 /* tokens at or above the band, estimated from the sample */
 #define FL_QBINS 1024
-static int FN(flat_band)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T *t, const FN(scratch) *s) {
+typedef struct {
+    double w[FL_QBINS], w2[FL_QBINS], lo, scale, c; /* c: the weight of a sample in the row's, ns / n */
+    int32_t count[FL_QBINS];                        /* samples per bin */
+} FN(sketch);
+
+/* Returns 0 for rows shorter than 512 FL_SAMPLE_STRIDE and rows whose sample (the max aside) has fewer
+ * than FL_FLAT_NEFF effective tokens, (sum w)^2 / sum w^2. s->v, s->p, s->bk: scratch. */
+static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, FN(sketch) *k, const FN(scratch) *s) {
     if (n < 512 * FL_SAMPLE_STRIDE) return 0;
-    /* runs of 16 (a cache line of float) from each 512 logits, at offsets varying against periodic rows */
     const int64_t runs = n / (16 * FL_SAMPLE_STRIDE), ns = 16 * runs;
     FL_T *sx = s->v, *sw = s->p;
     for (int64_t r = 0; r < runs; r++)
         memcpy(sx + 16 * r, x + 16 * (r * FL_SAMPLE_STRIDE + ((r * 7) & (FL_SAMPLE_STRIDE - 1))), 16 * sizeof(FL_T));
+    const double c = (double)ns / (double)n;
     const double sum = SEL(exp_collect)(sx, ns, (FL_T)xmax, itt, sw, 0, NULL, NULL, NULL, NULL, NULL);
     double sq[4] = {0, 0, 0, 0}; /* ns is a multiple of 16 */
-    for (int64_t k = 0; k < ns; k += 4)
-        for (int l = 0; l < 4; l++) sq[l] += (double)sw[k + l] * (double)sw[k + l];
-    const double sq_all = sq[0] + sq[1] + sq[2] + sq[3], neff = sum * sum / sq_all, T = 1 / (double)itt;
-    if (!(neff >= FL_FLAT_NEFF)) return 0;
-    const double lo = (double)FN(below)(xmax, -20 * T), scale = (FL_QBINS - 0.5) / (xmax - lo); /* max: the top bin */
-    double hw[FL_QBINS] = {0}, hw2[FL_QBINS] = {0}, cum = 0, cum2 = 0;
-    for (int64_t k = 0; k < ns; k++) sx[k] = (double)sx[k] > lo ? sx[k] : (FL_T)lo; /* lo and below: bin 0 */
-    SEL(buckets)(sx, ns, lo, scale, s->bk);
-    for (int64_t k = 0; k < ns; k++) {
-        hw[s->bk[k]] += (double)sw[k];
-        hw2[s->bk[k]] += (double)sw[k] * (double)sw[k];
+    for (int64_t j = 0; j < ns; j += 4)
+        for (int l = 0; l < 4; l++) sq[l] += (double)sw[j + l] * (double)sw[j + l];
+    if (!(sum * sum >= FL_FLAT_NEFF * (sq[0] + sq[1] + sq[2] + sq[3]))) return 0;
+    k->lo = (double)FN(below)(xmax, -20 / (double)itt);
+    k->scale = (FL_QBINS - 0.5) / (xmax - k->lo); /* the max: the top bin */
+    memset(k->w, 0, sizeof k->w);
+    memset(k->w2, 0, sizeof k->w2);
+    memset(k->count, 0, sizeof k->count);
+    k->w[FL_QBINS - 1] = k->c = c; /* exact: no share in the sampling variance */
+    for (int64_t j = 0; j < ns; j++) sx[j] = (double)sx[j] > k->lo ? sx[j] : (FL_T)k->lo;
+    SEL(buckets)(sx, ns, k->lo, k->scale, s->bk);
+    for (int64_t j = 0; j < ns; j++) {
+        k->w[s->bk[j]] += (double)sw[j];
+        k->w2[s->bk[j]] += (double)sw[j] * (double)sw[j];
+        k->count[s->bk[j]]++;
     }
-    /* the variance of the fraction above the p-quantile t: sum of w^2 (1[x >= t] - p)^2 / sum^2 */
-    for (int q = FL_QBINS - 1; q >= 0 && cum < p * sum; q--) {
-        cum += hw[q];
-        cum2 += hw2[q];
-    }
-    const double var = (cum2 * (1 - p) * (1 - p) + (sq_all - cum2) * p * p) / (sum * sum);
-    const double delta = 4.5 * sqrt(var) + 0.5 / neff;
-    cum = 0;
-    int k = FL_BANDS + 1, top = p > delta ? -1 : FL_QBINS; /* the fractions from the top: t[k] for p - delta + ... */
-    for (int q = FL_QBINS - 1; q > 0 && k >= 0; q--) {
-        cum += hw[q];
-        if (top < 0 && cum > (p - delta) * sum) top = q;
-        for (; k >= 0 && cum >= (p - delta + 2 * delta * (FL_BANDS + 1 - k) / (FL_BANDS + 1)) * sum; k--)
-            t[k] = (FL_T)(lo + q / scale);
-    }
-    for (; k >= 0; k--) t[k] = (FL_T)lo; /* at least max - 20 T: narrowing needs a finite range */
-    t[FL_BANDS + 1] = top < FL_QBINS ? (FL_T)(lo + (top + 1) / scale) : (FL_T)INFINITY;
     return 1;
+}
+
+/* A band [t[0], t[FL_BANDS + 1]) likely to hold the logit below which the sketch's bins under `top`
+ * hold the fraction 1 - f of their weight (f of it from bin top - 1 down): the bins' edges where that
+ * fraction, counted from the top, is f + delta (t[0], whose bin goes to *bottom) up to f - delta (the top
+ * of that bin, or of `top` itself when f <= delta: +inf for the whole sketch), with FL_BANDS thresholds
+ * t[1..FL_BANDS] in equal steps between, ascending, for the band's first narrowing. delta is 4.5
+ * standard errors of the fraction above the f-quantile (its variance: the sum of w^2 (1[above] - f)^2
+ * over (sum w)^2) plus 0.5 / the effective size (sum w)^2 / sum w^2. A guess only: the caller checks the
+ * band against the row's exact sums. */
+static void FN(sketch_band)(const FN(sketch) *k, int top, double f, FL_T *t, int *edge) {
+    double sum = 0, sq = 0, cum = 0, cum2 = 0;
+    for (int q = 0; q < top; q++) {
+        sum += k->w[q];
+        sq += k->w2[q];
+    }
+    for (int q = top - 1; q >= 0 && cum < f * sum; q--) {
+        cum += k->w[q];
+        cum2 += k->w2[q];
+    }
+    const double var = (cum2 * (1 - f) * (1 - f) + (sq - cum2) * f * f) / (sum * sum);
+    const double delta = 4.5 * sqrt(var) + 0.5 * sq / (sum * sum);
+    int i = FL_BANDS + 1, b = f > delta ? -1 : top;
+    cum = 0;
+    edge[0] = 0;
+    for (int q = top - 1; q > 0 && i >= 0; q--) {
+        cum += k->w[q];
+        if (b < 0 && cum > (f - delta) * sum) b = q + 1;
+        for (; i >= 0 && cum >= (f - delta + 2 * delta * (FL_BANDS + 1 - i) / (FL_BANDS + 1)) * sum; i--) {
+            t[i] = (FL_T)(k->lo + q / k->scale);
+            edge[0] = q;
+        }
+    }
+    for (; i >= 0; i--) t[i] = (FL_T)k->lo; /* at least max - 20 T: narrowing needs a finite range */
+    edge[1] = b >= 0 ? b : FL_QBINS;
+    t[FL_BANDS + 1] = edge[1] < FL_QBINS ? (FL_T)(k->lo + edge[1] / k->scale) : (FL_T)INFINITY;
+}
+
+/* The band, as FN(sketch_band), around the logit above the bin edge `bot` under which the sketch holds
+ * the weight d of the row (d c in the sketch's; the max's share aside, as it is above): from bot up, the
+ * bin edges where that weight is d - delta (t[0], the bottom of its bin) up to d + delta (t[FL_BANDS + 1],
+ * the top of its bin, +inf past the sketch), delta 4.5 standard deviations of the sampled sum (its
+ * variance: the sum of w^2 there) plus half a mean weight. edge: the bins of t[0] and t[FL_BANDS + 1]. */
+static void FN(sketch_up)(const FN(sketch) *k, int bot, double d, FL_T *t, int *edge) {
+#define FL_BODY(q) (k->w[q] - ((q) == FL_QBINS - 1 ? k->c : 0))
+    double cum = 0, cum2 = 0;
+    d *= k->c;
+    for (int q = bot; q < FL_QBINS && cum < d; q++) {
+        cum += FL_BODY(q);
+        cum2 += k->w2[q];
+    }
+    const double delta = 4.5 * sqrt(cum2) + (cum > 0 ? 0.5 * cum2 / cum : 0);
+    int i = 0;
+    cum = 0;
+    edge[0] = bot;
+    edge[1] = FL_QBINS;
+    for (int q = bot; q < FL_QBINS && i <= FL_BANDS + 1; q++) { /* level i: d - delta + 2 delta i / (B + 1) */
+        cum += FL_BODY(q);
+        for (; i <= FL_BANDS + 1 && cum >= d - delta + 2 * delta * i / (FL_BANDS + 1); i++) {
+            if (i == 0) edge[0] = q;
+            if (i <= FL_BANDS) t[i] = (FL_T)(k->lo + q / k->scale);
+            else edge[1] = q + 1;
+        }
+    }
+#undef FL_BODY
+    for (; i <= FL_BANDS; i++) t[i] = (FL_T)(k->lo + (FL_QBINS - 1) / k->scale);
+    t[FL_BANDS + 1] = edge[1] < FL_QBINS ? (FL_T)(k->lo + edge[1] / k->scale) : (FL_T)INFINITY;
 }
 
 /* Top-p candidates at temperature 1/it of a row with max xmax: s->idx, s->vals (x), s->wts (weights
@@ -527,37 +585,57 @@ static int64_t FN(band_index)(const FL_T *x, int64_t n, int64_t k, FL_T a, FL_T 
     return j;
 }
 
-/* Top-p of a flat row at temperature 1/itt, if FN(flat_band) finds one and min-p (floor: a bound 1e-3 T
- * below its own, or -inf) keeps every token of its band: one pass (exp_band) takes the row's weight, the
- * band's logits s->vals and the weight and number of the tokens above it; the band's weights s->wts are
- * computed again (cheaper than compressing them in the pass). When the band holds the cut (with margins
- * for the rounding of the sums), the cut (in row indices, c.cand = 0) goes to *cut, its place in the band
- * to *kpos (INT64_MAX: all of the band), and the band's size is returned; else 0, with the band missed. */
+/* Top-p of a flat row at temperature 1/itt, if its sketch (FN(sketch_row)) says it is flat and min-p
+ * (floor: a bound 1e-3 T below its own, or -inf) keeps every token of the band guessed from it: one
+ * pass (exp_band) takes the row's weight, the band's logits s->vals and the weight and number of the
+ * tokens above it; the band's weights s->wts are computed again (cheaper than compressing them in the
+ * pass). When the band holds the cut (with margins for the rounding of the sums), the cut (in row
+ * indices, c.cand = 0) goes to *cut, its place in the band to *kpos (INT64_MAX: all of the band), and
+ * the band's size is returned. When the cut lies below the band, a second band is guessed from the part
+ * of the sketch below it, for the exact share of the weight below it that the cut needs (a sample that
+ * misses a few heavy tokens still holds the rest well). Else 0: the caller takes the candidate tiers. */
 static int64_t FN(flat_topp)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T floor, FN(cut) *cut,
                              int64_t *kpos, const FN(scratch) *s) {
+    FN(sketch) sk;
+    if (!(p > 0 && p < 1 && FN(sketch_row)(x, n, xmax, itt, &sk, s))) return 0;
     FL_T t[FL_BANDS + 2];
-    if (!(p > 0 && p < 1 && FN(flat_band)(x, n, xmax, itt, p, t, s) && (double)t[0] - (double)floor > 2e-3 / (double)itt))
-        return 0;
-    const FL_T a = t[0], b = t[FL_BANDS + 1];
-    int64_t count[2];
-    const double total = SEL(exp_band)(x, n, (FL_T)xmax, itt, a, b, s->vals, count, s->bup, s->bfirst);
-    const int64_t m = count[0];
-    const double band = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
-    double above = 0, P = p * total;
-    for (int64_t k = 0; k * FL_BMAX_BLOCK < n; k++) above += s->bup[k];
-    /* the total is summed in groups of four vectors in T, the weight above in lanes over a block */
-    if (!(above < P * (1 - 1e-5) && above + band >= P * (1 + 1e-5))) return 0;
-    FN(cut) c = FN(select_weighted)(s->vals, s->wts, m, P - above, (double)a, b < INFINITY ? (double)b : xmax, t + 1, s);
-    *kpos = c.i;
-    if (c.i == INT64_MAX)
-        c.v = a;
-    else
-        c.i = FN(band_index)(x, n, c.i, a, b, s->bfirst);
-    c.count += count[1];
-    c.weight += above;
-    c.cand = 0;
-    *cut = c;
-    return m;
+    int edge[2];
+    FN(sketch_band)(&sk, FL_QBINS, p, t, edge);
+    int64_t sampled = 0; /* few tokens down to the band (a peak): the tiers collect them cheaply */
+    for (int q = edge[0]; q < FL_QBINS; q++) sampled += sk.count[q];
+    if (sampled * FL_SAMPLE_STRIDE < FL_FLAT_MIN) return 0;
+    for (int round = 0;; round++) {
+        if (!((double)t[0] - (double)floor > 2e-3 / (double)itt)) return 0;
+        const FL_T a = t[0], b = t[FL_BANDS + 1];
+        int64_t count[2];
+        const double total = SEL(exp_band)(x, n, (FL_T)xmax, itt, a, b, s->vals, count, s->bup, s->bfirst);
+        const int64_t m = count[0];
+        const double band = SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
+        double above = 0, P = p * total;
+        for (int64_t k = 0; k * FL_BMAX_BLOCK < n; k++) above += s->bup[k];
+        /* the total is summed in groups of four vectors in T, the weight above in lanes over a block */
+        if (above < P * (1 - 1e-5) && above + band >= P * (1 + 1e-5)) {
+            FN(cut) c = FN(select_weighted)(s->vals, s->wts, m, P - above, (double)a, b < INFINITY ? (double)b : xmax,
+                                            t + 1, s);
+            *kpos = c.i;
+            if (c.i == INT64_MAX)
+                c.v = a;
+            else
+                c.i = FN(band_index)(x, n, c.i, a, b, s->bfirst);
+            c.count += count[1];
+            c.weight += above;
+            c.cand = 0;
+            *cut = c;
+            return m;
+        }
+        if (round == 1) return 0;
+        /* a second guess from the exact sums: the cut leaves the weight above - P between b and it, or
+         * takes the share (P - above - band) / (what is below a) of the weight below a */
+        if (above >= P * (1 - 1e-5))
+            FN(sketch_up)(&sk, edge[1], above - P, t, edge);
+        else
+            FN(sketch_band)(&sk, edge[0], (P - above - band) / (total - above - band), t, edge);
+    }
 }
 
 /* The top `count` tokens by probability, ties to the lower index: by logit, with every token of

@@ -154,6 +154,15 @@ def test_top_p_flat_rows(simd, rng, dtype):
     fooled = logits_like(rng, (V,), dtype, 0.5)
     fooled[rng.choice(np.flatnonzero(~sampled), 300, replace=False)] = 5
     rows.append(fooled)
+    # two heavy tokens unsampled over a flat half of the weight: the cut lies above the first band, and
+    # a second band is guessed from the exact weight above it
+    heads = logits_like(rng, (V,), dtype, 1.0)
+    heads[rng.choice(np.flatnonzero(~sampled), 2, replace=False)] = [12, 11]
+    rows.append(heads)
+    # heavy tokens the sample reads, counted 32 times over: the cut lies below the first band
+    counted = logits_like(rng, (V,), dtype, 1.0)
+    counted[rng.choice(np.flatnonzero(sampled), 40, replace=False)] = 4
+    rows.append(counted)
     for row in rows:
         for p in (_between_tokens(row, q) for q in (0.05, 0.5, 0.9, 0.995)):
             expected = ref.top_p_filter(row, p).astype(dtype)

@@ -157,10 +157,10 @@ def format_table(results) -> str:
 
 # ------------------------------------------------------------------------------------------ decoding
 # Logits N(0, s^2): s = 5 gives a peaked distribution (a nucleus of tens of tokens, as language models
-# mostly produce), s = 3 a flat one (thousands of tokens in the top-p 0.9 nucleus), s = 1 a very flat
-# one (a nucleus of more than half the vocabulary).
+# mostly produce), s = 3 a flat one (thousands of tokens in the top-p 0.9 nucleus), s = 2 a flatter one
+# (a quarter of the vocabulary), s = 1 a very flat one (more than half of it).
 DECODE_SHAPES = [(1, 128256), (32, 128256)]
-DECODE_SCALES = [5.0, 3.0, 1.0]
+DECODE_SCALES = [5.0, 3.0, 2.0, 1.0]
 
 
 def _hf_top_p(torch, xt, p):
