@@ -31,7 +31,7 @@ extern const fl_softmax_kernels fl_softmax_kernels_avx512;
 extern const fl_softmax_kernels fl_softmax_kernels_neon;
 
 /* Vector passes of decoding (select_simd.c). */
-#define FL_BMAX_BLOCK 256 /* exp_collect gives the max of each block of this many values */
+#define FL_BMAX_BLOCK 256 /* blocks of exp_collect's max and of exp_band's weight above the band */
 #define FL_BANDS 8         /* thresholds of band_masses */
 typedef struct {
     float (*max_f32)(const float *x, int64_t n);

@@ -6,7 +6,9 @@
  * are ties in p), and weighs them by e = exp((x - max) / T), the largest exactly 1. One pass sums the
  * weights, takes each 256-block's max of x and collects the candidates x >= max - 10 T (weights >=
  * e^-10) with their logits and weights. When they hold less than the top-p budget, the candidates are
- * collected again from x >= max - 18 T, then from every finite logit.
+ * collected again from x >= max - 18 T, then from every finite logit. Flat rows (16384 logits or more,
+ * the weight spread over many tokens) collect only a band of logits guessed from a sample of the row,
+ * with the weight above it per block (FN(flat_topp)).
  *
  * Selection without sorting the vocabulary: values are mapped to order-preserving unsigned keys; a
  * histogram over the top 11 bits (count and weight per bucket) finds, scanning from the largest bucket,
@@ -441,8 +443,9 @@ typedef struct {
     int32_t count[FL_QBINS];                        /* samples per bin */
 } FN(sketch);
 
-/* Returns 0 for rows shorter than 512 FL_SAMPLE_STRIDE and rows whose sample (the max aside) has fewer
- * than FL_FLAT_NEFF effective tokens, (sum w)^2 / sum w^2. s->v, s->p, s->bk: scratch. */
+/* Returns 0 for rows shorter than 512 FL_SAMPLE_STRIDE, rows whose sample (the max aside) has fewer
+ * than FL_FLAT_NEFF effective tokens, (sum w)^2 / sum w^2, or no weight, and rows whose max is too large
+ * for max - 20 T to differ from it in T. xmax is finite. s->v, s->p, s->bk: scratch. */
 static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, FN(sketch) *k, const FN(scratch) *s) {
     if (n < 512 * FL_SAMPLE_STRIDE) return 0;
     const int64_t runs = n / (16 * FL_SAMPLE_STRIDE), ns = 16 * runs;
@@ -454,9 +457,10 @@ static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, FN(sk
     double sq[4] = {0, 0, 0, 0}; /* ns is a multiple of 16 */
     for (int64_t j = 0; j < ns; j += 4)
         for (int l = 0; l < 4; l++) sq[l] += (double)sw[j + l] * (double)sw[j + l];
-    if (!(sum * sum >= FL_FLAT_NEFF * (sq[0] + sq[1] + sq[2] + sq[3]))) return 0;
+    if (!(sum > 0 && sum * sum >= FL_FLAT_NEFF * (sq[0] + sq[1] + sq[2] + sq[3]))) return 0;
     k->lo = (double)FN(below)(xmax, -20 / (double)itt);
     k->scale = (FL_QBINS - 0.5) / (xmax - k->lo); /* the max: the top bin */
+    if (!(k->scale < INFINITY)) return 0; /* 20 T below a huge max rounds to the max itself */
     memset(k->w, 0, sizeof k->w);
     memset(k->w2, 0, sizeof k->w2);
     memset(k->count, 0, sizeof k->count);
@@ -473,8 +477,9 @@ static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, FN(sk
 
 /* A band [t[0], t[FL_BANDS + 1]) likely to hold the logit below which the sketch's bins under `top`
  * hold the fraction 1 - f of their weight (f of it from bin top - 1 down): the bins' edges where that
- * fraction, counted from the top, is f + delta (t[0], whose bin goes to *bottom) up to f - delta (the top
- * of that bin, or of `top` itself when f <= delta: +inf for the whole sketch), with FL_BANDS thresholds
+ * fraction, counted from the top, is f + delta (t[0], the bottom of its bin, edge[0]) up to f - delta
+ * (the top of its bin, or the edge `top` itself when f <= delta: +inf for the whole sketch; edge[1]),
+ * with FL_BANDS thresholds
  * t[1..FL_BANDS] in equal steps between, ascending, for the band's first narrowing. delta is 4.5
  * standard errors of the fraction above the f-quantile (its variance: the sum of w^2 (1[above] - f)^2
  * over (sum w)^2) plus 0.5 / the effective size (sum w)^2 / sum w^2. A guess only: the caller checks the
@@ -491,9 +496,8 @@ static void FN(sketch_band)(const FN(sketch) *k, int top, double f, FL_T *t, int
     }
     const double var = (cum2 * (1 - f) * (1 - f) + (sq - cum2) * f * f) / (sum * sum);
     const double delta = 4.5 * sqrt(var) + 0.5 * sq / (sum * sum);
-    int i = FL_BANDS + 1, b = f > delta ? -1 : top;
+    int i = FL_BANDS, b = f > delta ? -1 : top; /* level i < FL_BANDS + 1: f - delta + 2 delta (B + 1 - i) / (B + 1) */
     cum = 0;
-    edge[0] = 0;
     for (int q = top - 1; q > 0 && i >= 0; q--) {
         cum += k->w[q];
         if (b < 0 && cum > (f - delta) * sum) b = q + 1;
@@ -502,8 +506,9 @@ static void FN(sketch_band)(const FN(sketch) *k, int top, double f, FL_T *t, int
             edge[0] = q;
         }
     }
+    if (i >= 0) edge[0] = 0;
     for (; i >= 0; i--) t[i] = (FL_T)k->lo; /* at least max - 20 T: narrowing needs a finite range */
-    edge[1] = b >= 0 ? b : FL_QBINS;
+    edge[1] = b >= 0 ? b : 1; /* not reached above bin 0: the top of bin 0 */
     t[FL_BANDS + 1] = edge[1] < FL_QBINS ? (FL_T)(k->lo + edge[1] / k->scale) : (FL_T)INFINITY;
 }
 
@@ -571,7 +576,8 @@ static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double
     }
 }
 
-/* The row index of the k-th token of the band a <= x < b, from the band's tokens before each block. */
+/* The row index of the k-th token of the band a <= x < b (k below the band's count), from the band's
+ * tokens before each block. */
 static int64_t FN(band_index)(const FL_T *x, int64_t n, int64_t k, FL_T a, FL_T b, const int32_t *bfirst) {
     int64_t lo = 0, hi = (n - 1) / FL_BMAX_BLOCK; /* the last block with bfirst <= k holds it */
     while (lo < hi) {
@@ -591,13 +597,16 @@ static int64_t FN(band_index)(const FL_T *x, int64_t n, int64_t k, FL_T a, FL_T 
  * tokens above it; the band's weights s->wts are computed again (cheaper than compressing them in the
  * pass). When the band holds the cut (with margins for the rounding of the sums), the cut (in row
  * indices, c.cand = 0) goes to *cut, its place in the band to *kpos (INT64_MAX: all of the band), and
- * the band's size is returned. When the cut lies below the band, a second band is guessed from the part
- * of the sketch below it, for the exact share of the weight below it that the cut needs (a sample that
- * misses a few heavy tokens still holds the rest well). Else 0: the caller takes the candidate tiers. */
+ * the band's size is returned. When the cut lies outside the band, a second band is guessed from the
+ * exact sums: above it, where the sketch holds the weight above - P that the cut leaves between the band
+ * and itself; below it, at the exact share of the weight below the band that the cut needs (a sample
+ * that misses a few heavy tokens still holds the rest well). Else 0: the caller takes the candidate
+ * tiers. */
 static int64_t FN(flat_topp)(const FL_T *x, int64_t n, double xmax, FL_T itt, double p, FL_T floor, FN(cut) *cut,
                              int64_t *kpos, const FN(scratch) *s) {
     FN(sketch) sk;
-    if (!(p > 0 && p < 1 && FN(sketch_row)(x, n, xmax, itt, &sk, s))) return 0;
+    /* p within the sums' margin of 1 cannot be told from 1 here: the tiers */
+    if (!(p > 0 && p * (1 + 1e-5) < 1 && xmax < INFINITY && FN(sketch_row)(x, n, xmax, itt, &sk, s))) return 0;
     FL_T t[FL_BANDS + 2];
     int edge[2];
     FN(sketch_band)(&sk, FL_QBINS, p, t, edge);
@@ -680,15 +689,16 @@ static FN(cut) FN(filter_cut)(int kind, const FL_T *x, int64_t n, double param, 
     }
     if (kind == FL_TOPP) { /* ranked by logit (the order of the probabilities), lower index first */
         if (param >= 1) return FN(cut_all)(n, NAN);
-        int64_t kpos;
-        if (param > 0 && !FN(flat_topp)(x, n, xmax, 1, param, (FL_T)-INFINITY, &c, &kpos, s)) {
+        int64_t kpos; /* the sampler's */
+        if (!(param > 0))
+            c = FN(cut_all)(0, 0);
+        else if (!FN(flat_topp)(x, n, xmax, 1, param, (FL_T)-INFINITY, &c, &kpos, s)) {
             double total;
             FL_T tau;
             const int64_t m = FN(topp_candidates)(x, n, xmax, 1.0, param, (FL_T)-INFINITY, &total, &tau, s);
             *bmax = s->bmax;
             c = FN(cut_among)(m, tau, xmax, param * total, 0, s); /* the max is a candidate */
-        } else if (param == 0)
-            c = FN(cut_all)(0, 0);
+        }
         return c.count < min_keep ? FN(top_by_prob)(x, n, min_keep, xmax, s, vals, bmax) : c;
     }
     *vals = s->p;
@@ -826,7 +836,7 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
  * s->vals, s->wts, the cut at place kpos among them), min-p keeping every token: the kept tokens are
  * those above the band (their weight per block in s->bup) and the band's, up to the cut. As
  * FN(draw_kept), the first token in index order whose cumulative kept weight exceeds u times the kept
- * mass: block sums find its block, whose weights are then computed again (the same kernel, the same
+ * mass: block sums find its block, whose weights are then computed again (the same exp, the same
  * values). */
 static int64_t FN(draw_flat)(const FL_T *x, int64_t n, double xmax, FL_T itt, int64_t m, FN(cut) cp, int64_t kpos,
                              double u, const FN(scratch) *s) {
@@ -851,9 +861,10 @@ static int64_t FN(draw_flat)(const FL_T *x, int64_t n, double xmax, FL_T itt, in
                 if (cum > target) return j0 + j;
             }
     }
-    /* rounding left the target unreached: the last kept token of weight > 0 (the max is one) */
+    /* rounding left the target unreached: the last kept token surely of weight > 0 (the exp is 0 only
+     * below log of the smallest normal; the max is one) */
     int64_t j = n - 1;
-    while (j > 0 && !(FN(kept)(x[j], j, &cp) && ((double)x[j] - xmax) * (double)itt > -80)) j--;
+    while (j > 0 && !(FN(kept)(x[j], j, &cp) && ((double)x[j] - xmax) * (double)itt > log(FL_TINY) + 1)) j--;
     return j;
 }
 

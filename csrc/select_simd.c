@@ -292,7 +292,8 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
 /* The pass over a flat row's top-p band [a, b): e = exp((x - m) it) over x[0..n), returned summed as by
  * exp_collect; the x[j] with a <= x[j] < b to vals in index order (16 entries of slack), their number to
  * count[0], and how many come before each block of FL_BMAX_BLOCK to bfirst; the number of x[j] >= b to
- * count[1] and their weight in each block to bup (each lane summed in T, then in float64). */
+ * count[1] and their weight in each block to bup (each lane sums at most 16 values in T, then goes to
+ * float64). */
 static inline FL_V FN(add_ge4)(FL_V acc, FL_V t, FL_V x0, FL_V e0, FL_V x1, FL_V e1, FL_V x2, FL_V e2, FL_V x3,
                                FL_V e3) {
     return VF(add_ge)(VF(add_ge)(VF(add_ge)(VF(add_ge)(acc, x0, t, e0), x1, t, e1), x2, t, e2), x3, t, e3);
@@ -306,7 +307,9 @@ static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a
     for (int64_t s = 0; s < n; s += FL_BMAX_BLOCK) {
         const int64_t end = n - s < FL_BMAX_BLOCK ? n : s + FL_BMAX_BLOCK;
         FL_V up = zero;
+        vf64 bs[2] = {vf64_set1(0), vf64_set1(0)};
         int64_t j = s;
+        int run = 0;
         bfirst[s / FL_BMAX_BLOCK] = (int32_t)c;
         for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
             const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
@@ -326,6 +329,11 @@ static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a
                 c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b2, x2);
                 c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b3, x3);
             }
+            if (++run == 4) { /* each lane sums 16 values in T at most */
+                VF(acc)(bs, up);
+                up = zero;
+                run = 0;
+            }
         }
         for (; j < end; j += FL_W) {
             const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY); /* e^-inf = 0, never >= a */
@@ -336,7 +344,6 @@ static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a
             cu += __builtin_popcount(hb);
             c += FL_CAT(fl_compress_, FL_SFX)(vals + c, VF(ge_bits)(xv, av) & ~hb, xv);
         }
-        vf64 bs[2] = {vf64_set1(0), vf64_set1(0)};
         VF(acc)(bs, up);
         bup[s / FL_BMAX_BLOCK] = vf64_hsum(vf64_add(bs[0], bs[1]));
     }

@@ -115,7 +115,7 @@ def test_top_p_over_many_candidates(simd, rng, dtype):
                 assert fastlm.sample(row, seed=seed, **kw) == np.searchsorted(cum, u, side="right"), kw
 
 
-def _check_sampler(row, p, kws, seeds=20):
+def _check_sampler(row, kws, seeds=20):
     """fastlm.sample's exact token against the reference distribution and the documented generator."""
     for kw in kws:
         cum = np.cumsum(ref.sample_distribution(row[None], **kw)[0])
@@ -131,7 +131,7 @@ def _between_tokens(row, q):
     is 1e-4 from every boundary; half a token's mass still is far above float32 rounding)."""
     cum = np.cumsum(np.sort(ref._probs(np.asarray(row, np.float64)))[::-1])
     k = int(np.searchsorted(cum, q))
-    return float((cum[k - 1] + cum[k]) / 2)
+    return float((cum[k - 1] + cum[k]) / 2 if k > 0 else cum[0] / 2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -171,11 +171,28 @@ def test_top_p_flat_rows(simd, rng, dtype):
             fastlm.top_p_filter(inplace, p, out=inplace)
             np.testing.assert_array_equal(inplace, expected)
         p = _between_tokens(row, 0.9)
-        # min-p that keeps the whole band, and one that cuts into it (the tiers then)
-        _check_sampler(row, p, ({"top_p": p}, {"temperature": 0.8, "top_p": p}, {"top_p": p, "min_p": 1e-6},
+        # a min-p that keeps the whole band, and one safe_param picks (which may cut into it: the tiers)
+        _check_sampler(row, ({"top_p": p}, {"temperature": 0.8, "top_p": p}, {"top_p": p, "min_p": 1e-6},
                                 {"top_p": p, "min_p": safe_param("min_p", row, rng)}))
     batch = np.stack(rows[:3])
     np.testing.assert_array_equal(fastlm.top_p_filter(batch, 0.9), ref.top_p_filter(batch, 0.9).astype(dtype))
+
+
+def test_top_p_flat_rows_odd_maxima(simd):
+    """Long rows whose max the sample cannot handle: +inf where the sample does not read, a max so large
+    that max - 20 T rounds to it, a temperature near 0; against the reference (the sanitizer build checks
+    that no float-to-int conversion overflows on the way)."""
+    rng = np.random.default_rng(5)
+    inf_row = rng.standard_normal(20000).astype(np.float32)
+    inf_row[20] = np.inf
+    huge = np.full(20000, 1e9, np.float32)
+    two = np.where(rng.random(20000) < 0.5, 10, 0).astype(np.float32)
+    tens = int((two == 10).sum())
+    p_two = (round(0.3 * tens) + 0.5) / tens  # halfway between two of the tied tokens at 10
+    for row, p in ((inf_row, 0.5), (huge, 0.50002), (two, p_two)):
+        np.testing.assert_array_equal(fastlm.top_p_filter(row, p), ref.top_p_filter(row, p).astype(np.float32))
+    _check_sampler(inf_row, ({"top_p": 0.5},))
+    _check_sampler(two, ({"top_p": p_two, "temperature": 1e-8},))
 
 
 def test_documented_examples(simd):

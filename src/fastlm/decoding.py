@@ -135,8 +135,8 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
     holding the cut, and a histogram of that band finds it exactly; only a small last bucket is ordered.
     On flat rows of 16384 tokens or more (the weight spread over many tokens) the band is guessed first,
     from a sample of 1/32 of the row, and that pass collects only the band, summing the weight above it;
-    the exact sums check the guess, and a missed guess falls back to the candidates. The result is the
-    same either way.
+    the exact sums check the guess, and a missed guess falls back to the candidates. Either way the cut
+    is the one the weights give, up to their float rounding.
     """
     return _filter("top_p", logits, p, "p", lambda v: (v >= 0) & (v <= 1), "in [0, 1]", min_tokens_to_keep,
                    filter_value, out, num_threads)

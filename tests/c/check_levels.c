@@ -144,6 +144,15 @@ static void expect(int ok, const char *what, int level, int64_t V) {
             expect(!memcmp(y0, y1, sizeof(T) * N * V) && !memcmp(ids0, ids1, sizeof ids0),             \
                    #SFX " top-p filter and sampling", level, V);                                       \
         }                                                                                              \
+        /* the raw C API takes p < 0 and NaN as p = 0 (Python rejects them) */                      \
+        {                                                                                              \
+            double pn[5] = {-0.5, NAN, -1e-300, -INFINITY, 0}, pz[5] = {0, 0, 0, 0, 0};                \
+            fl_decode dd = {1, -1};                                                                    \
+            fl_simd_select(level);                                                                     \
+            fl_top_p_filter_##SFX(x, y0, &r, pn, -1, &dd);                                             \
+            fl_top_p_filter_##SFX(x, y1, &r, pz, -1, &dd);                                             \
+            expect(!memcmp(y0, y1, sizeof(T) * N * V), #SFX " top-p filter, p < 0 or NaN", level, V);  \
+        }                                                                                              \
         free(x); free(y0); free(y1); free(w_t); free(l0); free(l1); free(w);                           \
     }
 
