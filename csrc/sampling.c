@@ -384,7 +384,7 @@ static FN(cut) FN(cut_among)(int64_t m, FL_T tau, double hi, double budget, int 
  * bound bmax is below the cut are filled without reading x or v (bmax NULL: none are). */
 static void FN(apply)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FN(cut) c, FL_T fill, const FL_T *bmax,
                       const FN(scratch) *s) {
-    if (c.cand > 0 && c.count <= n / 64) {
+    if (c.cand > 0 && c.cand <= n / 16 && c.count <= n / 64) { /* few candidates to scan, few kept */
         int64_t kept = 0;
         for (int64_t k = 0; k < c.cand; k++)
             if (FN(kept)(s->vals[k], s->idx[k], &c)) {
