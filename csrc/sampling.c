@@ -444,9 +444,10 @@ typedef struct {
 } FN(sketch);
 
 /* Returns 0 for rows shorter than 512 FL_SAMPLE_STRIDE, rows whose sample (the max aside) has fewer
- * than FL_FLAT_NEFF effective tokens, (sum w)^2 / sum w^2, or no weight, and rows whose max is too large
+ * than min_neff effective tokens, (sum w)^2 / sum w^2, or no weight, and rows whose max is too large
  * for max - 20 T to differ from it in T. xmax is finite. s->v, s->p, s->bk: scratch. */
-static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, FN(sketch) *k, const FN(scratch) *s) {
+static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, double min_neff, FN(sketch) *k,
+                         const FN(scratch) *s) {
     if (n < 512 * FL_SAMPLE_STRIDE) return 0;
     const int64_t runs = n / (16 * FL_SAMPLE_STRIDE), ns = 16 * runs;
     FL_T *sx = s->v, *sw = s->p;
@@ -461,7 +462,7 @@ static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, FN(sk
         for (int64_t j = 16 * r0; j < 16 * r1; j += 4) /* runs of 16 */
             for (int l = 0; l < 4; l++) sq[l] += (double)sw[j + l] * (double)sw[j + l];
         /* the quarter needs an eighth of the effective tokens, the whole sample all of them */
-        if (!(sum > 0 && sum * sum >= (r1 < runs ? FL_FLAT_NEFF / 8.0 : FL_FLAT_NEFF) * (sq[0] + sq[1] + sq[2] + sq[3])))
+        if (!(sum > 0 && sum * sum >= (r1 < runs ? min_neff / 8 : min_neff) * (sq[0] + sq[1] + sq[2] + sq[3])))
             return 0;
     }
     const double c = (double)ns / (double)n;
@@ -576,8 +577,20 @@ static int64_t FN(topp_candidates)(const FL_T *x, int64_t n, double xmax, double
         *tau_out = tau;
         /* the margin covers summing the weights another way (*total: in groups of four vectors in T) */
         if (got >= p * *total * (1 + 1e-6) || tau <= floor || tau == -FL_MAX) return m;
-        tau = tier == 1 ? FN(below)(xmax, -18 * T) : -FL_MAX;
-        tau = tau > floor ? tau : floor;
+        FL_T next = tier == 1 ? FN(below)(xmax, -18 * T) : (FL_T)-FL_MAX;
+        FN(sketch) sk;
+        if (tier == 1 && FN(sketch_row)(x, n, xmax, itt, 0, &sk, s)) {
+            /* a long tail: the weight still needed below tau, guessed from a sample of the row (the heavy
+             * tokens, which make such guesses poor, are above tau and counted exactly) */
+            const int top = (int)(((double)tau - sk.lo) * sk.scale); /* the bins below tau */
+            FL_T t[FL_BANDS + 2];
+            int edge[2];
+            if (top > 0) {
+                FN(sketch_band)(&sk, top, (p * *total - got) / (*total - got), t, edge);
+                if (t[0] < tau) next = t[0];
+            }
+        }
+        tau = next > floor ? next : floor;
         m = FN(collect)(x, n, tau, s->bmax, s);
         SEL(exp_collect)(s->vals, m, (FL_T)xmax, itt, s->wts, 0, NULL, NULL, NULL, NULL, NULL);
     }
@@ -613,7 +626,8 @@ static int64_t FN(flat_topp)(const FL_T *x, int64_t n, double xmax, FL_T itt, do
                              int64_t *kpos, const FN(scratch) *s) {
     FN(sketch) sk;
     /* p within the sums' margin of 1 cannot be told from 1 here: the tiers */
-    if (!(p > 0 && p * (1 + 1e-5) < 1 && xmax < INFINITY && FN(sketch_row)(x, n, xmax, itt, &sk, s))) return 0;
+    if (!(p > 0 && p * (1 + 1e-5) < 1 && xmax < INFINITY && FN(sketch_row)(x, n, xmax, itt, FL_FLAT_NEFF, &sk, s)))
+        return 0;
     FL_T t[FL_BANDS + 2];
     int edge[2];
     FN(sketch_band)(&sk, FL_QBINS, p, t, edge);

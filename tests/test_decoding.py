@@ -141,6 +141,7 @@ def test_top_p_flat_rows(simd, rng, dtype):
     filter (out of place and in place) and the sampler against the reference."""
     V = 128256
     rows = [logits_like(rng, (V,), dtype, s) for s in (0.5, 1.0, 2.0)]
+    rows.append(logits_like(rng, (V,), dtype, 3.0))  # a heavy head: the tiers, the second from the sample
     masked = logits_like(rng, (V,), dtype, 1.0)
     masked[rng.random(V) < 0.3] = -np.inf  # masked tokens are never in the band
     rows.append(masked)
