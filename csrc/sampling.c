@@ -454,9 +454,12 @@ static int FN(sketch_row)(const FL_T *x, int64_t n, double xmax, FL_T itt, doubl
     double sum = 0, sq[4] = {0, 0, 0, 0};
     /* a quarter first: a peaked row (most rows of a language model) is told by it already */
     for (int64_t r0 = 0, r1 = runs / 4; r0 < runs; r0 = r1, r1 = runs) {
-        for (int64_t r = r0; r < r1; r++)
-            memcpy(sx + 16 * r, x + 16 * (r * FL_SAMPLE_STRIDE + ((r * 7) & (FL_SAMPLE_STRIDE - 1))),
-                   16 * sizeof(FL_T));
+#define FL_RUN(r) (x + 16 * ((r) * FL_SAMPLE_STRIDE + (((r) * 7) & (FL_SAMPLE_STRIDE - 1))))
+        for (int64_t r = r0; r < r1; r++) {
+            if (r + 16 < r1) __builtin_prefetch(FL_RUN(r + 16)); /* scattered lines: ask for them early */
+            memcpy(sx + 16 * r, FL_RUN(r), 16 * sizeof(FL_T));
+        }
+#undef FL_RUN
         sum += SEL(exp_collect)(sx + 16 * r0, 16 * (r1 - r0), (FL_T)xmax, itt, sw + 16 * r0, 0, NULL, NULL, NULL,
                                 NULL, NULL);
         for (int64_t j = 16 * r0; j < 16 * r1; j += 4) /* runs of 16 */
