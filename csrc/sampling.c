@@ -232,7 +232,7 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
 typedef struct {
     FL_T *p, *v, *vals, *wts;
     FL_T *bmax;   /* the max of x per block of FL_BMAX_BLOCK (top-p) */
-    double *bup;  /* the weight above the band per block (top-p of flat rows) */
+    double *bup;  /* weights per block: above the band (top-p of flat rows), then the draw's */
     int32_t *bfirst; /* the band's tokens before each block */
     int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
     int32_t *pos; /* two arrays: positions of the bands of FN(select_weighted) */
@@ -814,7 +814,8 @@ int API(greedy)(const FL_T *x, const fl_rows *r, int64_t *ids, fl_decode *d) {
 /* Draw among m tokens (rows idx[k], increasing; idx == NULL: k itself) with ranking values kv[k] and
  * probabilities q[k] (maybe unnormalized): the kept ones are those of the cut cp (in k) with q >= thr and
  * q > 0. The token is the first, in index order, whose cumulative kept q exceeds u times the kept mass:
- * the sums of blocks of FL_DRAW_BLOCK (vector passes) find its block. m >= 1. */
+ * the sums of blocks of FL_DRAW_BLOCK (vector passes, once, into bsum; the kept mass is their sum) find
+ * its block. m >= 1. */
 #define FL_DRAW_BLOCK 512
 static inline int FN(drawable)(const FL_T *kv, const FL_T *q, int64_t k, FL_T thr, const FN(cut) *cp) {
     return q[k] > 0 && q[k] >= thr && FN(kept)(kv[k], k, cp);
@@ -822,12 +823,16 @@ static inline int FN(drawable)(const FL_T *kv, const FL_T *q, int64_t k, FL_T th
 /* kept_sum's split for the cut at place ci (INT64_MAX: every tie kept) in an array starting at place b */
 static inline int64_t FN(split_at)(int64_t ci, int64_t b) { return ci == INT64_MAX ? INT64_MAX : ci + 1 - b; }
 static int64_t FN(draw_kept)(const int32_t *idx, const FL_T *kv, const FL_T *q, int64_t m, FN(cut) cp, FL_T thr,
-                             double u) {
-    const double target = u * SEL(kept_sum)(kv, q, m, cp.v, FN(split_at)(cp.i, 0), thr);
-    double cum = 0;
+                             double u, double *bsum) {
+    double mass = 0, cum = 0;
     for (int64_t b = 0; b < m; b += FL_DRAW_BLOCK) {
         const int64_t e = m - b < FL_DRAW_BLOCK ? m : b + FL_DRAW_BLOCK;
-        const double block = SEL(kept_sum)(kv + b, q + b, e - b, cp.v, FN(split_at)(cp.i, b), thr);
+        mass += bsum[b / FL_DRAW_BLOCK] = SEL(kept_sum)(kv + b, q + b, e - b, cp.v, FN(split_at)(cp.i, b), thr);
+    }
+    const double target = u * mass;
+    for (int64_t b = 0; b < m; b += FL_DRAW_BLOCK) {
+        const int64_t e = m - b < FL_DRAW_BLOCK ? m : b + FL_DRAW_BLOCK;
+        const double block = bsum[b / FL_DRAW_BLOCK];
         if (block <= 0 || cum + block <= target) {
             cum += block;
             continue;
@@ -853,25 +858,27 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
                  : budget > 0 ? FN(select_weighted)(v, q, m, budget, lo, hi, NULL, s)
                               : FN(select)(v, NULL, m, 1, 1, s->items, s->bk, lo, hi);
     /* without top-p: q > -inf, every token */
-    return FN(draw_kept)(idx, budget < 0 ? q : v, q, m, cp, (FL_T)(min_p * (double)SEL(max)(q, m)), u);
+    return FN(draw_kept)(idx, budget < 0 ? q : v, q, m, cp, (FL_T)(min_p * (double)SEL(max)(q, m)), u, s->bup);
 }
 
 /* The draw of a flat row's top-p cut cp (FN(flat_topp), which leaves the band's m logits and weights in
  * s->vals, s->wts, the cut at place kpos among them), min-p keeping every token: the kept tokens are
  * those above the band (their weight per block in s->bup) and the band's, up to the cut. As
  * FN(draw_kept), the first token in index order whose cumulative kept weight exceeds u times the kept
- * mass: block sums find its block, whose weights are then computed again (the same exp, the same
- * values). */
+ * mass: block sums (once, into s->bup; the kept mass is their sum) find its block, whose weights are
+ * then computed again (the same exp, the same values). */
 static int64_t FN(draw_flat)(const FL_T *x, int64_t n, double xmax, FL_T itt, int64_t m, FN(cut) cp, int64_t kpos,
                              double u, const FN(scratch) *s) {
     const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
-    double mass = SEL(kept_sum)(s->vals, s->wts, m, cp.v, FN(split_at)(kpos, 0), 0), cum = 0;
-    for (int64_t b = 0; b < nb; b++) mass += s->bup[b];
+    double *bw = s->bup, mass = 0, cum = 0;
+    for (int64_t b = 0; b < nb; b++) { /* the weight above the band, and the band's kept tokens */
+        const int64_t c0 = s->bfirst[b], c1 = b + 1 < nb ? s->bfirst[b + 1] : m;
+        if (c1 > c0) bw[b] += SEL(kept_sum)(s->vals + c0, s->wts + c0, c1 - c0, cp.v, FN(split_at)(kpos, c0), 0);
+        mass += bw[b];
+    }
     const double target = u * mass;
     for (int64_t b = 0; b < nb; b++) {
-        const int64_t c0 = s->bfirst[b], c1 = b + 1 < nb ? s->bfirst[b + 1] : m;
-        const double w =
-            s->bup[b] + (c1 > c0 ? SEL(kept_sum)(s->vals + c0, s->wts + c0, c1 - c0, cp.v, FN(split_at)(kpos, c0), 0) : 0);
+        const double w = bw[b];
         if (w <= 0 || cum + w <= target) {
             cum += w;
             continue;
