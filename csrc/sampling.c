@@ -232,7 +232,7 @@ static void FN(probs)(const FL_T *x, int64_t n, double inv_t, int pinf, FL_T *p)
 typedef struct {
     FL_T *p, *v, *vals, *wts;
     FL_T *bmax;   /* the max of x per block of FL_BMAX_BLOCK (top-p) */
-    double *bup;  /* weights per block: above the band (top-p of flat rows), then the draw's */
+    double *bup;  /* weights per block: above the band (top-p of flat rows), or the draw's block sums */
     int32_t *bfirst; /* the band's tokens before each block */
     int32_t *idx; /* candidate indices (rows are < 2^31 long), with 16 entries of slack */
     int32_t *pos; /* two arrays: positions of the bands of FN(select_weighted) */
@@ -865,20 +865,19 @@ static int64_t FN(draw)(const int32_t *idx, const FL_T *v, const FL_T *q, int64_
  * s->vals, s->wts, the cut at place kpos among them), min-p keeping every token: the kept tokens are
  * those above the band (their weight per block in s->bup) and the band's, up to the cut. As
  * FN(draw_kept), the first token in index order whose cumulative kept weight exceeds u times the kept
- * mass: block sums (once, into s->bup; the kept mass is their sum) find its block, whose weights are
- * then computed again (the same exp, the same values). */
+ * mass: block sums find its block, whose weights are then computed again (the same exp, the same
+ * values). */
 static int64_t FN(draw_flat)(const FL_T *x, int64_t n, double xmax, FL_T itt, int64_t m, FN(cut) cp, int64_t kpos,
                              double u, const FN(scratch) *s) {
     const int64_t nb = (n + FL_BMAX_BLOCK - 1) / FL_BMAX_BLOCK;
-    double *bw = s->bup, mass = 0, cum = 0;
-    for (int64_t b = 0; b < nb; b++) { /* the weight above the band, and the band's kept tokens */
-        const int64_t c0 = s->bfirst[b], c1 = b + 1 < nb ? s->bfirst[b + 1] : m;
-        if (c1 > c0) bw[b] += SEL(kept_sum)(s->vals + c0, s->wts + c0, c1 - c0, cp.v, FN(split_at)(kpos, c0), 0);
-        mass += bw[b];
-    }
+    /* the band's kept weight in one pass; per block (a short kept_sum each) only up to the draw's block */
+    double mass = SEL(kept_sum)(s->vals, s->wts, m, cp.v, FN(split_at)(kpos, 0), 0), cum = 0;
+    for (int64_t b = 0; b < nb; b++) mass += s->bup[b];
     const double target = u * mass;
     for (int64_t b = 0; b < nb; b++) {
-        const double w = bw[b];
+        const int64_t c0 = s->bfirst[b], c1 = b + 1 < nb ? s->bfirst[b + 1] : m;
+        const double w =
+            s->bup[b] + (c1 > c0 ? SEL(kept_sum)(s->vals + c0, s->wts + c0, c1 - c0, cp.v, FN(split_at)(kpos, c0), 0) : 0);
         if (w <= 0 || cum + w <= target) {
             cum += w;
             continue;
