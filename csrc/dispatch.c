@@ -7,41 +7,17 @@
 #include <omp.h>
 #endif
 
-static const fl_softmax_kernels *const softmax_tables[4] = {
-    &fl_softmax_kernels_scalar,
+#define FL_LEVEL(level) {&fl_softmax_f32_##level, &fl_softmax_f64_##level, &fl_select_f32_##level, &fl_select_f64_##level}
+static const fl_level_kernels levels[4] = {
+    [FL_SIMD_SCALAR] = FL_LEVEL(scalar),
 #ifdef FL_HAVE_AVX2
-    &fl_softmax_kernels_avx2,
-#else
-    NULL,
+    [FL_SIMD_AVX2] = FL_LEVEL(avx2),
 #endif
 #ifdef FL_HAVE_AVX512
-    &fl_softmax_kernels_avx512,
-#else
-    NULL,
+    [FL_SIMD_AVX512] = FL_LEVEL(avx512),
 #endif
 #ifdef FL_HAVE_NEON
-    &fl_softmax_kernels_neon,
-#else
-    NULL,
-#endif
-};
-
-static const fl_select_kernels *const select_tables[4] = {
-    &fl_select_kernels_scalar,
-#ifdef FL_HAVE_AVX2
-    &fl_select_kernels_avx2,
-#else
-    NULL,
-#endif
-#ifdef FL_HAVE_AVX512
-    &fl_select_kernels_avx512,
-#else
-    NULL,
-#endif
-#ifdef FL_HAVE_NEON
-    &fl_select_kernels_neon,
-#else
-    NULL,
+    [FL_SIMD_NEON] = FL_LEVEL(neon),
 #endif
 };
 
@@ -49,7 +25,7 @@ static const char *const names[4] = {"scalar", "avx2", "avx512", "neon"};
 
 const char *fl_simd_name(int level) { return level >= 0 && level < 4 ? names[level] : "unknown"; }
 
-int fl_simd_compiled(int level) { return level >= 0 && level < 4 && softmax_tables[level] != NULL; }
+int fl_simd_compiled(int level) { return level >= 0 && level < 4 && levels[level].softmax_f32 != NULL; }
 
 static int cpu_has(int level) {
     switch (level) {
@@ -89,8 +65,7 @@ int fl_simd_select(int level) {
     return FL_OK;
 }
 
-const fl_softmax_kernels *fl_softmax_active(void) { return softmax_tables[fl_simd_active()]; }
-const fl_select_kernels *fl_select_active(void) { return select_tables[fl_simd_active()]; }
+const fl_level_kernels *fl_active(void) { return &levels[fl_simd_active()]; }
 
 int fl_openmp_enabled(void) {
 #ifdef _OPENMP

@@ -4,79 +4,71 @@
 
 #include "fastlm.h"
 
+/* The kernel tables: one per SIMD level and dtype, each filled in its level's *_simd.c unit by name
+ * (designated initializers). FL_*_KERNELS(T) is the table's layout for element type T. */
+
 /* Row kernels of the softmax family (softmax_simd.c); arguments already checked by softmax.c.
  * xent: class_weight_sum = sum_c w_c (cols when unweighted), grad_scale = s of fastlm.h. */
+#define FL_SOFTMAX_KERNELS(T)                                                                            \
+    struct {                                                                                             \
+        int (*logsumexp)(const T *x, const fl_rows *r, double inv_t, double *out);                       \
+        int (*softmax)(const T *x, T *y, const fl_rows *r, double inv_t, int log);                       \
+        int (*xent)(const T *x, T *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,       \
+                    double grad_scale);                                                                  \
+        int (*entropy)(const T *x, const fl_rows *r, double *out);                                       \
+        int (*kl)(const T *p, const T *q, const fl_rows *r, double *out);                                \
+        int (*temperature_stats)(const T *x, const fl_rows *r, const int64_t *y, const double *xmax,     \
+                                 double beta, double *nll, double *g, double *v);                        \
+    }
+typedef FL_SOFTMAX_KERNELS(float) fl_softmax_kernels_f32;
+typedef FL_SOFTMAX_KERNELS(double) fl_softmax_kernels_f64;
+
+/* Vector passes of decoding (select_simd.c; each is described there). */
+#define FL_BMAX_BLOCK 256 /* blocks of exp_candidates' max and of exp_band's weight above the band */
+#define FL_BANDS 8        /* thresholds of band_masses */
+#define FL_SELECT_KERNELS(T)                                                                             \
+    struct {                                                                                             \
+        T (*row_max)(const T *x, int64_t n);                                                             \
+        T (*row_max_nan)(const T *x, int64_t n, int *nan);                                               \
+        int64_t (*argmax)(const T *x, int64_t n, T max);                                                 \
+        T (*chunk_bound)(const T *x, int64_t n, int64_t chunks);                                         \
+        double (*exp_weights)(const T *x, int64_t n, T m, T it, T *e);                                   \
+        double (*exp_candidates)(const T *x, int64_t n, T m, T it, T tau, int32_t *idx, T *vals, T *wts, \
+                                 int64_t *count, T *bmax);                                               \
+        double (*exp_band)(const T *x, int64_t n, T m, T it, T a, T b, T *vals, int64_t *count,          \
+                           double *bup, int32_t *bfirst);                                                \
+        int64_t (*count_ge)(const T *v, int64_t n, T tau);                                               \
+        int64_t (*collect_ge)(const T *v, int64_t n, T tau, int32_t *idx, T *vals);                      \
+        void (*apply_cut)(const T *x, const T *v, T *y, int64_t n, T cv, int64_t split, T fill);         \
+        void (*buckets)(const T *v, int64_t n, double lo, double scale, uint16_t *bk);                   \
+        void (*band_masses)(const T *v, const T *w, int64_t n, const T *t, double *mass);                \
+        int64_t (*collect_band)(const T *v, const T *w, int64_t n, T a, T b, int32_t *pos, T *ov, T *ow, \
+                                double *above, int64_t *count_above);                                    \
+        double (*kept_sum)(const T *v, const T *q, int64_t n, T cv, int64_t split, T thr);               \
+    }
+typedef FL_SELECT_KERNELS(float) fl_select_kernels_f32;
+typedef FL_SELECT_KERNELS(double) fl_select_kernels_f64;
+
+/* The tables of one SIMD level. */
 typedef struct {
-    int (*logsumexp_f32)(const float *x, const fl_rows *r, double inv_t, double *out);
-    int (*logsumexp_f64)(const double *x, const fl_rows *r, double inv_t, double *out);
-    int (*softmax_f32)(const float *x, float *y, const fl_rows *r, double inv_t, int log);
-    int (*softmax_f64)(const double *x, double *y, const fl_rows *r, double inv_t, int log);
-    int (*xent_f32)(const float *x, float *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,
-                    double grad_scale);
-    int (*xent_f64)(const double *x, double *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,
-                    double grad_scale);
-    int (*entropy_f32)(const float *x, const fl_rows *r, double *out);
-    int (*entropy_f64)(const double *x, const fl_rows *r, double *out);
-    int (*kl_f32)(const float *p, const float *q, const fl_rows *r, double *out);
-    int (*kl_f64)(const double *p, const double *q, const fl_rows *r, double *out);
-    int (*tstats_f32)(const float *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
-                      double *nll, double *g, double *v);
-    int (*tstats_f64)(const double *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
-                      double *nll, double *g, double *v);
-} fl_softmax_kernels;
+    const fl_softmax_kernels_f32 *softmax_f32;
+    const fl_softmax_kernels_f64 *softmax_f64;
+    const fl_select_kernels_f32 *select_f32;
+    const fl_select_kernels_f64 *select_f64;
+} fl_level_kernels;
 
-extern const fl_softmax_kernels fl_softmax_kernels_scalar;
-extern const fl_softmax_kernels fl_softmax_kernels_avx2;
-extern const fl_softmax_kernels fl_softmax_kernels_avx512;
-extern const fl_softmax_kernels fl_softmax_kernels_neon;
-
-/* Vector passes of decoding (select_simd.c). */
-#define FL_BMAX_BLOCK 256 /* blocks of exp_collect's max and of exp_band's weight above the band */
-#define FL_BANDS 8         /* thresholds of band_masses */
-typedef struct {
-    float (*max_f32)(const float *x, int64_t n);
-    double (*max_f64)(const double *x, int64_t n);
-    float (*max_nan_f32)(const float *x, int64_t n, int *nan);
-    double (*max_nan_f64)(const double *x, int64_t n, int *nan);
-    int64_t (*argmax_f32)(const float *x, int64_t n, float max); /* max: the row's max */
-    int64_t (*argmax_f64)(const double *x, int64_t n, double max);
-    float (*chunk_bound_f32)(const float *x, int64_t n, int64_t chunks);
-    double (*chunk_bound_f64)(const double *x, int64_t n, int64_t chunks);
-    double (*exp_collect_f32)(const float *x, int64_t n, float m, float it, float *e, float tau, int32_t *idx,
-                              float *vals, float *wts, int64_t *count, float *bmax);
-    double (*exp_collect_f64)(const double *x, int64_t n, double m, double it, double *e, double tau,
-                              int32_t *idx, double *vals, double *wts, int64_t *count, double *bmax);
-    double (*exp_band_f32)(const float *x, int64_t n, float m, float it, float a, float b, float *vals,
-                           int64_t *count, double *bup, int32_t *bfirst);
-    double (*exp_band_f64)(const double *x, int64_t n, double m, double it, double a, double b, double *vals,
-                           int64_t *count, double *bup, int32_t *bfirst);
-    int64_t (*collect_ge_f32)(const float *v, int64_t n, float tau, int32_t *idx, const float *xa, float *a,
-                              const float *xb, float *b);
-    int64_t (*collect_ge_f64)(const double *v, int64_t n, double tau, int32_t *idx, const double *xa, double *a,
-                              const double *xb, double *b);
-    void (*apply_cut_f32)(const float *x, const float *v, float *y, int64_t n, float cv, int64_t ci, float fill);
-    void (*apply_cut_f64)(const double *x, const double *v, double *y, int64_t n, double cv, int64_t ci,
-                          double fill);
-    void (*buckets_f32)(const float *v, int64_t n, double lo, double scale, uint16_t *bk);
-    void (*buckets_f64)(const double *v, int64_t n, double lo, double scale, uint16_t *bk);
-    void (*band_masses_f32)(const float *v, const float *w, int64_t n, const float *t, double *mass);
-    void (*band_masses_f64)(const double *v, const double *w, int64_t n, const double *t, double *mass);
-    int64_t (*collect_band_f32)(const float *v, const float *w, int64_t n, float a, float b, int32_t *pos, float *ov,
-                                float *ow, double *above, int64_t *count_above);
-    int64_t (*collect_band_f64)(const double *v, const double *w, int64_t n, double a, double b, int32_t *pos,
-                                double *ov, double *ow, double *above, int64_t *count_above);
-    double (*kept_sum_f32)(const float *v, const float *q, int64_t n, float cv, int64_t split, float thr);
-    double (*kept_sum_f64)(const double *v, const double *q, int64_t n, double cv, int64_t split, double thr);
-} fl_select_kernels;
-
-extern const fl_select_kernels fl_select_kernels_scalar;
-extern const fl_select_kernels fl_select_kernels_avx2;
-extern const fl_select_kernels fl_select_kernels_avx512;
-extern const fl_select_kernels fl_select_kernels_neon;
+#define FL_LEVEL_TABLES(level)                                                                           \
+    extern const fl_softmax_kernels_f32 fl_softmax_f32_##level;                                          \
+    extern const fl_softmax_kernels_f64 fl_softmax_f64_##level;                                          \
+    extern const fl_select_kernels_f32 fl_select_f32_##level;                                            \
+    extern const fl_select_kernels_f64 fl_select_f64_##level;
+FL_LEVEL_TABLES(scalar)
+FL_LEVEL_TABLES(avx2)
+FL_LEVEL_TABLES(avx512)
+FL_LEVEL_TABLES(neon)
 
 /* The kernels of the active level (chosen once at load, or by fl_simd_select). */
-const fl_softmax_kernels *fl_softmax_active(void);
-const fl_select_kernels *fl_select_active(void);
+const fl_level_kernels *fl_active(void);
 
 /* Per-thread scratch memory of at least `bytes`, kept for the calling thread between calls (up to
  * FL_SCRATCH_CACHE bytes; larger requests, and requests made while the thread's block is still out,

@@ -1,26 +1,28 @@
-/* select_simd.c: the vector passes of decoding (sampling.c), compiled once per SIMD level against
- * vmath.h and instantiated for float and double (the file includes itself, as softmax_simd.c).
- *   max / argmax        the row max; the first index at or above a given max
- *   max_nan             the row max, and whether the row holds NaN (the row check)
+/* select_simd.c: the vector passes of decoding (decode_*.c), written against vmath.h and compiled once
+ * per SIMD level and dtype (dtype.h); exports the table fl_select_<dtype>_<level>.
+ *   row_max / argmax    the row max; the first index at or above a given max
+ *   row_max_nan         the row max, and whether the row holds NaN (the row check)
  *   chunk_bound         min over `chunks` contiguous chunks of each chunk's max: at least `chunks` values
  *                       are >= it, so it bounds the chunks-th largest from below
- *   exp_collect         e[j] = exp((x[j] - m) it) for the row max m and their sum, in one pass with the
- *                       candidates x[j] >= tau (their j, x, e) and the max of x over each block
- *   exp_band            the sum of e as exp_collect, in one pass with the band a <= x[j] < b (its x, and
- *                       how many before each block), the number of x[j] >= b and their weight per block
- *   collect_ge          the indices j with v[j] >= tau, in increasing order (n < 2^31; idx needs 16
- *                       entries of slack); with a / b also the values xa[j] / xb[j] (either may be NULL)
- *   apply_cut           y[j] = x[j] where v[j] > cv or (v[j] == cv and j <= ci), else fill
+ *   exp_weights         e[j] = exp((x[j] - m) it) for the row max m, stored, and their sum
+ *   exp_candidates      the sum of those weights, in one pass with the candidates x[j] >= tau (their j, x
+ *                       and weight) and the max of x over each block of FL_BMAX_BLOCK
+ *   exp_band            the sum of the weights, in one pass with the band a <= x[j] < b (its x, and how
+ *                       many before each block), the number of x[j] >= b and their weight per block
+ *   count_ge            the number of v[j] >= tau
+ *   collect_ge          the indices j with v[j] >= tau and their values, in increasing order
+ *   apply_cut           y[j] = x[j] where v[j] > cv, or v[j] == cv and j < split; else fill
  *   buckets             bk[j] = (int)((v[j] - lo) scale) in float64 (a histogram linear in the value)
  *   band_masses         sum of w[j] over v[j] >= t[k], for FL_BANDS thresholds at once
  *   collect_band        the j with a <= v[j] < b and their v, w; the weight and number of v[j] >= b
  *   kept_sum            sum of q[j] over q[j] >= thr and (v[j] > cv, or v[j] == cv and j < split)
- * No value is NaN here: rows are checked before.
+ * Sums of weights: groups of four vectors (or each lane over a run) in T, then float64. Outputs written
+ * by compression (indices, values) need 16 entries of slack. No value is NaN here: rows are checked
+ * before. Rows are shorter than 2^31 (int32 indices).
  */
-#ifndef FL_T
 #include <stddef.h>
-#include "dispatch.h"
 #include "vmath.h"
+#include "dtype.h"
 
 /* Compression: the lanes set in `bits` (lane i = bit i), in order, to the front of dst; a whole vector
  * (16 entries at most) is written, so dst needs that slack. Each returns popcount(bits).
@@ -150,41 +152,13 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 }
 #endif
 
-#define FL_T float
-#define FL_V vf32
-#define FL_W vf32_W
-#define VF(op) vf32_##op
-#define FN(name) name##_f32
-#define FL_SFX f32
-#include "select_simd.c"
-#undef FL_T
-#undef FL_V
-#undef FL_W
-#undef VF
-#undef FN
-#undef FL_SFX
-
-#define FL_T double
-#define FL_V vf64
-#define FL_W vf64_W
-#define VF(op) vf64_##op
-#define FN(name) name##_f64
-#define FL_SFX f64
-#include "select_simd.c"
-
-const fl_select_kernels FL_CAT(fl_select_kernels_, FL_SIMD_SUFFIX) = {
-    sel_max_f32, sel_max_f64, sel_max_nan_f32, sel_max_nan_f64, sel_argmax_f32, sel_argmax_f64, sel_chunk_bound_f32, sel_chunk_bound_f64,
-    sel_exp_collect_f32, sel_exp_collect_f64, sel_exp_band_f32, sel_exp_band_f64, sel_collect_ge_f32, sel_collect_ge_f64, sel_apply_cut_f32, sel_apply_cut_f64,
-    sel_buckets_f32, sel_buckets_f64, sel_band_masses_f32, sel_band_masses_f64, sel_collect_band_f32, sel_collect_band_f64,
-    sel_kept_sum_f32, sel_kept_sum_f64,
-};
-
-#else /* ---------------------------------------------------------------- template body, T = FL_T */
+/* the compression of FL_T lanes */
+#define compress_values FL_PICK(fl_compress_f32, fl_compress_f64)
 
 
-static FL_T FN(sel_max)(const FL_T *x, int64_t n) { return VF(rowmax)(x, n); }
+static FL_T row_max(const FL_T *x, int64_t n) { return VF(rowmax)(x, n); }
 
-static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
+static FL_T row_max_nan(const FL_T *x, int64_t n, int *nan) {
     const unsigned all = FL_W >= 32 ? ~0u : (1u << FL_W) - 1;
     FL_V a0 = VF(set1)(-INFINITY), a1 = a0, a2 = a0, a3 = a0;
     unsigned ordered = all;
@@ -211,7 +185,7 @@ static FL_T FN(sel_max_nan)(const FL_T *x, int64_t n, int *nan) {
 }
 
 /* The first index j with x[j] >= m (0 if none): with m the row max, the argmax (lowest index on ties). */
-static int64_t FN(sel_argmax)(const FL_T *x, int64_t n, FL_T m) {
+static int64_t argmax(const FL_T *x, int64_t n, FL_T m) {
     const FL_V mv = VF(set1)(m);
     for (int64_t j = 0; j < n; j += FL_W) {
         unsigned bits = VF(ge_bits)(VF(load_part)(x + j, n - j, -INFINITY), mv);
@@ -220,29 +194,42 @@ static int64_t FN(sel_argmax)(const FL_T *x, int64_t n, FL_T m) {
     return 0;
 }
 
-static FL_T FN(sel_chunk_bound)(const FL_T *x, int64_t n, int64_t chunks) {
+static FL_T chunk_bound(const FL_T *x, int64_t n, int64_t chunks) {
     FL_T bound = INFINITY;
     int64_t size = (n + chunks - 1) / chunks;
     for (int64_t lo = 0; lo < n; lo += size) {
-        FL_T m = FN(sel_max)(x + lo, n - lo < size ? n - lo : size);
+        FL_T m = row_max(x + lo, n - lo < size ? n - lo : size);
         bound = m < bound ? m : bound;
     }
     return bound;
 }
 
-/* e = exp((x - m) it) over x[0..n) (m >= every x, it > 0), returned summed (groups of four vectors in
- * T, the groups in float64); with e, stored there (it needs 16 entries of slack). With idx, the j with
- * x[j] >= tau (tau > -inf), their x and their e go to idx / vals / wts in index order (16 entries of
- * slack), their number to *count; with bmax, the max of x over each block of FL_BMAX_BLOCK. The loops over four
- * vectors name each one: arrays of vectors indexed in a loop end up on the stack. */
-static inline int64_t FN(take)(int64_t c, unsigned bits, FL_V x, FL_V e, int64_t j, int32_t *idx, FL_T *vals,
-                               FL_T *wts) {
-    FL_CAT(fl_compress_, FL_SFX)(vals + c, bits, x);
-    FL_CAT(fl_compress_, FL_SFX)(wts + c, bits, e);
+/* e[j] = exp((x[j] - m) it) over x[0..n) (m >= every x, it > 0), stored to e (16 entries of slack) and
+ * returned summed. */
+static double exp_weights(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e) {
+    vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
+    const FL_V mv = VF(set1)(m), itv = VF(set1)(it);
+    const int scaled = it != 1; /* the loop is compiled for both */
+    for (int64_t j = 0; j < n; j += FL_W) {
+        const FL_V ev = VF(exp_shifted)(VF(load_part)(x + j, n - j, -INFINITY), mv, itv, scaled); /* e^-inf = 0 */
+        VF(store)(e + j, ev);
+        VF(acc)(all, ev);
+    }
+    return vf64_hsum(vf64_add(all[0], all[1]));
+}
+
+/* The sum of exp((x[j] - m) it) over x[0..n) (m >= every x, it > 0), in one pass with the candidates
+ * x[j] >= tau (tau > -inf): their j, x and weight to idx / vals / wts in index order, their number to
+ * *count; and the max of x over each block of FL_BMAX_BLOCK to bmax. The loops over four vectors name
+ * each one: arrays of vectors indexed in a loop end up on the stack. */
+static inline int64_t take(int64_t c, unsigned bits, FL_V x, FL_V e, int64_t j, int32_t *idx, FL_T *vals,
+                           FL_T *wts) {
+    compress_values(vals + c, bits, x);
+    compress_values(wts + c, bits, e);
     return c + fl_compress_idx(idx + c, bits, (int32_t)j);
 }
-static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e, FL_T tau, int32_t *idx,
-                                  FL_T *vals, FL_T *wts, int64_t *count, FL_T *bmax) {
+static double exp_candidates(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T tau, int32_t *idx, FL_T *vals,
+                             FL_T *wts, int64_t *count, FL_T *bmax) {
     vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it), t = VF(set1)(tau);
     const int scaled = it != 1; /* the loops are compiled for both */
@@ -256,36 +243,27 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
                        x3 = VF(load)(x + j + 3 * FL_W);
             const FL_V e0 = VF(exp_shifted)(x0, mv, itv, scaled), e1 = VF(exp_shifted)(x1, mv, itv, scaled),
                        e2 = VF(exp_shifted)(x2, mv, itv, scaled), e3 = VF(exp_shifted)(x3, mv, itv, scaled);
-            if (e) {
-                VF(store)(e + j, e0);
-                VF(store)(e + j + FL_W, e1);
-                VF(store)(e + j + 2 * FL_W, e2);
-                VF(store)(e + j + 3 * FL_W, e3);
-            }
             VF(acc)(all, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
             top = VF(max)(top, VF(max)(VF(max)(x0, x1), VF(max)(x2, x3)));
-            if (idx) {
-                const unsigned b0 = VF(ge_bits)(x0, t), b1 = VF(ge_bits)(x1, t), b2 = VF(ge_bits)(x2, t),
-                               b3 = VF(ge_bits)(x3, t);
-                if (b0 | b1 | b2 | b3) { /* sparse candidates skip whole groups */
-                    c = FN(take)(c, b0, x0, e0, j, idx, vals, wts);
-                    c = FN(take)(c, b1, x1, e1, j + FL_W, idx, vals, wts);
-                    c = FN(take)(c, b2, x2, e2, j + 2 * FL_W, idx, vals, wts);
-                    c = FN(take)(c, b3, x3, e3, j + 3 * FL_W, idx, vals, wts);
-                }
+            const unsigned b0 = VF(ge_bits)(x0, t), b1 = VF(ge_bits)(x1, t), b2 = VF(ge_bits)(x2, t),
+                           b3 = VF(ge_bits)(x3, t);
+            if (b0 | b1 | b2 | b3) { /* sparse candidates skip whole groups */
+                c = take(c, b0, x0, e0, j, idx, vals, wts);
+                c = take(c, b1, x1, e1, j + FL_W, idx, vals, wts);
+                c = take(c, b2, x2, e2, j + 2 * FL_W, idx, vals, wts);
+                c = take(c, b3, x3, e3, j + 3 * FL_W, idx, vals, wts);
             }
         }
         for (; j < end; j += FL_W) {
             const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY); /* e^-inf = 0 */
             const FL_V ev = VF(exp_shifted)(xv, mv, itv, scaled);
-            if (e) VF(store)(e + j, ev); /* < FL_W past n */
             VF(acc)(all, ev);
             top = VF(max)(top, xv);
-            if (idx) c = FN(take)(c, VF(ge_bits)(xv, t), xv, ev, j, idx, vals, wts);
+            c = take(c, VF(ge_bits)(xv, t), xv, ev, j, idx, vals, wts);
         }
-        if (bmax) bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
+        bmax[s / FL_BMAX_BLOCK] = VF(hmax)(top);
     }
-    if (count) *count = c;
+    *count = c;
     return vf64_hsum(vf64_add(all[0], all[1]));
 }
 
@@ -294,11 +272,11 @@ static double FN(sel_exp_collect)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_
  * count[0], and how many come before each block of FL_BMAX_BLOCK to bfirst; the number of x[j] >= b to
  * count[1] and their weight in each block to bup (each lane sums at most 16 values in T, then goes to
  * float64). */
-static inline FL_V FN(add_ge4)(FL_V acc, FL_V t, FL_V x0, FL_V e0, FL_V x1, FL_V e1, FL_V x2, FL_V e2, FL_V x3,
+static inline FL_V add_ge4(FL_V acc, FL_V t, FL_V x0, FL_V e0, FL_V x1, FL_V e1, FL_V x2, FL_V e2, FL_V x3,
                                FL_V e3) {
     return VF(add_ge)(VF(add_ge)(VF(add_ge)(VF(add_ge)(acc, x0, t, e0), x1, t, e1), x2, t, e2), x3, t, e3);
 }
-static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a, FL_T b, FL_T *vals,
+static double exp_band(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a, FL_T b, FL_T *vals,
                                int64_t *count, double *bup, int32_t *bfirst) {
     vf64 all[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it), av = VF(set1)(a), bv = VF(set1)(b), zero = VF(set1)(0);
@@ -317,17 +295,17 @@ static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a
             const FL_V e0 = VF(exp_shifted)(x0, mv, itv, scaled), e1 = VF(exp_shifted)(x1, mv, itv, scaled),
                        e2 = VF(exp_shifted)(x2, mv, itv, scaled), e3 = VF(exp_shifted)(x3, mv, itv, scaled);
             VF(acc)(all, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
-            up = FN(add_ge4)(up, bv, x0, e0, x1, e1, x2, e2, x3, e3);
+            up = add_ge4(up, bv, x0, e0, x1, e1, x2, e2, x3, e3);
             const unsigned h0 = VF(ge_bits)(x0, bv), h1 = VF(ge_bits)(x1, bv), h2 = VF(ge_bits)(x2, bv),
                            h3 = VF(ge_bits)(x3, bv);
             cu += __builtin_popcount(h0) + __builtin_popcount(h1) + __builtin_popcount(h2) + __builtin_popcount(h3);
             const unsigned b0 = VF(ge_bits)(x0, av) & ~h0, b1 = VF(ge_bits)(x1, av) & ~h1,
                            b2 = VF(ge_bits)(x2, av) & ~h2, b3 = VF(ge_bits)(x3, av) & ~h3;
             if (b0 | b1 | b2 | b3) {
-                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b0, x0);
-                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b1, x1);
-                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b2, x2);
-                c += FL_CAT(fl_compress_, FL_SFX)(vals + c, b3, x3);
+                c += compress_values(vals + c, b0, x0);
+                c += compress_values(vals + c, b1, x1);
+                c += compress_values(vals + c, b2, x2);
+                c += compress_values(vals + c, b3, x3);
             }
             if (++run == 4) { /* each lane sums 16 values in T at most */
                 VF(acc)(bs, up);
@@ -342,7 +320,7 @@ static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a
             VF(acc)(all, ev);
             up = VF(add_ge)(up, xv, bv, ev);
             cu += __builtin_popcount(hb);
-            c += FL_CAT(fl_compress_, FL_SFX)(vals + c, VF(ge_bits)(xv, av) & ~hb, xv);
+            c += compress_values(vals + c, VF(ge_bits)(xv, av) & ~hb, xv);
         }
         VF(acc)(bs, up);
         bup[s / FL_BMAX_BLOCK] = vf64_hsum(vf64_add(bs[0], bs[1]));
@@ -352,15 +330,18 @@ static double FN(sel_exp_band)(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a
     return vf64_hsum(vf64_add(all[0], all[1]));
 }
 
-/* One vector of collect_ge at j: the lanes `bits` of v (vv) and of xa, xb. */
-static inline int64_t FN(take_ab)(int64_t m, unsigned bits, FL_V vv, const FL_T *v, int64_t j, int64_t n,
-                                  int32_t *idx, const FL_T *xa, FL_T *a, const FL_T *xb, FL_T *b) {
-    if (a) FL_CAT(fl_compress_, FL_SFX)(a + m, bits, xa == v ? vv : VF(load_part)(xa + j, n - j, 0));
-    if (b) FL_CAT(fl_compress_, FL_SFX)(b + m, bits, xb == v ? vv : VF(load_part)(xb + j, n - j, 0));
-    return m + fl_compress_idx(idx + m, bits, (int32_t)j);
+/* The number of v[j] >= tau. */
+static int64_t count_ge(const FL_T *v, int64_t n, FL_T tau) {
+    const FL_V t = VF(set1)(tau);
+    int64_t m = 0;
+    for (int64_t j = 0; j < n; j += FL_W) /* NaN padding is never >= tau */
+        m += __builtin_popcount(VF(ge_bits)(VF(load_part)(v + j, n - j, NAN), t));
+    return m;
 }
-static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, const FL_T *xa, FL_T *a,
-                                  const FL_T *xb, FL_T *b) {
+
+/* The indices j with v[j] >= tau to idx and their values to vals, in increasing order; returns their
+ * number. */
+static int64_t collect_ge(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, FL_T *vals) {
     const FL_V t = VF(set1)(tau);
     int64_t m = 0, j = 0;
     for (; j + 4 * FL_W <= n; j += 4 * FL_W) {
@@ -369,20 +350,27 @@ static int64_t FN(sel_collect_ge)(const FL_T *v, int64_t n, FL_T tau, int32_t *i
         const unsigned b0 = VF(ge_bits)(v0, t), b1 = VF(ge_bits)(v1, t), b2 = VF(ge_bits)(v2, t),
                        b3 = VF(ge_bits)(v3, t);
         if (!(b0 | b1 | b2 | b3)) continue; /* sparse candidates skip whole groups */
-        m = FN(take_ab)(m, b0, v0, v, j, n, idx, xa, a, xb, b);
-        m = FN(take_ab)(m, b1, v1, v, j + FL_W, n, idx, xa, a, xb, b);
-        m = FN(take_ab)(m, b2, v2, v, j + 2 * FL_W, n, idx, xa, a, xb, b);
-        m = FN(take_ab)(m, b3, v3, v, j + 3 * FL_W, n, idx, xa, a, xb, b);
+        compress_values(vals + m, b0, v0);
+        m += fl_compress_idx(idx + m, b0, (int32_t)j);
+        compress_values(vals + m, b1, v1);
+        m += fl_compress_idx(idx + m, b1, (int32_t)(j + FL_W));
+        compress_values(vals + m, b2, v2);
+        m += fl_compress_idx(idx + m, b2, (int32_t)(j + 2 * FL_W));
+        compress_values(vals + m, b3, v3);
+        m += fl_compress_idx(idx + m, b3, (int32_t)(j + 3 * FL_W));
     }
     for (; j < n; j += FL_W) {
         const FL_V vv = VF(load_part)(v + j, n - j, NAN); /* NaN padding is never >= tau */
-        m = FN(take_ab)(m, VF(ge_bits)(vv, t), vv, v, j, n, idx, xa, a, xb, b);
+        const unsigned bits = VF(ge_bits)(vv, t);
+        compress_values(vals + m, bits, vv);
+        m += fl_compress_idx(idx + m, bits, (int32_t)j);
     }
     return m;
 }
+
 /* mass[k] ~ the sum of w[j] over v[j] >= t[k], k < FL_BANDS: sums in T over runs of 64 vectors, then
  * in float64 (relative error below 4e-6: callers keep a margin). w >= 0. */
-static void FN(sel_band_masses)(const FL_T *v, const FL_T *w, int64_t n, const FL_T *t, double *mass) {
+static void band_masses(const FL_T *v, const FL_T *w, int64_t n, const FL_T *t, double *mass) {
     vf64 acc[FL_BANDS][2];
     FL_V tv[FL_BANDS], part[FL_BANDS];
     for (int k = 0; k < FL_BANDS; k++) {
@@ -409,7 +397,7 @@ static void FN(sel_band_masses)(const FL_T *v, const FL_T *w, int64_t n, const F
 /* The j with a <= v[j] < b into pos, their v, w into ov, ow (may be v, w themselves; 16 entries of
  * slack), in order; *above = the float64 sum of w[j] over v[j] >= b, *count_above their number.
  * Returns the count. */
-static int64_t FN(sel_collect_band)(const FL_T *v, const FL_T *w, int64_t n, FL_T a, FL_T b, int32_t *pos, FL_T *ov,
+static int64_t collect_band(const FL_T *v, const FL_T *w, int64_t n, FL_T a, FL_T b, int32_t *pos, FL_T *ov,
                                     FL_T *ow, double *above, int64_t *count_above) {
     const FL_V av = VF(set1)(a), bv = VF(set1)(b), zero = VF(set1)(0);
     vf64 up[2] = {vf64_set1(0), vf64_set1(0)};
@@ -419,8 +407,8 @@ static int64_t FN(sel_collect_band)(const FL_T *v, const FL_T *w, int64_t n, FL_
         const unsigned hi = VF(ge_bits)(vv, bv), in = VF(ge_bits)(vv, av) & ~hi;
         VF(acc)(up, VF(sel_ge)(vv, bv, ww, zero));
         cu += __builtin_popcount(hi);
-        FL_CAT(fl_compress_, FL_SFX)(ov + c, in, vv);
-        FL_CAT(fl_compress_, FL_SFX)(ow + c, in, ww);
+        compress_values(ov + c, in, vv);
+        compress_values(ow + c, in, ww);
         c += fl_compress_idx(pos + c, in, (int32_t)j);
     }
     *above = vf64_hsum(vf64_add(up[0], up[1]));
@@ -430,7 +418,7 @@ static int64_t FN(sel_collect_band)(const FL_T *v, const FL_T *w, int64_t n, FL_
 
 /* The float64 sum of q[j] over q[j] >= thr and (v[j] > cv, or v[j] == cv and j < split): the kept
  * tokens of a cut (cv, i) with split = i + 1 - the first index. */
-static double FN(kept_run)(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, FL_T thr, int ties) {
+static double kept_run(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, FL_T thr, int ties) {
     const FL_V c = VF(set1)(cv), t = VF(set1)(thr), zero = VF(set1)(0);
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
     for (int64_t j = 0; j < n; j += FL_W) {
@@ -440,22 +428,22 @@ static double FN(kept_run)(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, FL_
     }
     return vf64_hsum(vf64_add(acc[0], acc[1]));
 }
-static double FN(sel_kept_sum)(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, int64_t split, FL_T thr) {
+static double kept_sum(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, int64_t split, FL_T thr) {
     const int64_t s0 = split <= 0 ? 0 : split >= n ? n : split - split % FL_W, s1 = s0 + FL_W < n ? s0 + FL_W : n;
-    double sum = FN(kept_run)(v, q, s0, cv, thr, 1) + FN(kept_run)(v + s1, q + s1, n - s1, cv, thr, 0);
+    double sum = kept_run(v, q, s0, cv, thr, 1) + kept_run(v + s1, q + s1, n - s1, cv, thr, 0);
     for (int64_t j = s0; j < s1; j++) /* the vector holding the split */
         if (q[j] >= thr && (v[j] > cv || (v[j] == cv && j < split))) sum += (double)q[j];
     return sum;
 }
 
 /* plain C: the compiler vectorizes it for each level */
-static void FN(sel_buckets)(const FL_T *v, int64_t n, double lo, double scale, uint16_t *bk) {
+static void buckets(const FL_T *v, int64_t n, double lo, double scale, uint16_t *bk) {
     for (int64_t j = 0; j < n; j++) bk[j] = (uint16_t)(int)(((double)v[j] - lo) * scale);
 }
 
-static void FN(sel_apply_cut)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FL_T cv, int64_t ci, FL_T fill) {
+static void apply_cut(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, FL_T cv, int64_t split, FL_T fill) {
     const FL_V c = VF(set1)(cv), f = VF(set1)(fill);
-    const int64_t split = ci < 0 ? 0 : ci >= n ? n : ci + 1; /* before split ties stay (>=), after they go (>) */
+    split = split < 0 ? 0 : split > n ? n : split; /* before split ties stay (>=), after they go (>) */
     int64_t j = 0;
     for (; j + FL_W <= split; j += FL_W) VF(store)(y + j, VF(sel_ge)(VF(load)(v + j), c, VF(load)(x + j), f));
     for (; j < n && j < split; j++) y[j] = v[j] >= cv ? x[j] : fill; /* up to the next vector boundary */
@@ -464,4 +452,19 @@ static void FN(sel_apply_cut)(const FL_T *x, const FL_T *v, FL_T *y, int64_t n, 
     for (; j < n; j++) y[j] = v[j] > cv ? x[j] : fill;
 }
 
-#endif
+const fl_select_kernels_T FL_LEVEL_TABLE(select) = {
+    .row_max = row_max,
+    .row_max_nan = row_max_nan,
+    .argmax = argmax,
+    .chunk_bound = chunk_bound,
+    .exp_weights = exp_weights,
+    .exp_candidates = exp_candidates,
+    .exp_band = exp_band,
+    .count_ge = count_ge,
+    .collect_ge = collect_ge,
+    .apply_cut = apply_cut,
+    .buckets = buckets,
+    .band_masses = band_masses,
+    .collect_band = collect_band,
+    .kept_sum = kept_sum,
+};

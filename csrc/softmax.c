@@ -1,51 +1,11 @@
-/* softmax.c: public entry points of the softmax family. Checks arguments, validates targets and
- * reduces over rows (serially, in row order, float64) around the per-SIMD-level row kernels. */
+/* softmax.c: the entry points of the softmax family in fastlm.h, for one dtype (compiled once per dtype:
+ * dtype.h). Checks arguments, validates targets and reduces over rows (serially, in row order, float64)
+ * around the active SIMD level's row kernels (softmax_simd.c). */
 #include <math.h>
 #include <stddef.h>
-#include "dispatch.h"
+#include "dtype.h"
 
 static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
-
-/* The entry points of one dtype: check, then run the active level's row kernels. */
-#define FL_SOFTMAX_ENTRIES(SFX, T)                                                                     \
-    int fl_logsumexp_##SFX(const T *x, const fl_rows *r, double inv_t, double *out) {                \
-        if (!fl_rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
-        return fl_softmax_active()->logsumexp_##SFX(x, r, inv_t, out);                                \
-    }                                                                                                 \
-    int fl_softmax_##SFX(const T *x, T *y, const fl_rows *r, double inv_t, int log) {                \
-        if (!fl_rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;                                    \
-        return fl_softmax_active()->softmax_##SFX(x, y, r, inv_t, log);                               \
-    }                                                                                                 \
-    int fl_xent_##SFX(const T *logits, T *grad, const fl_rows *r, fl_xent *p) {                      \
-        double cws, scale;                                                                            \
-        int st = xent_prepare(r, grad != NULL, p, &cws, &scale);                                      \
-        if (st != FL_OK) return st;                                                                   \
-        st = fl_softmax_active()->xent_##SFX(logits, grad, r, p, cws, scale);                         \
-        xent_reduce(r, p);                                                                            \
-        return st;                                                                                    \
-    }                                                                                                 \
-    int fl_entropy_##SFX(const T *x, const fl_rows *r, double *out) {                                \
-        if (!fl_rows_ok(r, 0) || !out) return FL_ERR_ARG;                                             \
-        return fl_softmax_active()->entropy_##SFX(x, r, out);                                         \
-    }                                                                                                 \
-    int fl_kl_##SFX(const T *p, const T *q, const fl_rows *r, double *out) {                         \
-        if (!fl_rows_ok(r, 1) || !out) return FL_ERR_ARG;                                             \
-        return fl_softmax_active()->kl_##SFX(p, q, r, out);                                           \
-    }                                                                                                 \
-    int fl_rowmax_##SFX(const T *x, const fl_rows *r, double *out) {                                 \
-        if (!fl_rows_ok(r, 0) || !out) return FL_ERR_ARG;                                             \
-        for (int64_t i = 0; i < r->rows; i++)                                                         \
-            out[i] = (double)fl_select_active()->max_##SFX(x + i * r->x_stride, r->cols);             \
-        return FL_OK;                                                                                 \
-    }                                                                                                 \
-    int fl_temperature_stats_##SFX(const T *x, const fl_rows *r, const int64_t *y, const double *xmax,  \
-                                   double beta, double *nll, double *g, double *v) {                  \
-        if (!fl_rows_ok(r, 0) || !y || !xmax || !nll || !g || !v || !(beta > 0 && isfinite(beta)))    \
-            return FL_ERR_ARG;                                                                        \
-        for (int64_t i = 0; i < r->rows; i++)                                                         \
-            if (y[i] < 0 || y[i] >= r->cols) return FL_ERR_ARG;                                       \
-        return fl_softmax_active()->tstats_##SFX(x, r, y, xmax, beta, nll, g, v);                     \
-    }
 
 /* Options, targets and the reduction's denominator, before anything is written.
  * Sets *class_weight_sum = sum_c w_c and *scale = the gradient's factor. */
@@ -86,5 +46,47 @@ static void xent_reduce(const fl_rows *r, fl_xent *p) {
     p->loss = p->reduction != FL_REDUCE_MEAN ? total : p->weight_sum != 0 ? total / p->weight_sum : NAN;
 }
 
-FL_SOFTMAX_ENTRIES(f32, float)
-FL_SOFTMAX_ENTRIES(f64, double)
+/* The entry points: check, then run the active level's row kernels. */
+int FL_PICK(fl_logsumexp_f32, fl_logsumexp_f64)(const FL_T *x, const fl_rows *r, double inv_t, double *out) {
+    if (!fl_rows_ok(r, 0) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
+    return SOFTMAX_KERNELS->logsumexp(x, r, inv_t, out);
+}
+
+int FL_PICK(fl_softmax_f32, fl_softmax_f64)(const FL_T *x, FL_T *y, const fl_rows *r, double inv_t, int log) {
+    if (!fl_rows_ok(r, 1) || !inv_t_ok(inv_t)) return FL_ERR_ARG;
+    return SOFTMAX_KERNELS->softmax(x, y, r, inv_t, log);
+}
+
+int FL_PICK(fl_xent_f32, fl_xent_f64)(const FL_T *logits, FL_T *grad, const fl_rows *r, fl_xent *p) {
+    double cws, scale;
+    int st = xent_prepare(r, grad != NULL, p, &cws, &scale);
+    if (st != FL_OK) return st;
+    st = SOFTMAX_KERNELS->xent(logits, grad, r, p, cws, scale);
+    xent_reduce(r, p);
+    return st;
+}
+
+int FL_PICK(fl_entropy_f32, fl_entropy_f64)(const FL_T *x, const fl_rows *r, double *out) {
+    if (!fl_rows_ok(r, 0) || !out) return FL_ERR_ARG;
+    return SOFTMAX_KERNELS->entropy(x, r, out);
+}
+
+int FL_PICK(fl_kl_f32, fl_kl_f64)(const FL_T *p, const FL_T *q, const fl_rows *r, double *out) {
+    if (!fl_rows_ok(r, 1) || !out) return FL_ERR_ARG;
+    return SOFTMAX_KERNELS->kl(p, q, r, out);
+}
+
+int FL_PICK(fl_rowmax_f32, fl_rowmax_f64)(const FL_T *x, const fl_rows *r, double *out) {
+    if (!fl_rows_ok(r, 0) || !out) return FL_ERR_ARG;
+    for (int64_t i = 0; i < r->rows; i++) out[i] = (double)SIMD->row_max(x + i * r->x_stride, r->cols);
+    return FL_OK;
+}
+
+int FL_PICK(fl_temperature_stats_f32, fl_temperature_stats_f64)(const FL_T *x, const fl_rows *r, const int64_t *y,
+                                                                const double *xmax, double beta, double *nll,
+                                                                double *g, double *v) {
+    if (!fl_rows_ok(r, 0) || !y || !xmax || !nll || !g || !v || !(beta > 0 && isfinite(beta))) return FL_ERR_ARG;
+    for (int64_t i = 0; i < r->rows; i++)
+        if (y[i] < 0 || y[i] >= r->cols) return FL_ERR_ARG;
+    return SOFTMAX_KERNELS->temperature_stats(x, r, y, xmax, beta, nll, g, v);
+}

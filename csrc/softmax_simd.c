@@ -1,23 +1,22 @@
 /* softmax_simd.c: row kernels of the softmax family (logsumexp, softmax / log-softmax, fused
- * cross-entropy + gradient), compiled once per SIMD level against vmath.h. The file includes itself
- * twice below, once per dtype (T = float, double); everything dtype-specific is named through FN / VF.
+ * cross-entropy + gradient, entropy, KL, temperature statistics), written against vmath.h and compiled
+ * once per SIMD level and dtype (dtype.h); exports the table fl_softmax_<dtype>_<level>.
  *
  * One row, one read pass: an online log-sum-exp over blocks of FL_BLOCK elements. The first block takes
  * its max m, then s = sum exp(z - m). Each later block is summed against the current m while its own
  * max m_b is taken in the same loop; if m_b > m the total is rescaled by exp(m - m_b) (and the block is
  * redone from its max when m_b - m is too large for exp(z - m) to stay finite).
  * Softmax and the gradient (without softcap) keep the terms exp(z - m) of that pass in their output row
- * (FN(marks) records which m each stretch is relative to) and a second, exp-free pass rescales them;
+ * (marks records which m each stretch is relative to) and a second, exp-free pass rescales them;
  * log-softmax and the softcap gradient recompute from the input in their second pass.
  * The running max is shifted to 0 while it is -inf, so that -inf logits add exactly 0 and an all -inf
  * row gives s = 0 (lse = -inf); NaN propagates into s; once the max is +inf the row normalizes to NaN and
  * only NaN versus +inf is tracked (for logsumexp). Temperature is applied inside exp, after the max is
  * subtracted. Terms are summed in groups of four vectors in T, the groups in float64.
  */
-#ifndef FL_T
 #include <stddef.h>
-#include "dispatch.h"
 #include "vmath.h"
+#include "dtype.h"
 
 #define FL_BLOCK 2048
 #define FL_MAX_JUMP 64   /* a later block may raise the max by this much in one pass: exp(64) is finite */
@@ -34,36 +33,7 @@ static inline void fl_rebase(double *s, double *u, double m, double m_new) {
     *s *= f;
 }
 
-#define FL_T float
-#define FL_TMAX 3.4028234663852886e38f
-#define FL_V vf32
-#define FL_W vf32_W
-#define VF(op) vf32_##op
-#define FN(name) name##_f32
-#include "softmax_simd.c"
-#undef FL_T
-#undef FL_TMAX
-#undef FL_V
-#undef FL_W
-#undef VF
-#undef FN
-
-#define FL_T double
-#define FL_TMAX 1.7976931348623157e308
-#define FL_V vf64
-#define FL_W vf64_W
-#define VF(op) vf64_##op
-#define FN(name) name##_f64
-#include "softmax_simd.c"
-
-const fl_softmax_kernels FL_CAT(fl_softmax_kernels_, FL_SIMD_SUFFIX) = {
-    logsumexp_rows_f32, logsumexp_rows_f64, softmax_rows_f32, softmax_rows_f64, xent_rows_f32, xent_rows_f64,
-    entropy_rows_f32,   entropy_rows_f64,   kl_rows_f32,      kl_rows_f64,      tstats_rows_f32, tstats_rows_f64,
-};
-
-#else /* ---------------------------------------------- template body: T = FL_T, vector = FL_V */
-
-static inline void FN(store_part)(FL_T *p, int64_t n, FL_V v) {
+static inline void store_part(FL_T *p, int64_t n, FL_V v) {
     FL_T b[FL_W];
     VF(store)(b, v);
     memcpy(p, b, (size_t)n * sizeof(FL_T));
@@ -76,13 +46,13 @@ typedef struct {
     FL_T it, inv_cap, cap_f; /* it: 1/T in T, for the vector code */
     double it_d;             /* 1/T in float64, for the row totals */
     int cap;
-} FN(xform);
+} xform;
 
-static FN(xform) FN(make_xform)(double inv_t, double cap) {
-    FN(xform) tf = {(FL_T)inv_t, cap > 0 ? (FL_T)(1.0 / cap) : 0, (FL_T)cap, inv_t, cap > 0};
+static xform make_xform(double inv_t, double cap) {
+    xform tf = {(FL_T)inv_t, cap > 0 ? (FL_T)(1.0 / cap) : 0, (FL_T)cap, inv_t, cap > 0};
     return tf;
 }
-static inline FL_V FN(apply)(const FN(xform) *tf, FL_V x, FL_V *d) {
+static inline FL_V apply(const xform *tf, FL_V x, FL_V *d) {
     FL_V it = VF(set1)(tf->it);
     if (tf->cap) {
         FL_V t = VF(tanh)(VF(mul)(x, VF(set1)(tf->inv_cap)));
@@ -93,19 +63,19 @@ static inline FL_V FN(apply)(const FN(xform) *tf, FL_V x, FL_V *d) {
     return x;
 }
 /* v and dz/dx of one element, through the same vector code as the row. */
-static inline FL_T FN(apply1)(const FN(xform) *tf, FL_T x, FL_T *d) {
+static inline FL_T apply1(const xform *tf, FL_T x, FL_T *d) {
     FL_T zb[FL_W], db[FL_W];
     FL_V dv;
-    VF(store)(zb, FN(apply)(tf, VF(set1)(x), &dv));
+    VF(store)(zb, apply(tf, VF(set1)(x), &dv));
     VF(store)(db, dv);
     *d = db[0];
     return zb[0];
 }
 
-static void FN(transform_block)(const FN(xform) *tf, const FL_T *x, int64_t n, FL_T *z) {
+static void transform_block(const xform *tf, const FL_T *x, int64_t n, FL_T *z) {
     int64_t j = 0;
-    for (; j + FL_W <= n; j += FL_W) VF(store)(z + j, FN(apply)(tf, VF(load)(x + j), NULL));
-    if (j < n) FN(store_part)(z + j, n - j, FN(apply)(tf, VF(load_part)(x + j, n - j, 0), NULL));
+    for (; j + FL_W <= n; j += FL_W) VF(store)(z + j, apply(tf, VF(load)(x + j), NULL));
+    if (j < n) store_part(z + j, n - j, apply(tf, VF(load_part)(x + j, n - j, 0), NULL));
 }
 
 /* sum_j exp((v_j - m) * it), for (v_j - m) * it <= FL_MAX_JUMP; with bmax != NULL also the block's max
@@ -113,7 +83,7 @@ static void FN(transform_block)(const FN(xform) *tf, const FL_T *x, int64_t n, F
  * (relative error <= 2 ulp(T) per group), the groups in float64. While it computes, it prefetches the
  * same span of `next` (the next block of the row, or NULL), so that the next block is in cache when it
  * is reached. */
-static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it, int scaled, const FL_T *next,
+static inline double block_expsum(const FL_T *z, int64_t n, FL_T m, FL_T it, int scaled, const FL_T *next,
                                      FL_T *bmax, FL_T *e) {
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it);
@@ -140,7 +110,7 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it,
         FL_V v = len == FL_W ? VF(load)(z + j) : VF(load_part)(z + j, len, -INFINITY);
         if (bmax) mx = VF(max)(mx, v);
         FL_V ev = VF(exp_shifted)(v, mv, itv, scaled);
-        if (e) FN(store_part)(e + j, len, ev);
+        if (e) store_part(e + j, len, ev);
         VF(acc)(acc, ev);
     }
     if (bmax) *bmax = VF(hmax)(mx);
@@ -148,7 +118,7 @@ static inline double FN(block_expsum)(const FL_T *z, int64_t n, FL_T m, FL_T it,
 }
 
 /* sum_j w_j (v_j - a) (w == NULL: all ones), in float64 */
-static inline double FN(block_dot)(const FL_T *z, const FL_T *w, int64_t n, FL_T a) {
+static inline double block_dot(const FL_T *z, const FL_T *w, int64_t n, FL_T a) {
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
     const FL_V av = VF(set1)(a);
     int64_t j = 0;
@@ -160,7 +130,7 @@ static inline double FN(block_dot)(const FL_T *z, const FL_T *w, int64_t n, FL_T
     return vf64_hsum(vf64_add(acc[0], acc[1]));
 }
 
-static int FN(has_nan)(const FL_T *x, int64_t n) {
+static int has_nan(const FL_T *x, int64_t n) {
     for (int64_t j = 0; j < n; j++)
         if (x[j] != x[j]) return 1;
     return 0;
@@ -172,12 +142,12 @@ typedef struct {
     int count;
     int64_t start[FL_MAX_MARKS];
     FL_T shift[FL_MAX_MARKS];
-} FN(marks);
+} marks;
 
 /* out[j] = exp((v_j - F) * it) * a + nb w_j for j < end (w == NULL: nb), from the stored terms. The
  * factor exp((shift_k - F) * it) is applied in two steps when it is below e^-FL_SPLIT, so that no
  * term that is representable after scaling is flushed on the way. */
-static void FN(rescale)(FL_T *out, int64_t end, const FN(marks) *mk, FL_T F, double it, FL_T a, FL_T nb,
+static void rescale(FL_T *out, int64_t end, const marks *mk, FL_T F, double it, FL_T a, FL_T nb,
                         const FL_T *w) {
     const FL_V av = VF(set1)(a), nbv = VF(set1)(nb);
     for (int k = 0; k < (mk->count ? mk->count : 1); k++) {
@@ -193,17 +163,17 @@ static void FN(rescale)(FL_T *out, int64_t end, const FN(marks) *mk, FL_T F, dou
             FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : VF(load_part)(w + j, len, 0)) : nbv;
             FL_V v = VF(fma)(e, av, b);
             if (len == FL_W) VF(store)(out + j, v);
-            else FN(store_part)(out + j, len, v);
+            else store_part(out + j, len, v);
         }
     }
 }
 
 /* Note that out[off ...] holds terms relative to sh. When the table is full, first rebase everything
  * stored to sh (an extra pass over out[0, off), once every FL_MAX_MARKS rises of the max). */
-static void FN(mark)(FN(marks) *mk, FL_T *out, int64_t off, FL_T sh, double it) {
+static void mark(marks *mk, FL_T *out, int64_t off, FL_T sh, double it) {
     if (mk->count > 0 && mk->shift[mk->count - 1] == sh) return;
     if (mk->count == FL_MAX_MARKS) {
-        FN(rescale)(out, off, mk, sh, it, 1, 0, NULL);
+        rescale(out, off, mk, sh, it, 1, 0, NULL);
         mk->count = 0;
     }
     mk->start[mk->count] = mk->count ? off : 0; /* the first mark also covers a leading all -inf prefix */
@@ -219,13 +189,13 @@ typedef struct {
     FL_T shift, log_s, inv_s;
     double log_s_d, lse, vdot; /* vdot = sum_c w_c (v_c - anchor) when asked for */
     int pinf;                  /* the row holds +inf (then out, if given, is not filled) */
-} FN(stats);
+} stats;
 
 /* One read pass over a row. With out != NULL it also leaves the terms exp((v_c - shift_k) * it) in out
  * (which may be x itself: each block is written only after it has been read), described by *mk, for
- * FN(rescale). */
-static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, const FL_T *w, int want_dot,
-                               FL_T anchor, FL_T *out, FN(marks) *mk) {
+ * rescale. */
+static stats row_stats(const FL_T *x, int64_t n, const xform *tf, const FL_T *w, int want_dot,
+                               FL_T anchor, FL_T *out, marks *mk) {
     FL_T buf[FL_BLOCK], ebuf[FL_BLOCK];
     const FL_T it = tf->it;
     const int scaled = tf->it_d != 1.0;
@@ -239,19 +209,19 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
         /* terms go straight to out, or through ebuf when out is x itself (not yet read) */
         FL_T *e = !out ? NULL : out == x ? ebuf : out + off, sh;
         if (tf->cap) {
-            FN(transform_block)(tf, z, len, buf);
+            transform_block(tf, z, len, buf);
             z = buf;
         }
-        if (want_dot) vdot += FN(block_dot)(z, w ? w + off : NULL, len, anchor);
+        if (want_dot) vdot += block_dot(z, w ? w + off : NULL, len, anchor);
         if (m == INFINITY) { /* the row normalizes to NaN: only NaN vs +inf is left to tell for lse */
-            nan_seen |= FN(has_nan)(z, len);
+            nan_seen |= has_nan(z, len);
             continue;
         }
         FL_T bm;
         int done = 0;
         if (isfinite(m)) { /* one pass: the sum relative to the max so far, and the block's max */
-            double bs = scaled ? FN(block_expsum)(z, len, m, it, 1, next, &bm, e)
-                               : FN(block_expsum)(z, len, m, it, 0, next, &bm, e);
+            double bs = scaled ? block_expsum(z, len, m, it, 1, next, &bm, e)
+                               : block_expsum(z, len, m, it, 0, next, &bm, e);
             sh = m;
             if (!(bm > m)) { /* the usual case once the row's max has been met */
                 s += bs;
@@ -265,7 +235,7 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
         if (!done) { /* first block, or a jump too large: max first, then the sum */
             bm = VF(rowmax)(z, len);
             if (bm == INFINITY) {
-                nan_seen = s != s || FN(has_nan)(z, len);
+                nan_seen = s != s || has_nan(z, len);
                 m = bm;
                 continue;
             }
@@ -274,15 +244,15 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
                 m = bm;
             }
             sh = (FL_T)fl_shift(m);
-            s += scaled ? FN(block_expsum)(z, len, sh, it, 1, next, NULL, e)
-                        : FN(block_expsum)(z, len, sh, it, 0, next, NULL, e);
+            s += scaled ? block_expsum(z, len, sh, it, 1, next, NULL, e)
+                        : block_expsum(z, len, sh, it, 0, next, NULL, e);
         }
         if (out) {
-            if (isfinite(m)) FN(mark)(mk, out, off, sh, tf->it_d);
+            if (isfinite(m)) mark(mk, out, off, sh, tf->it_d);
             if (e == ebuf) memcpy(out + off, ebuf, (size_t)len * sizeof(FL_T));
         }
     }
-    FN(stats) st;
+    stats st;
     st.shift = (FL_T)fl_shift(m);
     st.vdot = vdot;
     st.pinf = m == INFINITY;
@@ -294,22 +264,22 @@ static FN(stats) FN(row_stats)(const FL_T *x, int64_t n, const FN(xform) *tf, co
 }
 
 /* out[0, n) = NaN: the rows that normalize to NaN. */
-static void FN(fill_nan)(FL_T *out, int64_t n) {
+static void fill_nan(FL_T *out, int64_t n) {
     for (int64_t j = 0; j < n; j++) out[j] = (FL_T)NAN;
 }
 
-static int FN(logsumexp_rows)(const FL_T *x, const fl_rows *r, double inv_t, double *out) {
-    FN(xform) tf = FN(make_xform)(inv_t, 0);
+static int logsumexp_rows(const FL_T *x, const fl_rows *r, double inv_t, double *out) {
+    xform tf = make_xform(inv_t, 0);
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t i = 0; i < r->rows; i++)
-        out[i] = FN(row_stats)(x + i * r->x_stride, r->cols, &tf, NULL, 0, 0, NULL, NULL).lse;
+        out[i] = row_stats(x + i * r->x_stride, r->cols, &tf, NULL, 0, 0, NULL, NULL).lse;
     return FL_OK;
 }
 
-static int FN(softmax_rows)(const FL_T *x, FL_T *y, const fl_rows *r, double inv_t, int log) {
-    FN(xform) tf = FN(make_xform)(inv_t, 0);
+static int softmax_rows(const FL_T *x, FL_T *y, const fl_rows *r, double inv_t, int log) {
+    xform tf = make_xform(inv_t, 0);
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -318,38 +288,38 @@ static int FN(softmax_rows)(const FL_T *x, FL_T *y, const fl_rows *r, double inv
         FL_T *yi = y + i * r->y_stride;
         const int64_t n = r->cols;
         if (!log) { /* p = exp((v - shift) * it) * inv_s from the stored terms */
-            FN(marks) mk;
-            FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, 0, yi, &mk);
-            if (st.pinf) FN(fill_nan)(yi, n);
-            else FN(rescale)(yi, n, &mk, st.shift, tf.it_d, st.inv_s, 0, NULL);
+            marks mk;
+            stats st = row_stats(xi, n, &tf, NULL, 0, 0, yi, &mk);
+            if (st.pinf) fill_nan(yi, n);
+            else rescale(yi, n, &mk, st.shift, tf.it_d, st.inv_s, 0, NULL);
             continue;
         }
-        FN(stats) st = FN(row_stats)(xi, n, &tf, NULL, 0, 0, NULL, NULL);
+        stats st = row_stats(xi, n, &tf, NULL, 0, 0, NULL, NULL);
         const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s), itv = VF(set1)(tf.it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
             FL_V v = len == FL_W ? VF(load)(xi + j) : VF(load_part)(xi + j, len, 0);
             v = VF(sub)(VF(mul)(VF(sub)(v, sh), itv), ls);
             if (len == FL_W) VF(store)(yi + j, v);
-            else FN(store_part)(yi + j, len, v);
+            else store_part(yi + j, len, v);
         }
     }
     return FL_OK;
 }
 
 /* One row's loss, and its gradient row when g != NULL (g may alias x: read before written). */
-static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const FN(xform) *tf, const fl_xent *p,
+static double xent_row(const FL_T *x, FL_T *g, int64_t n, int64_t y, const xform *tf, const fl_xent *p,
                            double class_weight_sum, double scale) {
     const FL_T *wt = (const FL_T *)p->weight_t;
     const double e = p->label_smoothing, zl = p->z_loss, it = tf->it_d;
     const double wy = p->weight ? p->weight[y] : 1.0;
     FL_T dy;
-    const FL_T vy = FN(apply1)(tf, x[y], &dy);
+    const FL_T vy = apply1(tf, x[y], &dy);
     const FL_T anchor = isfinite(vy) ? vy : 0; /* smoothing sums w_c (v_c - anchor): no cancellation */
     /* Without softcap the gradient is rebuilt from the terms the read pass leaves in g. */
     const int stored = g && !tf->cap;
-    FN(marks) mk;
-    FN(stats) st = FN(row_stats)(x, n, tf, wt, e > 0, anchor, stored ? g : NULL, &mk);
+    marks mk;
+    stats st = row_stats(x, n, tf, wt, e > 0, anchor, stored ? g : NULL, &mk);
     /* -log p_y = (shift - v_y) * it + log s; for the smoothing term the same at the anchor */
     const double nll = st.pinf ? NAN : ((double)st.shift - (double)vy) * it + st.log_s_d;
     double loss = (1 - e) * wy * nll + zl * wy * st.lse * st.lse;
@@ -359,7 +329,7 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
     }
     if (!g) return loss;
     if (st.pinf) {
-        FN(fill_nan)(g, n);
+        fill_nan(g, n);
         return loss;
     }
 
@@ -370,17 +340,17 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
     const double fold = tf->cap ? 1.0 : it;
     const FL_T a1 = (FL_T)(a * (double)st.inv_s * scale * fold), nb1 = (FL_T)(-e / (double)n * scale * fold);
     if (stored) {
-        FN(rescale)(g, n, &mk, st.shift, it, a1, nb1, wt);
+        rescale(g, n, &mk, st.shift, it, a1, nb1, wt);
     } else {
         const FL_V a1v = VF(set1)(a1), nb1v = VF(set1)(nb1), sh = VF(set1)(st.shift), itv = VF(set1)(tf->it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
             FL_V d, xv = len == FL_W ? VF(load)(x + j) : VF(load_part)(x + j, len, 0);
-            FL_V ez = VF(expn)(VF(mul)(VF(sub)(FN(apply)(tf, xv, &d), sh), itv));
+            FL_V ez = VF(expn)(VF(mul)(VF(sub)(apply(tf, xv, &d), sh), itv));
             FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : VF(load_part)(wt + j, len, 0)) : nb1v;
             FL_V gv = VF(mul)(VF(fma)(ez, a1v, nb), d);
             if (len == FL_W) VF(store)(g + j, gv);
-            else FN(store_part)(g + j, len, gv);
+            else store_part(g + j, len, gv);
         }
     }
     g[y] -= (FL_T)(scale * (double)dy * (1 - e) * wy);
@@ -391,16 +361,16 @@ static double FN(xent_row)(const FL_T *x, FL_T *g, int64_t n, int64_t y, const F
  *   s = sum e, a = sum e d, b = sum e d^2, with d = x - ref, e = exp(beta d) (<= 1),
  * a term with e = 0 adding 0 (so -inf entries never make NaN; a NaN entry makes s NaN). Groups of four
  * vectors are summed in T, the groups in float64. */
-static inline void FN(moment_terms)(FL_V v, FL_V rv, FL_V bv, int scaled, int want_b, FL_V *e, FL_V *t, FL_V *u) {
+static inline void moment_terms(FL_V v, FL_V rv, FL_V bv, int scaled, int want_b, FL_V *e, FL_V *t, FL_V *u) {
     const FL_V zero = VF(set1)(0), d = VF(sub)(v, rv);
     *e = VF(expn)(scaled ? VF(mul)(d, bv) : d);
     /* d >= -max: a -inf entry gives e = 0 times a finite d (NaN entries already made e NaN) */
-    const FL_V dc = VF(max)(d, VF(set1)(-FL_TMAX));
+    const FL_V dc = VF(max)(d, VF(set1)(-FL_MAX));
     *t = VF(mul)(*e, dc);
     if (want_b) *u = VF(sel_gt)(*e, zero, VF(mul)(*t, dc), zero);
 }
 
-static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s, double *a, double *b) {
+static void moments(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s, double *a, double *b) {
     const int scaled = 1, want_b = 1;
     vf64 as[2] = {vf64_set1(0), vf64_set1(0)}, aa[2] = {vf64_set1(0), vf64_set1(0)};
     vf64 ab[2] = {vf64_set1(0), vf64_set1(0)};
@@ -408,16 +378,16 @@ static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s
     FL_V e0, e1, e2, e3, t0, t1, t2, t3, u0 = rv, u1 = rv, u2 = rv, u3 = rv;
     int64_t j = 0;
     for (; j + 4 * FL_W <= n; j += 4 * FL_W) {
-        FN(moment_terms)(VF(load)(x + j), rv, bv, scaled, want_b, &e0, &t0, &u0);
-        FN(moment_terms)(VF(load)(x + j + FL_W), rv, bv, scaled, want_b, &e1, &t1, &u1);
-        FN(moment_terms)(VF(load)(x + j + 2 * FL_W), rv, bv, scaled, want_b, &e2, &t2, &u2);
-        FN(moment_terms)(VF(load)(x + j + 3 * FL_W), rv, bv, scaled, want_b, &e3, &t3, &u3);
+        moment_terms(VF(load)(x + j), rv, bv, scaled, want_b, &e0, &t0, &u0);
+        moment_terms(VF(load)(x + j + FL_W), rv, bv, scaled, want_b, &e1, &t1, &u1);
+        moment_terms(VF(load)(x + j + 2 * FL_W), rv, bv, scaled, want_b, &e2, &t2, &u2);
+        moment_terms(VF(load)(x + j + 3 * FL_W), rv, bv, scaled, want_b, &e3, &t3, &u3);
         VF(acc)(as, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
         VF(acc)(aa, VF(add)(VF(add)(t0, t1), VF(add)(t2, t3)));
         if (want_b) VF(acc)(ab, VF(add)(VF(add)(u0, u1), VF(add)(u2, u3)));
     }
     for (; j < n; j += FL_W) {
-        FN(moment_terms)(n - j >= FL_W ? VF(load)(x + j) : VF(load_part)(x + j, n - j, -INFINITY), rv, bv, scaled,
+        moment_terms(n - j >= FL_W ? VF(load)(x + j) : VF(load_part)(x + j, n - j, -INFINITY), rv, bv, scaled,
                          want_b, &e0, &t0, &u0);
         VF(acc)(as, e0);
         VF(acc)(aa, t0);
@@ -432,9 +402,9 @@ static void FN(moments)(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s
 
 /* One block for the entropy: s = sum e, u = sum e (z - m), e = exp(z - m) (m finite), and the block's
  * max into *bmax; -inf entries add 0 to both. */
-static inline void FN(block_entropy)(const FL_T *z, int64_t n, FL_T m, FL_T *bmax, double *s, double *u) {
+static inline void block_entropy(const FL_T *z, int64_t n, FL_T m, FL_T *bmax, double *s, double *u) {
     vf64 as[2] = {vf64_set1(0), vf64_set1(0)}, au[2] = {vf64_set1(0), vf64_set1(0)};
-    const FL_V mv = VF(set1)(m), lo = VF(set1)(-FL_TMAX);
+    const FL_V mv = VF(set1)(m), lo = VF(set1)(-FL_MAX);
     FL_V mx = VF(set1)(-INFINITY);
     int64_t j = 0;
     for (; j + 4 * FL_W <= n; j += 4 * FL_W) { /* four vectors a step, summed in T first */
@@ -462,7 +432,7 @@ static inline void FN(block_entropy)(const FL_T *z, int64_t n, FL_T m, FL_T *bma
 /* H(softmax(x)) per row in one read pass: the online log-sum-exp of row_stats, carrying also
  * u = sum e (z - m); when the max rises from m to m', s <- s e^(m - m') and u <- e^(m - m') (u - (m' - m) s).
  * H = log s - u / s (nats; 0 log 0 = 0). */
-static double FN(entropy_row)(const FL_T *x, int64_t n) {
+static double entropy_row(const FL_T *x, int64_t n) {
     FL_T m = -INFINITY;
     double s = 0, u = 0;
     for (int64_t off = 0; off < n; off += FL_BLOCK) {
@@ -471,7 +441,7 @@ static double FN(entropy_row)(const FL_T *x, int64_t n) {
         FL_T bm;
         double bs, bu;
         if (isfinite(m)) {
-            FN(block_entropy)(z, len, m, &bm, &bs, &bu);
+            block_entropy(z, len, m, &bm, &bs, &bu);
             if (!(bm > m) || (double)bm - (double)m <= FL_MAX_JUMP) {
                 s += bs;
                 u += bu;
@@ -487,7 +457,7 @@ static double FN(entropy_row)(const FL_T *x, int64_t n) {
             if (s != 0) fl_rebase(&s, &u, (double)m, (double)bm);
             m = bm;
         }
-        FN(block_entropy)(z, len, (FL_T)fl_shift(m), &bm, &bs, &bu);
+        block_entropy(z, len, (FL_T)fl_shift(m), &bm, &bs, &bu);
         s += bs;
         u += bu;
     }
@@ -495,17 +465,17 @@ static double FN(entropy_row)(const FL_T *x, int64_t n) {
 }
 
 /* H(softmax(x)) per row (nats). */
-static int FN(entropy_rows)(const FL_T *x, const fl_rows *r, double *out) {
+static int entropy_rows(const FL_T *x, const fl_rows *r, double *out) {
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(entropy_row)(x + i * r->x_stride, r->cols);
+    for (int64_t i = 0; i < r->rows; i++) out[i] = entropy_row(x + i * r->x_stride, r->cols);
     return FL_OK;
 }
 
 /* One block for KL: sp = sum e_p, sq = sum e_q, u = sum e_p (z_p - z_q) (e_p = 0 terms add 0), with
  * e_p = exp(z_p - mp), e_q = exp(z_q - mq), and the blocks' maxima. */
-static inline void FN(block_kl)(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL_T mq, FL_T *bp, FL_T *bq,
+static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL_T mq, FL_T *bp, FL_T *bq,
                                 double *sp, double *sq, double *u) {
     vf64 ap[2] = {vf64_set1(0), vf64_set1(0)}, aq[2] = {vf64_set1(0), vf64_set1(0)};
     vf64 au[2] = {vf64_set1(0), vf64_set1(0)};
@@ -542,7 +512,7 @@ static inline void FN(block_kl)(const FL_T *p, const FL_T *q, int64_t n, FL_T mp
 /* KL(p || q) = sum p (log p - log q) for one pair of rows in one read pass: online log-sum-exps of both
  * (sums rebased when a max rises; u = sum e_p (z_p - z_q) follows p's), then
  * u / s_p - (m_p + log s_p) + (m_q + log s_q), clamped at 0; +inf where some q is 0 < p. */
-static double FN(kl_row)(const FL_T *p, const FL_T *q, int64_t n) {
+static double kl_row(const FL_T *p, const FL_T *q, int64_t n) {
     FL_T mp = -INFINITY, mq = -INFINITY;
     double sp = 0, sq = 0, u = 0;
     for (int64_t off = 0; off < n; off += FL_BLOCK) {
@@ -551,7 +521,7 @@ static double FN(kl_row)(const FL_T *p, const FL_T *q, int64_t n) {
         double bsp, bsq, bu;
         int fresh = !isfinite(mp) || !isfinite(mq);
         if (!fresh) {
-            FN(block_kl)(p + off, q + off, len, mp, mq, &bp, &bq, &bsp, &bsq, &bu);
+            block_kl(p + off, q + off, len, mp, mq, &bp, &bq, &bsp, &bsq, &bu);
             fresh = ((double)bp - (double)mp > FL_MAX_JUMP) || ((double)bq - (double)mq > FL_MAX_JUMP);
         }
         if (fresh) { /* first blocks, or a jump too large for one pass: maxima first */
@@ -561,7 +531,7 @@ static double FN(kl_row)(const FL_T *p, const FL_T *q, int64_t n) {
             const double fp = sp != 0 ? exp(fl_shift(mp) - fl_shift(np_)) : 0, fq = sq != 0 ? exp(fl_shift(mq) - fl_shift(nq)) : 0;
             sp *= fp, u *= fp, sq *= fq;
             mp = np_, mq = nq;
-            FN(block_kl)(p + off, q + off, len, (FL_T)fl_shift(mp), (FL_T)fl_shift(mq), &bp, &bq, &bsp, &bsq, &bu);
+            block_kl(p + off, q + off, len, (FL_T)fl_shift(mp), (FL_T)fl_shift(mq), &bp, &bq, &bsp, &bsq, &bu);
             sp += bsp, sq += bsq, u += bu;
             continue;
         }
@@ -581,17 +551,17 @@ static double FN(kl_row)(const FL_T *p, const FL_T *q, int64_t n) {
     return kl > 0 || kl != kl ? kl : 0;
 }
 
-static int FN(kl_rows)(const FL_T *x, const FL_T *y, const fl_rows *r, double *out) {
+static int kl_rows(const FL_T *x, const FL_T *y, const fl_rows *r, double *out) {
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t i = 0; i < r->rows; i++) out[i] = FN(kl_row)(x + i * r->x_stride, y + i * r->y_stride, r->cols);
+    for (int64_t i = 0; i < r->rows; i++) out[i] = kl_row(x + i * r->x_stride, y + i * r->y_stride, r->cols);
     return FL_OK;
 }
 
 /* Temperature statistics at beta = 1/T, per row with target y and row max xmax[i]:
  *   nll = lse(beta x) - beta x_y,  g = E_p[x] - x_y = d nll / d beta,  v = Var_p[x] = d2 nll / d beta2. */
-static int FN(tstats_rows)(const FL_T *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
+static int temperature_stats_rows(const FL_T *x, const fl_rows *r, const int64_t *y, const double *xmax, double beta,
                            double *nll, double *g, double *v) {
     int nt = fl_threads_for(r);
     (void)nt;
@@ -600,7 +570,7 @@ static int FN(tstats_rows)(const FL_T *x, const fl_rows *r, const int64_t *y, co
         const FL_T *xi = x + i * r->x_stride;
         double s, a, b;
         const FL_T ref = (FL_T)xmax[i];
-        FN(moments)(xi, r->cols, ref, (FL_T)beta, &s, &a, &b);
+        moments(xi, r->cols, ref, (FL_T)beta, &s, &a, &b);
         const double mean = a / s, xy = (double)xi[y[i]] - (double)ref;
         nll[i] = log(s) - beta * xy;
         g[i] = mean - xy;
@@ -609,9 +579,9 @@ static int FN(tstats_rows)(const FL_T *x, const fl_rows *r, const int64_t *y, co
     return FL_OK;
 }
 
-static int FN(xent_rows)(const FL_T *x, FL_T *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,
+static int xent_rows(const FL_T *x, FL_T *g, const fl_rows *r, const fl_xent *p, double class_weight_sum,
                          double scale) {
-    FN(xform) tf = FN(make_xform)(p->inv_temperature, p->softcap);
+    xform tf = make_xform(p->inv_temperature, p->softcap);
     int nt = fl_threads_for(r);
     (void)nt;
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
@@ -622,10 +592,17 @@ static int FN(xent_rows)(const FL_T *x, FL_T *g, const fl_rows *r, const fl_xent
             p->row_loss[i] = 0;
             if (gi) memset(gi, 0, (size_t)r->cols * sizeof(FL_T));
         } else {
-            p->row_loss[i] = FN(xent_row)(x + i * r->x_stride, gi, r->cols, y, &tf, p, class_weight_sum, scale);
+            p->row_loss[i] = xent_row(x + i * r->x_stride, gi, r->cols, y, &tf, p, class_weight_sum, scale);
         }
     }
     return FL_OK;
 }
 
-#endif
+const fl_softmax_kernels_T FL_LEVEL_TABLE(softmax) = {
+    .logsumexp = logsumexp_rows,
+    .softmax = softmax_rows,
+    .xent = xent_rows,
+    .entropy = entropy_rows,
+    .kl = kl_rows,
+    .temperature_stats = temperature_stats_rows,
+};
