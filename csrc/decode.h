@@ -26,7 +26,6 @@
  * every finite logit. */
 #define FL_TOPP_TIER1 10
 #define FL_TOPP_TIER2 18
-#define FL_P0_GAP 745 /* a logit this far below the max (or the log-sum-exp) has probability 0 in float64 */
 /* The output pass (decode_filters.c): with at most n / FL_FEW_CAND candidates and n / FL_FEW_KEPT kept
  * tokens, the row is filled and the kept ones written back instead of a vector pass over the row. */
 #define FL_FEW_CAND 16

@@ -70,6 +70,9 @@ FL_LEVEL_TABLES(neon)
 /* The kernels of the active level (chosen once at load, or by fl_simd_select). */
 const fl_level_kernels *fl_active(void);
 
+/* A logit this far below its row's max (or log-sum-exp) has probability 0 in float64 (e^-745 underflows). */
+#define FL_P0_GAP 745
+
 /* Per-thread scratch memory of at least `bytes`, kept for the calling thread between calls (up to
  * FL_SCRATCH_CACHE bytes; larger requests, and requests made while the thread's block is still out,
  * are allocated anew). NULL when out of memory. Valid until fl_scratch_release, which every call

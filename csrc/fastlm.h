@@ -3,8 +3,13 @@
  * Conventions
  *   - Raw pointers, 64-bit sizes and strides (strides in elements, not bytes).
  *   - A matrix is `rows` x `cols` with the class axis (cols) contiguous and rows `stride` elements apart.
- *   - Every entry point returns an fl_status; arguments are checked before anything is written.
- *   - No allocation inside kernels; no Python.
+ *   - The entry points of the softmax family and of decoding return an fl_status (the n-gram functions
+ *     return a count, or nothing) and check their arguments, and every row of a decoding call, before
+ *     anything is written.
+ *   - The softmax family allocates nothing. Decoding allocates per call a few arrays of one entry per
+ *     row, and per-thread scratch (kept between calls, dispatch.h); n-gram counting a count array for
+ *     small key spaces. Never inside the loops over elements; FL_ERR_NOMEM when it fails. No Python.
+ *   - The algorithms, their precision and their bench figures: csrc/README.md.
  *   - Results are bitwise identical for any num_threads: rows are independent, reductions over rows
  *     are serial in row order, in float64.
  *
@@ -14,7 +19,7 @@
  *   - row sums of exp: groups of four vectors summed in the input dtype, the groups in float64;
  *     log(sum) uses libm once per row. Temperature is applied after the row max is subtracted.
  *   - softmax / log-softmax elements: relative error about 1e-6 (float32; absolute for log-softmax).
- *   - softcap tanh: absolute error <= 4 * 2^-24 * cap (float32).
+ *   - softcap tanh: relative error of a few ulp (float32: a series below |x| = cap / 4; vmath.h).
  */
 #ifndef FASTLM_H
 #define FASTLM_H
@@ -92,7 +97,8 @@ typedef enum { FL_REDUCE_NONE = 0, FL_REDUCE_SUM = 1, FL_REDUCE_MEAN = 2 } fl_re
  * with w = weight (all ones when NULL), e = label_smoothing, zl = z_loss, V = cols.
  * loss = sum_i l_i (SUM), sum_i l_i / sum_i w_{y_i} over non-ignored rows (MEAN; NaN when that is 0/0).
  * Gradient: g_c = s * du_c/dx_c / T * (A p_c - (e/V) w_c - (1-e) w_y [c == y]),
- *   A = (1-e) w_y + (e/V) sum_c w_c + 2 zl w_y lse,  s = 1/sum w (MEAN) or 1 (SUM, NONE).
+ *   A = (1-e) w_y + (e/V) sum_c w_c + 2 zl w_y lse,  s = 1/sum w (MEAN) or 1 (SUM, NONE); a MEAN over a
+ *   zero weight sum gives NaN gradient rows (zero at ignored rows), as torch.
  * grad may equal logits (in place): each row is read before it is written.
  */
 typedef struct {
@@ -116,21 +122,15 @@ int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p);
 int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* Decoding (sampling.c). Rows are ranked by probability, descending, the lower index first on ties;
- * a filter keeps a prefix of that order and writes fill (filter_value) elsewhere; y may equal x.
- * Probabilities are softmax(x) in the logits' precision; a row holding +inf gives its +inf entries equal
- * shares of all the mass (the limit of softmax). Every row is checked first: NaN -> FL_ERR_NAN, no logit
- * above -inf (or cols == 0) -> FL_ERR_EMPTY, with the row in bad_row; nothing is written then.
- * Per-row parameters are arrays of `rows` entries; rows must be shorter than 2^31. Selection is
- * sort-free: one vector pass collects candidates that must hold the kept prefix (top-k: the tokens at or
- * above the min of k chunk maxima; top-p: the pass that sums exp(x - max) also collects the logits at
- * or above max - 10, lower only if they hold less than p), then an exact selection over the candidates:
- * by weight, masses above 8 thresholds (a vector pass) narrow them to a band holding the cut; then a
- * histogram (linear in the value over their range, then 11 bits of the order-preserving keys per level)
- * finds the bucket holding the cut, recursing into it while it is large; only a small final bucket is
- * sorted. O(V + b log b) per row. Top-k ranks logits (Hugging Face compares logits); the others rank
- * probabilities (top-p and min_keep by logit, the same order: ties in probability are ties in logit,
- * except that tokens of probability 0 tie with one another). */
+/* Decoding (decode.c and its decode_*.c families; csrc/README.md, "Decoding"). Rows are ranked by
+ * probability, descending, the lower index first on ties; a filter keeps a prefix of that order and
+ * writes fill (filter_value) elsewhere; y may equal x. Probabilities are softmax(x) in the logits'
+ * precision; a row holding +inf gives its +inf entries equal shares of all the mass (the limit of
+ * softmax). Every row is checked first: NaN -> FL_ERR_NAN, no logit above -inf (or cols == 0) ->
+ * FL_ERR_EMPTY, with the row in bad_row; nothing is written then. Per-row parameters are arrays of
+ * `rows` entries; rows must be shorter than 2^31. Top-k ranks logits (Hugging Face compares logits); the
+ * others rank probabilities (top-p and min_keep by logit, the same order: ties in probability are ties in
+ * logit, except that tokens of probability 0 tie with one another). Selection is exact and sort-free. */
 typedef struct {
     int64_t min_keep;          /* min_tokens_to_keep (>= 1 for the filters) */
     int64_t bad_row;           /* out: the first invalid row */

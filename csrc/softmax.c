@@ -35,7 +35,8 @@ static int xent_prepare(const fl_rows *r, int has_grad, fl_xent *p, double *clas
     p->weight_sum = wsum;
     p->bad_index = -1;
     *class_weight_sum = cws;
-    *scale = p->reduction == FL_REDUCE_MEAN ? (wsum != 0 ? 1.0 / wsum : 0.0) : 1.0;
+    /* a mean over a zero weight sum: 1/0 times zero weights, NaN where not ignored (torch, fastlm.h) */
+    *scale = p->reduction == FL_REDUCE_MEAN ? (wsum != 0 ? 1.0 / wsum : NAN) : 1.0;
     return FL_OK;
 }
 

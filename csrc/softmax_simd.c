@@ -474,18 +474,19 @@ static int entropy_rows(const FL_T *x, const fl_rows *r, double *out) {
 }
 
 /* One block for KL: sp = sum e_p, sq = sum e_q, u = sum e_p (z_p - z_q) (e_p = 0 terms add 0), with
- * e_p = exp(z_p - mp), e_q = exp(z_q - mq), and the blocks' maxima. */
-static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL_T mq, FL_T *bp, FL_T *bq,
-                                double *sp, double *sq, double *u) {
+ * e_p = exp(z_p - mp), e_q = exp(z_q - mq), the blocks' maxima, and *bz the max of z_p where z_q = -inf. */
+static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL_T mq, FL_T *bp, FL_T *bq, FL_T *bz,
+                            double *sp, double *sq, double *u) {
     vf64 ap[2] = {vf64_set1(0), vf64_set1(0)}, aq[2] = {vf64_set1(0), vf64_set1(0)};
     vf64 au[2] = {vf64_set1(0), vf64_set1(0)};
-    const FL_V mpv = VF(set1)(mp), mqv = VF(set1)(mq), zero = VF(set1)(0);
-    FL_V xp = VF(set1)(-INFINITY), xq = xp;
+    const FL_V mpv = VF(set1)(mp), mqv = VF(set1)(mq), zero = VF(set1)(0), ninf = VF(set1)(-INFINITY);
+    FL_V xp = ninf, xq = ninf, xz = ninf;
     int64_t j = 0;
     for (; j + 2 * FL_W <= n; j += 2 * FL_W) { /* two vectors a step, summed in T first */
         FL_V p0 = VF(load)(p + j), p1 = VF(load)(p + j + FL_W), q0 = VF(load)(q + j), q1 = VF(load)(q + j + FL_W);
         xp = VF(max)(xp, VF(max)(p0, p1));
         xq = VF(max)(xq, VF(max)(q0, q1));
+        xz = VF(max)(xz, VF(max)(VF(sel_gt)(q0, ninf, ninf, p0), VF(sel_gt)(q1, ninf, ninf, p1)));
         FL_V e0 = VF(expn)(VF(sub)(p0, mpv)), e1 = VF(expn)(VF(sub)(p1, mpv));
         VF(acc)(ap, VF(add)(e0, e1));
         VF(acc)(aq, VF(add)(VF(expn)(VF(sub)(q0, mqv)), VF(expn)(VF(sub)(q1, mqv))));
@@ -497,6 +498,7 @@ static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL
         FL_V qv = n - j >= FL_W ? VF(load)(q + j) : VF(load_part)(q + j, n - j, -INFINITY);
         xp = VF(max)(xp, pv);
         xq = VF(max)(xq, qv);
+        xz = VF(max)(xz, VF(sel_gt)(qv, ninf, ninf, pv));
         FL_V ep = VF(expn)(VF(sub)(pv, mpv));
         VF(acc)(ap, ep);
         VF(acc)(aq, VF(expn)(VF(sub)(qv, mqv)));
@@ -504,6 +506,7 @@ static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL
     }
     *bp = VF(hmax)(xp);
     *bq = VF(hmax)(xq);
+    *bz = VF(hmax)(xz);
     *sp = vf64_hsum(vf64_add(ap[0], ap[1]));
     *sq = vf64_hsum(vf64_add(aq[0], aq[1]));
     *u = vf64_hsum(vf64_add(au[0], au[1]));
@@ -511,17 +514,19 @@ static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL
 
 /* KL(p || q) = sum p (log p - log q) for one pair of rows in one read pass: online log-sum-exps of both
  * (sums rebased when a max rises; u = sum e_p (z_p - z_q) follows p's), then
- * u / s_p - (m_p + log s_p) + (m_q + log s_q), clamped at 0; +inf where some q is 0 < p. */
+ * u / s_p - (m_p + log s_p) + (m_q + log s_q), clamped at 0. +inf where some q is 0 < p: q's logit is
+ * -inf where p's probability is positive in float64 (its logit within FL_P0_GAP of p's log-sum-exp; the
+ * fast exp flushes such terms to 0 well before that, so the max of those logits is tracked apart). */
 static double kl_row(const FL_T *p, const FL_T *q, int64_t n) {
-    FL_T mp = -INFINITY, mq = -INFINITY;
+    FL_T mp = -INFINITY, mq = -INFINITY, zmax = -INFINITY;
     double sp = 0, sq = 0, u = 0;
     for (int64_t off = 0; off < n; off += FL_BLOCK) {
         const int64_t len = n - off < FL_BLOCK ? n - off : FL_BLOCK;
-        FL_T bp, bq;
+        FL_T bp, bq, bz;
         double bsp, bsq, bu;
         int fresh = !isfinite(mp) || !isfinite(mq);
         if (!fresh) {
-            block_kl(p + off, q + off, len, mp, mq, &bp, &bq, &bsp, &bsq, &bu);
+            block_kl(p + off, q + off, len, mp, mq, &bp, &bq, &bz, &bsp, &bsq, &bu);
             fresh = ((double)bp - (double)mp > FL_MAX_JUMP) || ((double)bq - (double)mq > FL_MAX_JUMP);
         }
         if (fresh) { /* first blocks, or a jump too large for one pass: maxima first */
@@ -531,11 +536,13 @@ static double kl_row(const FL_T *p, const FL_T *q, int64_t n) {
             const double fp = sp != 0 ? exp(fl_shift(mp) - fl_shift(np_)) : 0, fq = sq != 0 ? exp(fl_shift(mq) - fl_shift(nq)) : 0;
             sp *= fp, u *= fp, sq *= fq;
             mp = np_, mq = nq;
-            block_kl(p + off, q + off, len, (FL_T)fl_shift(mp), (FL_T)fl_shift(mq), &bp, &bq, &bsp, &bsq, &bu);
+            block_kl(p + off, q + off, len, (FL_T)fl_shift(mp), (FL_T)fl_shift(mq), &bp, &bq, &bz, &bsp, &bsq, &bu);
             sp += bsp, sq += bsq, u += bu;
+            zmax = bz > zmax ? bz : zmax;
             continue;
         }
         sp += bsp, sq += bsq, u += bu;
+        zmax = bz > zmax ? bz : zmax;
         if (bp > mp) {
             const double f = exp((double)mp - (double)bp);
             sp *= f, u *= f;
@@ -547,7 +554,9 @@ static double kl_row(const FL_T *p, const FL_T *q, int64_t n) {
         }
     }
     if (mp == INFINITY || mq == INFINITY) return NAN;
-    const double kl = u / sp - (fl_shift(mp) + log(sp)) + (fl_shift(mq) + log(sq));
+    const double lse_p = fl_shift(mp) + log(sp);
+    if ((double)zmax - lse_p > -FL_P0_GAP && sq == sq) return INFINITY; /* q = 0 < p (NaN stays NaN) */
+    const double kl = u / sp - lse_p + (fl_shift(mq) + log(sq));
     return kl > 0 || kl != kl ? kl : 0;
 }
 
