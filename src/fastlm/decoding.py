@@ -115,7 +115,7 @@ def top_k_filter(logits: ArrayLike, k: ArrayLike, *, min_tokens_to_keep: int = 1
                  num_threads: int | None = None) -> NDArray[np.floating[Any]]:
     """Keep the tokens whose logit is >= the k-th largest logit (ties with the k-th value are kept, as
     Hugging Face's TopKLogitsWarper); k <= 0 disables the filter. k is raised to min_tokens_to_keep.
-    Sort-free: a histogram over the logits' order-preserving bits finds the k-th value.
+    Sort-free and exact: csrc/README.md, "Decoding: selection".
     """
     return _filter("top_k", logits, k, "k", None, "", min_tokens_to_keep, filter_value, out, num_threads)
 
@@ -130,13 +130,8 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
     Ranking by probability is ranking by logit (p is increasing in x); tokens of probability 0 (a logit
     more than 745 below the max, where float64 underflows, or any finite logit in a row holding +inf)
     tie with one another, which matters only for min_tokens_to_keep.
-    Sort-free: the pass that sums exp(x - max) collects the candidates, the logits within 10 of the max
-    (lower only when they hold less than p); their masses above 8 thresholds narrow them to the band
-    holding the cut, and a histogram of that band finds it exactly; only a small last bucket is ordered.
-    On flat rows of 16384 tokens or more (the weight spread over many tokens) the band is guessed first,
-    from a sample of 1/32 of the row, and that pass collects only the band, summing the weight above it;
-    the exact sums check the guess, and a missed guess falls back to the candidates. Either way the cut
-    is the one the weights give, up to their float rounding.
+    Sort-free and exact up to the float rounding of the weights exp(x - max): the algorithm (candidate
+    tiers, and one pass over a guessed band on flat rows) is in csrc/README.md, "Decoding: top-p".
     """
     return _filter("top_p", logits, p, "p", lambda v: (v >= 0) & (v <= 1), "in [0, 1]", min_tokens_to_keep,
                    filter_value, out, num_threads)
