@@ -120,6 +120,8 @@ typedef struct {
 
 int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p);
 int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p);
+/* bfloat16 logits and gradient (the high halves of float32s), computed in float32; weight_t is float32. */
+int fl_xent_bf16(const uint16_t *logits, uint16_t *grad, const fl_rows *r, fl_xent *p);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Decoding (decode.c and its decode_*.c families; csrc/README.md, "Decoding"). Rows are ranked by

@@ -3,6 +3,7 @@
  * around the active SIMD level's row kernels (softmax_simd.c). */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 #include "dtype.h"
 
 static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
@@ -91,3 +92,58 @@ int FL_PICK(fl_temperature_stats_f32, fl_temperature_stats_f64)(const FL_T *x, c
         if (y[i] < 0 || y[i] >= r->cols) return FL_ERR_ARG;
     return SOFTMAX_KERNELS->temperature_stats(x, r, y, xmax, beta, nll, g, v);
 }
+
+#if FL_DTYPE == 32
+/* bfloat16 <-> float32: a bfloat16 is the high half of a float32; rounding to nearest even (NaN kept). */
+static inline float bf16_to_f32(uint16_t h) {
+    const uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
+}
+
+/* Cross-entropy of bfloat16 logits: each row is widened to float32 in per-thread scratch, run through the
+ * float32 row kernel (the gradient in place), and the gradient row rounded back to bfloat16. weight_t
+ * holds the class weights in float32. */
+int fl_xent_bf16(const uint16_t *logits, uint16_t *grad, const fl_rows *r, fl_xent *p) {
+    double cws, scale;
+    int st = xent_prepare(r, grad != NULL, p, &cws, &scale), fail = 0;
+    if (st != FL_OK) return st;
+    const int nt = fl_threads_for(r);
+    (void)nt;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        const size_t bytes = sizeof(float) * (size_t)(r->cols > 0 ? r->cols : 1);
+        float *row = fl_scratch(bytes);
+        if (!row) {
+#pragma omp atomic write
+            fail = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < r->rows; i++) {
+            if (!row) continue;
+            const uint16_t *xi = logits + i * r->x_stride;
+            for (int64_t j = 0; j < r->cols; j++) row[j] = bf16_to_f32(xi[j]);
+            fl_rows one = {1, r->cols, r->cols, r->cols, 1};
+            fl_xent pi = *p;
+            pi.targets = p->targets + i;
+            pi.row_loss = p->row_loss + i;
+            SOFTMAX_KERNELS->xent(row, grad ? row : NULL, &one, &pi, cws, scale);
+            if (grad) {
+                uint16_t *gi = grad + i * r->y_stride;
+                for (int64_t j = 0; j < r->cols; j++) gi[j] = f32_to_bf16(row[j]);
+            }
+        }
+        if (row) fl_scratch_release(row, bytes);
+    }
+    if (fail) return FL_ERR_NOMEM;
+    xent_reduce(r, p);
+    return FL_OK;
+}
+#endif

@@ -22,6 +22,7 @@ from .decoding import (  # noqa: E402
     typical_filter,
 )
 from . import calibration, ngram  # noqa: E402
+from .linear import linear_cross_entropy, linear_cross_entropy_with_grad  # noqa: E402
 from .losses import cross_entropy, cross_entropy_with_grad, token_logprobs  # noqa: E402
 from .metrics import (  # noqa: E402
     bits_per_byte,
@@ -45,6 +46,8 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
     "token_logprobs",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "top_k_filter",
     "top_p_filter",
     "min_p_filter",

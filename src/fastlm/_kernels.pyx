@@ -8,7 +8,7 @@ status code to an exception.
 """
 cimport numpy as cnp
 import numpy as np
-from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 cnp.import_array()
@@ -56,6 +56,7 @@ cdef extern from "fastlm.h" nogil:
     int fl_softmax_f64(const double *x, double *y, const fl_rows *r, double inv_t, int log)
     int fl_xent_f32(const float *logits, float *grad, const fl_rows *r, fl_xent *p)
     int fl_xent_f64(const double *logits, double *grad, const fl_rows *r, fl_xent *p)
+    int fl_xent_bf16(const uint16_t *logits, uint16_t *grad, const fl_rows *r, fl_xent *p)
     int fl_entropy_f32(const float *x, const fl_rows *r, double *out)
     int fl_entropy_f64(const double *x, const fl_rows *r, double *out)
     int fl_kl_f32(const float *p, const float *q, const fl_rows *r, double *out)
@@ -134,10 +135,11 @@ def max_threads():
 
 
 cdef fl_rows _rows(cnp.ndarray x, cnp.ndarray y, int num_threads) except *:
-    """Row layout of x (and of the output y, same shape and dtype, when given)."""
+    """Row layout of x (and of the output y, same shape and dtype, when given); uint16 holds bfloat16."""
     cdef fl_rows r
-    if x.ndim != 2 or not (x.dtype.num == cnp.NPY_FLOAT32 or x.dtype.num == cnp.NPY_FLOAT64):
-        raise TypeError("internal: expected a 2-D float32/float64 array")
+    if x.ndim != 2 or not (x.dtype.num == cnp.NPY_FLOAT32 or x.dtype.num == cnp.NPY_FLOAT64
+                           or x.dtype.num == cnp.NPY_UINT16):
+        raise TypeError("internal: expected a 2-D float32/float64/bfloat16 (uint16) array")
     cdef int64_t item = x.itemsize
     r.rows = x.shape[0]
     r.cols = x.shape[1]
@@ -209,7 +211,8 @@ def softmax_rows(cnp.ndarray x, cnp.ndarray y, double inv_t, bint log, int num_t
 def xent_rows(cnp.ndarray x, cnp.ndarray targets, weight, weight_t, long long ignore_index, str reduction,
               double label_smoothing, double z_loss, double softcap, double inv_t,
               cnp.ndarray row_loss, grad, int num_threads):
-    """Fused cross-entropy over rows (see fl_xent in fastlm.h).
+    """Fused cross-entropy over rows (see fl_xent in fastlm.h); x of dtype uint16 holds bfloat16 logits
+    (weight_t then float32).
 
     Returns (loss, weight_sum, bad_index): bad_index >= 0 is the first row whose target is invalid,
     in which case nothing was written.
@@ -229,7 +232,8 @@ def xent_rows(cnp.ndarray x, cnp.ndarray targets, weight, weight_t, long long ig
         w = weight
         wt = weight_t
         if (w.ndim != 1 or w.shape[0] != r.cols or w.dtype.num != cnp.NPY_FLOAT64 or not w.flags.c_contiguous
-                or wt.ndim != 1 or wt.shape[0] != r.cols or wt.dtype.num != x.dtype.num
+                or wt.ndim != 1 or wt.shape[0] != r.cols
+                or wt.dtype.num != (cnp.NPY_FLOAT32 if x.dtype.num == cnp.NPY_UINT16 else x.dtype.num)
                 or not wt.flags.c_contiguous):
             raise ValueError("internal: weight must be float64 (cols,) with a copy in the logits dtype")
         p.weight = <const double *>cnp.PyArray_DATA(w)
@@ -250,9 +254,11 @@ def xent_rows(cnp.ndarray x, cnp.ndarray targets, weight, weight_t, long long ig
     if grad is not None:
         gp = cnp.PyArray_DATA(<cnp.ndarray>grad)
     cdef int st
-    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef int dt = x.dtype.num
     with nogil:
-        if f32:
+        if dt == cnp.NPY_UINT16:
+            st = fl_xent_bf16(<const uint16_t *>xp, <uint16_t *>gp, &r, &p)
+        elif dt == cnp.NPY_FLOAT32:
             st = fl_xent_f32(<const float *>xp, <float *>gp, &r, &p)
         else:
             st = fl_xent_f64(<const double *>xp, <double *>gp, &r, &p)

@@ -18,11 +18,12 @@ class _Args:
     """Checked arguments of one cross-entropy call (everything is validated before any write)."""
 
     def __init__(self, logits, targets, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-                 temperature, num_threads):
-        self.logits = float_array(logits, "logits")
+                 temperature, num_threads, bf16=False):
+        # bf16: logits is a C-contiguous uint16 ndarray holding bfloat16 (fastlm.torch), computed in float32
+        self.logits = logits if bf16 else float_array(logits, "logits")
         if self.logits.ndim == 0:
             raise ValueError("logits must have at least one dimension (..., V)")
-        self.dtype = COMPUTE[self.logits.dtype]
+        self.dtype = np.dtype(np.float32) if bf16 else COMPUTE[self.logits.dtype]
         self.V = self.logits.shape[-1]
         t = int_array(targets, "targets")
         if t.shape != self.logits.shape[:-1]:
@@ -49,7 +50,8 @@ class _Args:
                 raise ValueError(f"weight has shape {w.shape}, expected ({self.V},) (one per class)")
             self.weight = np.ascontiguousarray(w, dtype=np.float64)
             self.weight_t = self.weight.astype(self.dtype)
-        self.rows = rows_in(self.logits, self.dtype)  # (N, V) view, or a copy when the layout needs one
+        # (N, V) view, or a copy when the layout needs one
+        self.rows = self.logits.reshape(-1, self.V) if bf16 else rows_in(self.logits, self.dtype)
 
     def run(self, grad_rows=None):
         """Call the kernel; returns (loss, per-row losses float64). Raises on an invalid target."""
@@ -166,7 +168,8 @@ def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: Ar
     Same options and loss as cross_entropy. For reduction="none" the gradient is that of the sum of the
     per-position losses. The gradient of row i is
     s * du/dx / T * (A p - (e/V) w - (1-e) w[y] onehot(y)), A = (1-e) w[y] + (e/V) sum(w) + 2 zl w[y] lse_i,
-    s = 1 / sum_i w[y_i] for "mean" (and 0 when every position is ignored), else 1; ignored rows get 0.
+    s = 1 / sum_i w[y_i] for "mean", else 1; ignored rows get 0 (so every row when all are ignored), and
+    the other rows NaN when their weights w[y_i] sum to 0 with "mean" (as torch's autograd).
     {options}
     grad_out : ndarray, optional
         Where to write the gradient: logits' shape and dtype. May be `logits` itself: the gradient then
@@ -182,6 +185,26 @@ def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: Ar
     grad = np.empty(a.logits.shape, a.logits.dtype) if grad_out is None else check_out(
         grad_out, a.logits.shape, a.logits.dtype, "grad_out")
     return a.result(*write_rows(grad, a.rows, a.dtype, a.run)), grad
+
+
+def xent_with_grad_into(logits: np.ndarray, targets: np.ndarray, grad: np.ndarray | None, *, weight=None,
+                        ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                        z_loss: float = 0.0, softcap: float | None = None, temperature: float = 1.0,
+                        num_threads: int | None = None) -> float | NDArray[np.float64]:
+    """cross_entropy_with_grad for fastlm.torch and the linear version: the gradient is written into
+    `grad` (logits' shape and dtype, C-contiguous; may be logits itself; None: no gradient), the loss returned as a float, or
+    per position in float64 for "none". logits of dtype uint16 hold bfloat16 bits (C-contiguous), read as
+    bfloat16 in C and computed in float32."""
+    bf16 = logits.dtype == np.uint16
+    a = _Args(logits, targets, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, temperature,
+              num_threads, bf16=bf16)
+    if grad is None:
+        loss, row_loss = a.run()
+    elif bf16:
+        loss, row_loss = a.run(grad.reshape(-1, a.V))
+    else:
+        loss, row_loss = write_rows(check_out(grad, a.logits.shape, a.logits.dtype, "grad"), a.rows, a.dtype, a.run)
+    return row_loss.reshape(a.targets_shape) if reduction == "none" else float(loss)
 
 
 def token_logprobs(logits: ArrayLike, targets: ArrayLike, *, ignore_index: int = -100, temperature: float = 1.0,
