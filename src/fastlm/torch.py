@@ -56,6 +56,14 @@ def _np(t: torch.Tensor) -> np.ndarray:
     return t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
 
 
+def _empty(shape, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized CPU tensor in NumPy's memory: NumPy asks Linux for transparent huge pages on large
+    arrays, which makes first writes to a fresh (N, V) gradient several times cheaper than torch.empty's."""
+    if dtype == torch.bfloat16:
+        return torch.from_numpy(np.empty(shape, np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(np.empty(shape, torch.empty((), dtype=dtype).numpy().dtype))
+
+
 def _weight_np(weight: Optional[torch.Tensor]):
     return None if weight is None else weight.detach().to(torch.float64).numpy()
 
@@ -66,7 +74,7 @@ def _ce_op(logits: torch.Tensor, targets: torch.Tensor, weight: Optional[torch.T
            reduction: str, label_smoothing: float, z_loss: float, softcap: float,
            temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, d loss / d logits) in one fused call; the gradient is that of the sum for "none"."""
-    grad = torch.empty(logits.shape, dtype=logits.dtype)
+    grad = _empty(logits.shape, logits.dtype)
     loss = _losses.xent_with_grad_into(_np(logits), _np(targets), _np(grad), weight=_weight_np(weight),
                                        ignore_index=ignore_index, reduction=reduction,
                                        label_smoothing=label_smoothing, z_loss=z_loss,
@@ -96,13 +104,37 @@ def _scaled(grad: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
     return grad * go.to(grad.dtype).unsqueeze(-1)
 
 
+def _keep(ctx, *tensors) -> None:
+    """Keep the forward's gradients for backward. In eager mode they are handed over, not saved: backward
+    returns them as they are and autograd adopts them without a copy, so a second backward through the
+    same graph (retain_graph=True) raises. Traced (torch.compile, opcheck), they are saved as usual."""
+    ctx.set_materialize_grads(False)  # else autograd fills an (N, V) zero tensor for the gradient output
+    if all(type(t) is torch.Tensor for t in tensors):
+        ctx.kept = list(tensors)
+    else:
+        ctx.kept = None
+        ctx.save_for_backward(*tensors)
+
+
+def _take(ctx, what: str):
+    _no_double_backward(what)
+    if ctx.kept is None:
+        return ctx.saved_tensors
+    if not ctx.kept:
+        raise RuntimeError(f"{what}: its gradient was handed to the first backward through this graph; "
+                           "retain_graph=True and a second backward are not supported (call it again)")
+    kept, ctx.kept = ctx.kept, []
+    return kept
+
+
 def _ce_setup(ctx, inputs, output):
-    ctx.save_for_backward(output[1])
+    _keep(ctx, output[1])
 
 
 def _ce_backward(ctx, g_loss, g_grad):
-    _no_double_backward("fastlm.torch.cross_entropy")
-    (grad,) = ctx.saved_tensors
+    (grad,) = _take(ctx, "fastlm.torch.cross_entropy")
+    if g_loss is None:
+        return (None,) * 9
     return _scaled(grad, g_loss), None, None, None, None, None, None, None, None
 
 
@@ -119,7 +151,8 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, weight: Option
     reduction, label_smoothing; plus z_loss, softcap, temperature); float16 / bfloat16 are read as such
     and computed in float32, the gradient written in the logits' dtype. The gradient d loss / d logits
     is computed in the forward call and kept (an (..., V) tensor, as torch's own backward makes);
-    backward scales it by the incoming gradient.
+    backward scales it by the incoming gradient. In eager mode backward hands that tensor over to autograd
+    (no copy), so a second backward through the same graph (retain_graph=True) raises a RuntimeError.
 
     inplace_grad=True writes that gradient into the logits' own storage: the logits are consumed (their
     values are the gradient afterwards) and no (..., V) tensor is allocated. Eager mode only; the logits
@@ -155,13 +188,15 @@ class _CrossEntropyInplace(torch.autograd.Function):
                                            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
                                            softcap=softcap if softcap > 0 else None, temperature=temperature)
         ctx.mark_dirty(logits)
-        ctx.grad = logits  # not saved through save_for_backward: its version changed on purpose
+        ctx.set_materialize_grads(False)
+        ctx.kept = [logits]  # not saved through save_for_backward: its version changed on purpose
         return torch.as_tensor(np.asarray(loss)).to(logits.dtype), logits
 
     @staticmethod
     def backward(ctx, g_loss, g_grad):
-        _no_double_backward("fastlm.torch.cross_entropy(inplace_grad=True)")
-        grad = ctx.grad
+        (grad,) = _take(ctx, "fastlm.torch.cross_entropy(inplace_grad=True)")
+        if g_loss is None:
+            return (None,) * 9
         return _scaled(grad.detach(), g_loss), None, None, None, None, None, None, None, None
 
     @classmethod
@@ -283,20 +318,24 @@ def _lce_setup(ctx, inputs, output):
     ctx.reduction, ctx.has_bias = reduction, bias is not None
     ctx.options = (ignore_index, ls, zl, cap, temp, chunk)
     if reduction == "none":
+        ctx.kept = None
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(hidden, weight, targets, bias, class_weight)
     else:
-        ctx.save_for_backward(output[1], output[2], output[3])
+        _keep(ctx, output[1], output[2], output[3])
 
 
 def _lce_backward(ctx, g_loss, g_dh, g_dw, g_db):
-    _no_double_backward("fastlm.torch.linear_cross_entropy")
+    saved = _take(ctx, "fastlm.torch.linear_cross_entropy")
+    if g_loss is None:
+        return (None,) * 12
     if ctx.reduction == "none":
-        hidden, weight, targets, bias, class_weight = ctx.saved_tensors
+        hidden, weight, targets, bias, class_weight = saved
         ignore_index, ls, zl, cap, temp, chunk = ctx.options
         dh, dW, db = _lce_backward_op(hidden, weight, targets, bias, class_weight, ignore_index, ls, zl, cap, temp,
                                       chunk, g_loss)
     else:
-        dh, dW, db = (_scaled(g, g_loss) for g in ctx.saved_tensors)
+        dh, dW, db = (_scaled(g, g_loss) for g in saved)
     return (dh, dW, None, db if ctx.has_bias else None) + (None,) * 8
 
 
