@@ -713,3 +713,24 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float
             d = a + g * (b - a)
             fd = mean_nll_at_temperature(logits, labels, math.exp(d))
     return math.exp((a + b) / 2)
+
+
+def linear_cross_entropy_with_grad(hidden: ArrayLike, weight: ArrayLike, targets: ArrayLike, *,
+                                   bias: ArrayLike | None = None, class_weight: ArrayLike | None = None,
+                                   ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                                   z_loss: float = 0.0, softcap: float | None = None, temperature: float = 1.0):
+    """(loss, d_hidden, d_weight, d_bias) of cross_entropy(hidden @ weight.T + bias) with the full (N, V)
+    logits in float64: G = d loss / d logits, d_hidden = G @ W, d_weight = G.T @ h, d_bias = sum_i G_i."""
+    h = np.asarray(hidden, dtype=np.float64)
+    W = np.asarray(weight, dtype=np.float64)
+    z = h @ W.T + (0.0 if bias is None else np.asarray(bias, dtype=np.float64))
+    loss, G = cross_entropy_with_grad(z, targets, weight=class_weight, ignore_index=ignore_index,
+                                      reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
+                                      softcap=softcap, temperature=temperature)
+    G2 = G.reshape(-1, W.shape[0])
+    d_bias = None if bias is None else G2.sum(axis=0)
+    return loss, (G2 @ W).reshape(h.shape), G2.T @ h.reshape(-1, W.shape[1]), d_bias
+
+
+def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, targets: ArrayLike, **options: Any):
+    return linear_cross_entropy_with_grad(hidden, weight, targets, **options)[0]
