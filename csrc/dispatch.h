@@ -19,6 +19,8 @@
         int (*kl)(const T *p, const T *q, const fl_rows *r, double *out);                                \
         int (*temperature_stats)(const T *x, const fl_rows *r, const int64_t *y, const double *xmax,     \
                                  double beta, double *nll, double *g, double *v);                        \
+        void (*bf16_to_f32)(const uint16_t *h, float *f, int64_t n);                                     \
+        void (*f32_to_bf16)(const float *f, uint16_t *h, int64_t n);                                     \
     }
 typedef FL_SOFTMAX_KERNELS(float) fl_softmax_kernels_f32;
 typedef FL_SOFTMAX_KERNELS(double) fl_softmax_kernels_f64;

@@ -3,7 +3,6 @@
  * around the active SIMD level's row kernels (softmax_simd.c). */
 #include <math.h>
 #include <stddef.h>
-#include <string.h>
 #include "dtype.h"
 
 static int inv_t_ok(double inv_t) { return inv_t > 0 && isfinite(inv_t); }
@@ -94,20 +93,6 @@ int FL_PICK(fl_temperature_stats_f32, fl_temperature_stats_f64)(const FL_T *x, c
 }
 
 #if FL_DTYPE == 32
-/* bfloat16 <-> float32: a bfloat16 is the high half of a float32; rounding to nearest even (NaN kept). */
-static inline float bf16_to_f32(uint16_t h) {
-    const uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-static inline uint16_t f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays a (quiet) NaN */
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1)) >> 16);
-}
-
 /* Cross-entropy of bfloat16 logits: each row is widened to float32 in per-thread scratch, run through the
  * float32 row kernel (the gradient in place), and the gradient row rounded back to bfloat16. weight_t
  * holds the class weights in float32. */
@@ -129,16 +114,13 @@ int fl_xent_bf16(const uint16_t *logits, uint16_t *grad, const fl_rows *r, fl_xe
         for (int64_t i = 0; i < r->rows; i++) {
             if (!row) continue;
             const uint16_t *xi = logits + i * r->x_stride;
-            for (int64_t j = 0; j < r->cols; j++) row[j] = bf16_to_f32(xi[j]);
+            SOFTMAX_KERNELS->bf16_to_f32(xi, row, r->cols);
             fl_rows one = {1, r->cols, r->cols, r->cols, 1};
             fl_xent pi = *p;
             pi.targets = p->targets + i;
             pi.row_loss = p->row_loss + i;
             SOFTMAX_KERNELS->xent(row, grad ? row : NULL, &one, &pi, cws, scale);
-            if (grad) {
-                uint16_t *gi = grad + i * r->y_stride;
-                for (int64_t j = 0; j < r->cols; j++) gi[j] = f32_to_bf16(row[j]);
-            }
+            if (grad) SOFTMAX_KERNELS->f32_to_bf16(row, grad + i * r->y_stride, r->cols);
         }
         if (row) fl_scratch_release(row, bytes);
     }

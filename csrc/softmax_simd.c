@@ -607,6 +607,23 @@ static int xent_rows(const FL_T *x, FL_T *g, const fl_rows *r, const fl_xent *p,
     return FL_OK;
 }
 
+/* bfloat16 (the high half of a float32) to float32 and back, rounding to nearest even, NaN kept quiet.
+ * Plain C: the compiler vectorizes it for each level. */
+static void bf16_to_f32(const uint16_t *h, float *f, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        const uint32_t u = (uint32_t)h[j] << 16;
+        memcpy(f + j, &u, sizeof u);
+    }
+}
+static void f32_to_bf16(const float *f, uint16_t *h, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        uint32_t u;
+        memcpy(&u, f + j, sizeof u);
+        const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, q = (u >> 16) | 0x40;
+        h[j] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
+}
+
 const fl_softmax_kernels_T FL_LEVEL_TABLE(softmax) = {
     .logsumexp = logsumexp_rows,
     .softmax = softmax_rows,
@@ -614,4 +631,6 @@ const fl_softmax_kernels_T FL_LEVEL_TABLE(softmax) = {
     .entropy = entropy_rows,
     .kl = kl_rows,
     .temperature_stats = temperature_stats_rows,
+    .bf16_to_f32 = bf16_to_f32,
+    .f32_to_bf16 = f32_to_bf16,
 };

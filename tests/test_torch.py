@@ -118,8 +118,10 @@ def test_cross_entropy_inplace_grad_consumes_logits():
     loss = ft.cross_entropy(logits, t, inplace_grad=True)
     torch.testing.assert_close(loss, F.cross_entropy(x, t))
     torch.testing.assert_close(logits.detach(), xr.grad)  # the logits now hold the gradient
-    loss.backward()
+    loss.backward(retain_graph=True)
     torch.testing.assert_close(leaf.grad, xr.grad)
+    with pytest.raises(RuntimeError, match="consumed"):  # the gradient cannot be computed again
+        loss.backward()
 
 
 def test_retain_graph_and_double_backward():
@@ -128,8 +130,16 @@ def test_retain_graph_and_double_backward():
     loss = ft.cross_entropy(xa, t)
     loss.backward(retain_graph=True)
     first = xa.grad.clone()
-    loss.backward()  # retain_graph: the kept gradient again, unchanged
+    loss.backward()  # retain_graph: the gradient again (computed anew), accumulated
     torch.testing.assert_close(xa.grad, 2 * first)
+    h, W = torch.randn(7, 3, requires_grad=True), torch.randn(11, 3, requires_grad=True)
+    tt = torch.randint(0, 11, (7,))
+    lin = ft.linear_cross_entropy(h, W, tt, chunk_size=3)
+    lin.backward(retain_graph=True)
+    g1 = (h.grad.clone(), W.grad.clone())
+    lin.backward()
+    torch.testing.assert_close(h.grad, 2 * g1[0])
+    torch.testing.assert_close(W.grad, 2 * g1[1])
     loss = ft.cross_entropy(xa, t)
     (g,) = torch.autograd.grad(loss, xa, create_graph=False)
     with pytest.raises(RuntimeError, match="double backward"):

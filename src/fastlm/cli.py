@@ -54,6 +54,17 @@ def cmd_bench(args) -> int:
           "'bounded' over a NumPy objective for temperature):")
     print(bench.format_evaluation_table(bench.run_evaluation(shape, tshape, threads=args.threads,
                                                              repeat=args.repeat, include_slow=not args.no_numpy)))
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        print("\nfastlm.torch: skipped (torch is not installed)")
+        return 0
+    from fastlm import bench_torch
+
+    print(f"\nfastlm.torch ({args.threads} thread(s) for fastlm and torch; torch {torch.__version__}):")
+    print(bench_torch.format_ce_table(bench_torch.run_ce(args.quick, threads=args.threads)))
+    print()
+    print(bench_torch.format_linear_table(bench_torch.run_linear(args.quick, threads=args.threads)))
     return 0
 
 

@@ -10,7 +10,9 @@ Both compute the gradient in the forward call (one fused pass; for the linear ve
 never holding the (N, V) logits) and keep it; backward only scales it by the incoming gradient (not at
 all when that is 1 outside torch.compile). With reduction="none" an arbitrary per-token incoming
 gradient is supported: cross_entropy scales the kept rows, linear_cross_entropy recomputes its chunks in
-backward with those weights. Double backward (create_graph=True) raises a RuntimeError. The math and
+backward with those weights. In eager mode backward hands the kept gradient to autograd without a copy;
+a second backward through the same graph (retain_graph=True) computes it again (inplace_grad=True,
+whose logits are gone, raises there). Double backward (create_graph=True) raises a RuntimeError. The math and
 the options are those of fastlm.cross_entropy_with_grad; the algorithm of the linear version is in
 csrc/README.md ("Linear + cross-entropy").
 """
@@ -104,31 +106,38 @@ def _scaled(grad: torch.Tensor, go: torch.Tensor) -> torch.Tensor:
     return grad * go.to(grad.dtype).unsqueeze(-1)
 
 
-def _keep(ctx, *tensors) -> None:
+def _keep(ctx, grads, inputs=None, recompute=None) -> None:
     """Keep the forward's gradients for backward. In eager mode they are handed over, not saved: backward
-    returns them as they are and autograd adopts them without a copy, so a second backward through the
-    same graph (retain_graph=True) raises. Traced (torch.compile, opcheck), they are saved as usual."""
-    ctx.set_materialize_grads(False)  # else autograd fills an (N, V) zero tensor for the gradient output
-    if all(type(t) is torch.Tensor for t in tensors):
-        ctx.kept = list(tensors)
+    returns them as they are and autograd adopts them without a copy; a second backward through the same
+    graph (retain_graph=True, gradcheck) gets them again from recompute(*inputs), whose tensors are saved
+    (references only). Traced (torch.compile, opcheck), the gradients are saved as usual."""
+    ctx.set_materialize_grads(False)  # else autograd fills an (N, V) zero tensor for the gradient outputs
+    if all(type(t) is torch.Tensor for t in grads):
+        ctx.kept, ctx.recompute = list(grads), recompute
+        ctx.save_for_backward(*(inputs or ()))
     else:
         ctx.kept = None
-        ctx.save_for_backward(*tensors)
+        ctx.save_for_backward(*grads)
 
 
 def _take(ctx, what: str):
     _no_double_backward(what)
     if ctx.kept is None:
         return ctx.saved_tensors
-    if not ctx.kept:
-        raise RuntimeError(f"{what}: its gradient was handed to the first backward through this graph; "
-                           "retain_graph=True and a second backward are not supported (call it again)")
-    kept, ctx.kept = ctx.kept, []
-    return kept
+    if ctx.kept:
+        kept, ctx.kept = ctx.kept, []
+        return kept
+    if ctx.recompute is None:
+        raise RuntimeError(f"{what}: its gradient was handed to the first backward through this graph and "
+                           "cannot be computed again (the logits were consumed); retain_graph=True is not supported")
+    with torch.no_grad():
+        return ctx.recompute(*ctx.saved_tensors)
 
 
 def _ce_setup(ctx, inputs, output):
-    _keep(ctx, output[1])
+    logits, targets, weight, *options = inputs
+    _keep(ctx, (output[1],), (logits, targets, weight),
+          lambda logits, targets, weight: (_ce_op(logits, targets, weight, *options)[1],))
 
 
 def _ce_backward(ctx, g_loss, g_grad):
@@ -152,7 +161,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, *, weight: Option
     and computed in float32, the gradient written in the logits' dtype. The gradient d loss / d logits
     is computed in the forward call and kept (an (..., V) tensor, as torch's own backward makes);
     backward scales it by the incoming gradient. In eager mode backward hands that tensor over to autograd
-    (no copy), so a second backward through the same graph (retain_graph=True) raises a RuntimeError.
+    (no copy); a second backward through the same graph (retain_graph=True) computes it again.
 
     inplace_grad=True writes that gradient into the logits' own storage: the logits are consumed (their
     values are the gradient afterwards) and no (..., V) tensor is allocated. Eager mode only; the logits
@@ -188,8 +197,7 @@ class _CrossEntropyInplace(torch.autograd.Function):
                                            reduction=reduction, label_smoothing=label_smoothing, z_loss=z_loss,
                                            softcap=softcap if softcap > 0 else None, temperature=temperature)
         ctx.mark_dirty(logits)
-        ctx.set_materialize_grads(False)
-        ctx.kept = [logits]  # not saved through save_for_backward: its version changed on purpose
+        _keep(ctx, (logits,))  # handed over; a second backward raises (the logits are gone)
         return torch.as_tensor(np.asarray(loss)).to(logits.dtype), logits
 
     @staticmethod
@@ -322,7 +330,8 @@ def _lce_setup(ctx, inputs, output):
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(hidden, weight, targets, bias, class_weight)
     else:
-        _keep(ctx, output[1], output[2], output[3])
+        _keep(ctx, output[1:], (hidden, weight, targets, bias, class_weight),
+              lambda *saved: _lce_op(*saved, ignore_index, reduction, ls, zl, cap, temp, chunk)[1:])
 
 
 def _lce_backward(ctx, g_loss, g_dh, g_dw, g_db):
