@@ -67,7 +67,7 @@ def run_ce(quick: bool = False, threads: int = 1, repeat: int = 3):
     for shape in CE_QUICK if quick else CE_SHAPES:
         for dtype_name in ("float32", "bfloat16"):
             fns = make_ce_cases(shape, dtype_name, threads)
-            times = {}
+            times: dict[str, float] = {}
             for _ in range(2):  # interleaved rounds, the best of each side
                 for label, fn in fns.items():
                     times[label] = min(times.get(label, float("inf")), _best(fn, repeat))

@@ -75,17 +75,18 @@ def check_targets(t: np.ndarray, V: int, ignore_index: int, shape) -> np.ndarray
     return ignored
 
 
-def run_chunks(be: _Backend, h, W, b, t: np.ndarray, chunk: int, opts: dict, want_grad: bool, row_scale=None):
+def run_chunks(be: _Backend, h: Any, W: Any, b: Any, t: np.ndarray, chunk: int, opts: dict[str, Any], want_grad: bool,
+               row_scale: Any = None) -> tuple[Any, Any, Any, Any]:
     """The chunk loop over rows of h (N, D), targets t (N,) int64. Returns (sum or per-row losses as
     float64, dh, dW, db): the gradients of sum_i row_scale[i] l_i (row_scale None: all ones), unscaled by
     any mean; None when not want_grad. opts: the cross-entropy options; its reduction is "sum" or "none"."""
     N, V = h.shape[0], W.shape[0]
     buf = be.empty((chunk, V), h)
-    dh = be.empty(h.shape, h) if want_grad else None
-    dW = be.zeros(W.shape, W) if want_grad else None
-    db = be.zeros((V,), W) if want_grad and b is not None else None
-    part = be.empty(W.shape, W) if want_grad else None
-    total = 0.0
+    dh: Any = be.empty(h.shape, h) if want_grad else None
+    dW: Any = be.zeros(W.shape, W) if want_grad else None
+    db: Any = be.zeros((V,), W) if want_grad and b is not None else None
+    part: Any = be.empty(W.shape, W) if want_grad else None
+    total: Any = 0.0
     rows = np.empty(N, np.float64) if opts["reduction"] == "none" else None
     for r0 in range(0, N, chunk):
         r1 = min(N, r0 + chunk)
@@ -163,7 +164,9 @@ def linear_cross_entropy_with_grad(hidden: ArrayLike, weight: ArrayLike, targets
                                    class_weight: ArrayLike | None = None, ignore_index: int = -100,
                                    reduction: str = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
                                    softcap: float | None = None, temperature: float = 1.0,
-                                   num_threads: int | None = None):
+                                   num_threads: int | None = None
+                                   ) -> tuple[float | NDArray[np.floating[Any]], NDArray[np.floating[Any]],
+                                              NDArray[np.floating[Any]], NDArray[np.floating[Any]] | None]:
     """Cross-entropy of softmax(hidden @ weight.T + bias) against targets, and its gradients, without
     materializing the (N, V) logits.
 

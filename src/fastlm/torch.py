@@ -19,7 +19,7 @@ csrc/README.md ("Linear + cross-entropy").
 
 
 import math
-from typing import Optional
+from typing import Optional, cast
 
 import numpy as np
 import torch
@@ -225,7 +225,7 @@ class CrossEntropyLoss(torch.nn.Module):
         self.z_loss, self.softcap, self.temperature, self.inplace_grad = z_loss, softcap, temperature, inplace_grad
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(logits, targets, weight=self.weight, ignore_index=self.ignore_index,
+        return cross_entropy(logits, targets, weight=cast(Optional[torch.Tensor], self.weight), ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing, z_loss=self.z_loss,
                              softcap=self.softcap, temperature=self.temperature, inplace_grad=self.inplace_grad)
 
@@ -403,6 +403,6 @@ class LinearCrossEntropyLoss(torch.nn.Module):
     def forward(self, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                 bias: Optional[torch.Tensor] = None) -> torch.Tensor:
         return linear_cross_entropy(hidden, weight, targets, bias=bias, chunk_size=self.chunk_size,
-                                    class_weight=self.class_weight, ignore_index=self.ignore_index,
+                                    class_weight=cast(Optional[torch.Tensor], self.class_weight), ignore_index=self.ignore_index,
                                     reduction=self.reduction, label_smoothing=self.label_smoothing,
                                     z_loss=self.z_loss, softcap=self.softcap, temperature=self.temperature)
