@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, real_array, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, position, real_array, rows_in
 from ._config import resolve_threads
 from .losses import cross_entropy, token_logprobs
 
@@ -165,6 +165,11 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
     return_is_greedy, also (B,) bool: every scored target is the argmax of its logits (lowest index on
     ties). Padding positions excluded by mask or ignore_index do not count, so left and right padding
     give the same results.
+
+    Excluded positions (prompt, mask, ignore_index) are never scored: their logits may hold anything
+    (NaN, only -inf) without influence on either result. A scored position whose logits hold NaN or no
+    logit above -inf makes its sequence's log-likelihood NaN, as torch's losses; with return_is_greedy
+    it raises ValueError naming the position, since such a row has no argmax.
     """
     x = float_array(logits, "logits")
     t = int_array(targets, "targets")
@@ -203,10 +208,28 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
         raise ValueError(f'normalize must be None, "tokens", "chars" or "bytes", got {normalize!r}')
     if not return_is_greedy:
         return total
-    from .decoding import greedy
+    return total, _scored_is_greedy(x, t, keep, num_threads)
 
-    g = greedy(x, num_threads=num_threads)
-    return total, np.all(~keep | (g == t), axis=1)
+
+def _scored_is_greedy(x, t, keep, num_threads):
+    """(B,) bool: at every scored position (keep), the target is the argmax of its logits (lowest index on
+    ties). Only the scored rows are read: an excluded row may hold anything (NaN, only -inf)."""
+    B, T, _ = x.shape
+    scored = np.flatnonzero(keep.reshape(-1))
+    if scored.size == 0:
+        return np.ones(B, bool)
+    xr = rows_in(x, COMPUTE[x.dtype])  # (B T, V)
+    rows = xr if scored.size == B * T else xr[scored]
+    ids = np.empty(rows.shape[0], np.int64)
+    try:
+        _kernels.greedy_rows(rows, ids, resolve_threads(num_threads))
+    except _kernels.RowError as e:
+        what = "contains NaN" if e.kind == "nan" else "has no logit above -inf"
+        raise ValueError(f"logits{position(int(scored[e.row]), (B, T))} (the logits of a scored position) {what}: "
+                         f"return_is_greedy needs its argmax") from None
+    hit = np.ones(B * T, bool)
+    hit[scored] = ids == t.reshape(-1)[scored]
+    return hit.reshape(B, T).all(axis=1)
 
 
 def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,

@@ -583,21 +583,27 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: Any = None,
                      ignore_index: int = -100, normalize: Literal["tokens", "chars", "bytes"] | None = None,
                      lengths: Any = None, return_is_greedy: bool = False
                      ) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Sum of log_softmax(logits[b, i])[targets[b, i]] over the scored positions i of each sequence b:
+    those with targets != ignore_index, mask true and i >= prompt_lengths[b]. The logits of the other
+    positions are never read (they may hold NaN or only -inf). is_greedy: every scored target is the
+    first argmax of its row; a scored row holding NaN or no logit above -inf has none: ValueError."""
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(targets)
     B, T, _ = x.shape
     totals: Any
     totals, greedy_ok = [], []
     for b in range(B):
-        lp = log_softmax(x[b])
         total, count, ok = 0.0, 0, True
         for i in range(T):
             if t[b, i] == ignore_index or (mask is not None and not mask[b][i]) or (
                     prompt_lengths is not None and i < prompt_lengths[b]):
                 continue
-            total += lp[i, t[b, i]]
+            total += log_softmax(x[b, i])[t[b, i]]
             count += 1
-            ok = ok and int(np.argmax(x[b, i])) == int(t[b, i])
+            if return_is_greedy:
+                if np.isnan(x[b, i]).any() or not (x[b, i] > -np.inf).any():
+                    raise ValueError(f"logits[{b}, {i}] (a scored position) has no argmax: NaN or only -inf")
+                ok = ok and int(np.argmax(x[b, i])) == int(t[b, i])
         if normalize == "tokens":
             total = total / count if count else math.nan
         elif normalize in ("chars", "bytes"):
