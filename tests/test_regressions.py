@@ -54,3 +54,54 @@ def test_sequence_logprob_is_greedy_skips_excluded_rows(simd, rng, dtype):
         want = ref.sequence_logprob(y.astype(np.float64), t, prompt_lengths=prompt_lengths, mask=mask)
         assert np.isnan(total[0]) and np.isnan(want[0])
         np.testing.assert_allclose(total[1:], want[1:], rtol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+FILL = 12345.0  # a filter value no test row holds
+
+
+def _kept(filtered):
+    return np.asarray(filtered) != FILL
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_probability_ties_ranked_by_logit(simd, dtype):
+    """Top-p (and min_tokens_to_keep) rank by logit: the C kernels did, the reference ranked by float64
+    probability, where exp(-1e-17) == exp(0) tie and went to the lower index. Tokens of probability 0
+    (more than 745 below the max, or finite in a row holding +inf) still tie with one another."""
+    row = np.array([-1e-17, 0.0], dtype)
+    np.testing.assert_array_equal(_kept(ref.top_p_filter(row.astype(np.float64), 0.3, filter_value=FILL)),
+                                  [False, True])  # the documented rule: the larger logit first
+    rows = [[-1e-17, 0.0], [-1e-17, 0.0, -2e-17, 0.0, -1e-17], [0.0, -800.0, -900.0, -760.0],
+            [0.0, -745.0, -746.0, -745.5], [np.inf, 1.0, 3.0, np.inf, -np.inf], [2.0, -np.inf, 2.0 - 1e-15, 1.0]]
+    for r in rows:
+        r = np.array(r, dtype)
+        r64 = r.astype(np.float64)
+        for keep in range(1, r.size + 1):
+            for p in (0.0, 0.2, 0.3, 0.45, 0.6, 0.9):
+                np.testing.assert_array_equal(
+                    _kept(fastlm.top_p_filter(r, p, min_tokens_to_keep=keep, filter_value=FILL)),
+                    _kept(ref.top_p_filter(r64, p, min_tokens_to_keep=keep, filter_value=FILL)), (r, keep, p))
+            for mp in (0.5, 1.0):
+                np.testing.assert_array_equal(
+                    _kept(fastlm.min_p_filter(r, mp, min_tokens_to_keep=keep, filter_value=FILL)),
+                    _kept(ref.min_p_filter(r64, mp, min_tokens_to_keep=keep, filter_value=FILL)), (r, keep, mp))
+
+
+@pytest.mark.parametrize("temperature", [1e30, 1e10, 1e4])
+def test_sample_huge_temperature_ranks_by_logit(simd, temperature):
+    """At a huge temperature every weight exp((x - max) / T) rounds to 1, yet the sampler's top-p ranks
+    by logit: the tokens drawn are exactly those the reference's distribution gives probability > 0."""
+    row = np.array([1.0, 2.0, 3.0, 2.5, -800.0, 0.5, 3.0])
+    N = 600
+    for kw in ({"top_p": 0.0}, {"top_p": 0.2}, {"top_p": 0.3}, {"top_p": 0.5}, {"top_p": 0.75},
+               {"top_k": 5, "top_p": 0.5}, {"top_p": 0.5, "min_p": 0.5}):
+        want = ref.sample_distribution(row[None], temperature=temperature, **kw)[0]
+        for dtype in (np.float32, np.float64):
+            ids = fastlm.sample(np.tile(row.astype(dtype), (N, 1)), temperature=temperature, seed=np.arange(N),
+                                **kw)
+            assert want[ids].min() > 0, (kw, dtype)  # never a token the reference drops
+            # every token the reference keeps (each with probability >= 1/7 here) is drawn
+            assert set(ids.tolist()) == set(np.flatnonzero(want).tolist()), (kw, dtype, want)
+    # the weights are all 1: the reference keeps the top-ranked logits in equal shares
+    want = ref.sample_distribution(row[None], temperature=1e30, top_p=0.25)[0]
+    np.testing.assert_array_equal(want, [0, 0, 0.5, 0, 0, 0, 0.5])

@@ -2,7 +2,9 @@
 guidance, greedy, the fused sampler and beam search.
 
 Logits are (..., V) float16 / float32 / float64 with any leading dims; per-row parameters are scalars or
-arrays shaped like the leading dims. Probabilities are ranked descending, the lower index first on ties.
+arrays shaped like the leading dims. Tokens are ranked by probability through their logits (descending,
+the lower index first on equal logits), so that probabilities whose float64 values round equal keep
+the order of their logits; tokens of probability 0 tie with one another.
 A row holding NaN, or no logit above -inf, raises ValueError naming the row. A row holding +inf gives
 its +inf entries equal shares of all the probability (the limit of softmax); the other tokens get 0.
 """
@@ -322,7 +324,8 @@ def sample(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_k: ArrayLike 
     """Draw one token id per row, fused in C: temperature -> top-k -> top-p -> min-p -> draw.
 
     temperature == 0 or top_k == 1 is greedy. top_k <= 0, top_p = 1 and min_p = 0 disable their
-    filters; top-p applies to the top-k distribution renormalized, min-p relative to the top
+    filters; top-p applies to the top-k distribution renormalized, ranked by logit as top_p_filter
+    (at a huge temperature, where every weight rounds to 1, still by logit), min-p relative to the top
     probability (the order of Hugging Face's warpers). Parameters may be per-row arrays.
 
     Reproducible: with an integer seed (or a per-row array of them), the id drawn for a row depends only
