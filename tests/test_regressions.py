@@ -105,3 +105,43 @@ def test_sample_huge_temperature_ranks_by_logit(simd, temperature):
     # the weights are all 1: the reference keeps the top-ranked logits in equal shares
     want = ref.sample_distribution(row[None], temperature=1e30, top_p=0.25)[0]
     np.testing.assert_array_equal(want, [0, 0, 0.5, 0, 0, 0, 0.5])
+
+
+@pytest.mark.xfail(reason="C fix pending", strict=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mean_gradient_over_zero_weight_sum_is_nan(simd, rng, dtype):
+    """reduction="mean" whose target weights add up to 0 over the positions not ignored: the loss is
+    0 / 0 = NaN and so is the gradient of every position not ignored (torch's autograd, the documented
+    formula's 1 / sum w[y_i]); ignored positions keep a 0 gradient. The kernel wrote 0 everywhere."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    V = 6
+    x = logits_like(rng, (2, 4, V), dtype)
+    t = np.array([[1, 2, -100, 1], [2, -100, 1, 1]])
+    w = np.array([1.0, 0.0, 0.0, 2.0, 0.5, 1.0])  # zero for every target class
+    for kw in ({}, {"label_smoothing": 0.1}, {"z_loss": 1e-3}):
+        xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+        lt = F.cross_entropy(xt.reshape(-1, V), torch.tensor(t).reshape(-1), weight=torch.tensor(w),
+                             label_smoothing=kw.get("label_smoothing", 0.0))
+        lt.backward()
+        want = xt.grad.numpy()
+        assert np.isnan(want[t != -100]).all() and (want[t == -100] == 0).all()  # what torch gives
+        if not kw.get("z_loss"):
+            assert np.isnan(lt.item())
+            want_loss, want_grad = ref.cross_entropy_with_grad(x, t, weight=w, **kw)
+            np.testing.assert_allclose(want_grad, want)  # the reference agrees with torch (NaN where torch's is)
+        want_loss, want_grad = ref.cross_entropy_with_grad(x, t, weight=w, **kw)
+        assert np.isnan(want_loss)
+        loss, grad = fastlm.cross_entropy_with_grad(x, t, weight=w, **kw)
+        assert np.isnan(loss)
+        np.testing.assert_array_equal(np.isnan(grad), np.isnan(want_grad))
+        np.testing.assert_array_equal(grad[t == -100], 0)
+        out = np.full_like(x, 7)
+        fastlm.cross_entropy_with_grad(x, t, weight=w, grad_out=out, **kw)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(want))
+    # every position ignored: the sum over nothing is 0 too, and every gradient row is 0 (as torch's)
+    ti = np.full((2, 4), -100)
+    xt = torch.tensor(x.astype(np.float64), requires_grad=True)
+    F.cross_entropy(xt.reshape(-1, V), torch.tensor(ti).reshape(-1), weight=torch.tensor(w)).backward()
+    np.testing.assert_array_equal(ref.cross_entropy_with_grad(x, ti, weight=w)[1], xt.grad.numpy())
+    np.testing.assert_array_equal(fastlm.cross_entropy_with_grad(x, ti, weight=w)[1], xt.grad.numpy())

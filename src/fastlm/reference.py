@@ -141,7 +141,9 @@ def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: Ar
                             temperature: float = 1.0) -> tuple[float | NDArray[np.float64], NDArray[np.float64]]:
     """(cross_entropy(...), d loss / d logits) with the gradient written out analytically:
     d l_i / d z = (1-e) w[y] (p - onehot(y)) + (e/V) (sum(w) p - w) + 2 zl w[y] lse p,
-    then through z = u / T and u = c tanh(x / c); divided by sum w[y_i] for "mean" (0 if all ignored)."""
+    then through z = u / T and u = c tanh(x / c); divided by sum w[y_i] for "mean". When that sum is 0
+    (no position scored, or their target weights add up to 0) the mean has no gradient: NaN rows at the
+    positions not ignored and 0 at the ignored ones, as torch's autograd gives."""
     loss = cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, temperature=temperature)
     x = np.asarray(logits, dtype=np.float64)
@@ -164,7 +166,7 @@ def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: Ar
     dx = np.where(keep[..., None], dx, 0.0)
     if reduction == "mean":
         denom = float(np.sum(np.where(keep, w[y], 0.0)))
-        dx = dx / denom if denom != 0 else np.zeros_like(dx)
+        dx = dx / denom if denom != 0 else np.where(keep[..., None], np.nan, np.zeros_like(dx))
     return loss, dx
 
 
