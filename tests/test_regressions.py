@@ -145,3 +145,91 @@ def test_mean_gradient_over_zero_weight_sum_is_nan(simd, rng, dtype):
     F.cross_entropy(xt.reshape(-1, V), torch.tensor(ti).reshape(-1), weight=torch.tensor(w)).backward()
     np.testing.assert_array_equal(ref.cross_entropy_with_grad(x, ti, weight=w)[1], xt.grad.numpy())
     np.testing.assert_array_equal(fastlm.cross_entropy_with_grad(x, ti, weight=w)[1], xt.grad.numpy())
+
+
+_X = np.linspace(-1.0, 1.0, 12).reshape(2, 6)
+_X3 = _X[None]
+_BIG = 2**70
+
+
+def _step(seqs):
+    return np.zeros((len(seqs), 4))
+
+
+def _lm():
+    return fastlm.ngram.NgramLM(2, eos_id=2).fit([[0, 1, 3], [1, 1]])
+
+
+_OUT_OF_RANGE = {
+    "min_tokens_to_keep": lambda v: fastlm.top_p_filter(_X, 0.5, min_tokens_to_keep=v),
+    "num_threads": lambda v: fastlm.softmax(_X, num_threads=v),
+    "num_threads ": lambda v: fastlm.sample(_X, seed=0, num_threads=v),
+    "n": lambda v: fastlm.set_num_threads(v),
+    "top_k": lambda v: fastlm.sample(_X, seed=0, top_k=v),
+    "k": lambda v: fastlm.top_k_filter(_X, v),
+    "k[1]": lambda v: fastlm.top_k_filter(_X, [2, v]),
+    "seed": lambda v: fastlm.sample(_X, seed=v),
+    "seed[0]": lambda v: fastlm.sample(_X, seed=[v, 1]),
+    "ignore_index": lambda v: fastlm.cross_entropy(_X, [0, 1], ignore_index=v),
+    "ignore_index ": lambda v: fastlm.sequence_logprob(_X3, [[0, 1]], ignore_index=v),
+    "targets[1]": lambda v: fastlm.cross_entropy(_X, [0, v]),
+    "prompt_lengths[0]": lambda v: fastlm.sequence_logprob(_X3, [[0, 1]], prompt_lengths=[v]),
+    "token_history[0, 0]": lambda v: fastlm.apply_penalties(_X, [[v], [0]]),
+    "bias ids[0]": lambda v: fastlm.apply_logit_bias(_X, {v: 1.0}),
+    "banned[0]": lambda v: fastlm.mask_tokens(_X, banned=[v]),
+    "num_beams": lambda v: fastlm.beam_search(_step, [0], num_beams=v, max_new_tokens=2),
+    "max_new_tokens": lambda v: fastlm.beam_search(_step, [0], num_beams=1, max_new_tokens=v, eos_id=0),
+    "eos_id": lambda v: fastlm.beam_search(_step, [0], num_beams=1, max_new_tokens=2, eos_id=v),
+    "prompt_ids[0]": lambda v: fastlm.beam_search(_step, [v], num_beams=1, max_new_tokens=2),
+    "n_tokens": lambda v: fastlm.rolling_windows(v, 2**62),
+    "max_length": lambda v: fastlm.rolling_windows(10, v),
+    "n_bins": lambda v: fastlm.calibration.expected_calibration_error([0.5, 0.7], [1, 0], n_bins=v),
+    "n_bins ": lambda v: fastlm.calibration.reliability_bins([0.5, 0.7], [1, 0], n_bins=v, strategy="quantile"),
+    "labels[1]": lambda v: fastlm.calibration.calibration_from_logits(_X, [0, v]),
+    "max_passes": lambda v: fastlm.calibration.fit_temperature(_X, [0, 1], max_passes=v),
+    "order": lambda v: fastlm.ngram.count_ngrams([1, 2, 3], v),
+    "tokens[1]": lambda v: fastlm.ngram.count_ngrams([1, v], 1),
+    "order ": lambda v: fastlm.ngram.NgramLM(v),
+    "vocab_size": lambda v: fastlm.ngram.NgramLM(2, vocab_size=v),
+    "bos_id": lambda v: fastlm.ngram.NgramLM(2, bos_id=v),
+    "eos_id ": lambda v: fastlm.ngram.NgramLM(2, eos_id=v),
+    "sequences[0][1]": lambda v: fastlm.ngram.NgramLM(2).fit([[1, v]]),
+    "max_new_tokens ": lambda v: _lm().generate([1], v, seed=0),
+    "seed ": lambda v: _lm().generate([1], 3, seed=v),
+    "min_count": lambda v: fastlm.ngram.WordVocab.build(["a b a"], min_count=v),
+}
+
+# values that overflowed the argument's C type: 2^70, and the first value past the narrower types
+_VALUES = {"num_threads": [2**40, 2**31], "num_threads ": [2**31], "n": [2**40], "seed": [2**64, -_BIG],
+           "seed[0]": [2**64], "seed ": [2**64, -1], "vocab_size": [2**32 + 1], "bos_id": [2**32],
+           "eos_id ": [2**32, 2**40], "sequences[0][1]": [2**32, _BIG]}
+
+
+@pytest.mark.parametrize("name, value", [(n, v) for n in _OUT_OF_RANGE for v in _VALUES.get(n, [_BIG, -_BIG])])
+def test_out_of_range_integers_raise_value_error(name, value):
+    """Integers beyond the C type an argument is passed as (int64, a C int for threads, uint64 seeds,
+    uint32 n-gram ids) raised OverflowError (or TypeError, through an object array): ValueError naming
+    the argument and the value, before anything runs."""
+    previous = fastlm.get_num_threads()
+    try:
+        with pytest.raises(ValueError) as e:
+            _OUT_OF_RANGE[name](value)
+    finally:
+        fastlm.set_num_threads(previous)
+    msg = str(e.value)
+    assert name.strip() in msg and str(value) in msg, msg
+
+
+def test_integer_arguments_at_their_limits_still_work():
+    """The largest values that fit are accepted, with the meaning the reference gives them."""
+    np.testing.assert_array_equal(fastlm.top_p_filter(_X, 0.0, min_tokens_to_keep=2**63 - 1),
+                                  ref.top_p_filter(_X, 0.0, min_tokens_to_keep=2**63 - 1))
+    np.testing.assert_array_equal(fastlm.top_k_filter(_X, 2**63 - 1), ref.top_k_filter(_X, 2**63 - 1))
+    np.testing.assert_array_equal(fastlm.sample(_X, seed=2**64 - 1), fastlm.sample(_X, seed=np.uint64(2**64 - 1)))
+    lm = fastlm.ngram.NgramLM(1, vocab_size=2**32, eos_id=2**32 - 1).fit([[0, 5]])
+    want = ref.NgramLM(1, vocab_size=2**32, eos_id=2**32 - 1).fit([[0, 5]])
+    np.testing.assert_allclose(lm.prob([2**32 - 1, 5, 7], np.zeros((3, 0), np.int64)),
+                               want.prob([2**32 - 1, 5, 7], np.zeros((3, 0), np.int64)))
+    # ids past uint32 were wrapped silently when no vocab_size bounded them
+    with pytest.raises(ValueError, match=r"sequences\[0\]\[1\] = 4294967297"):
+        fastlm.ngram.NgramLM(1).fit([[1, 2**32 + 1]])

@@ -20,12 +20,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import integer, real
+from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
 from .metrics import exp_or_inf
 
 __all__ = ["count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB"]
 
 BYTE_BOS, BYTE_EOS, BYTE_VOCAB = 256, 257, 258
+ID_LIMIT = 2**32  # token ids are uint32: every id is below this, and so is |V| - 1
 _VERSION = 1
 _MAGIC = b"FASTLM-NGRAM" + _VERSION.to_bytes(4, "big")  # 16 bytes: name, then the format version
 
@@ -44,6 +45,7 @@ def _bits_for(vocab: int) -> int:
 
 def _ids(seq, name: str) -> np.ndarray:
     a = np.asarray(seq)
+    python_ints(a, name, INT64_MIN, INT64_MAX, "int64")
     if a.dtype == object or a.dtype.kind not in "iu" or a.dtype == bool:
         if a.size == 0 and a.dtype.kind == "f":  # [] becomes float64
             return np.zeros(0, np.int64)
@@ -88,7 +90,7 @@ def count_ngrams(tokens: ArrayLike, order: int, *,
     del num_threads
     order = _order(order)
     t = _ids(tokens, "tokens")
-    _check_range(t, 2**32, "tokens")
+    _check_range(t, ID_LIMIT, "tokens")
     if t.size < order:
         return np.zeros((0, order), np.uint32), np.zeros(0, np.int64)
     bits = _bits_for(int(t.max()) + 1)
@@ -100,7 +102,7 @@ def count_ngrams(tokens: ArrayLike, order: int, *,
 
 
 def _order(order) -> int:
-    return integer(order, "order", lambda v: v >= 1, ">= 1")
+    return integer(order, "order", lambda v: v >= 1, ">= 1", hi=64, kind="the 64-bit n-gram keys (1 bit per id)")
 
 
 class _Table:
@@ -161,9 +163,10 @@ class NgramLM:
         self.order = _order(order)
         self.alpha = real(alpha, "alpha", lambda v: v > 0, "a finite number > 0")
         for name, v in (("vocab_size", vocab_size), ("bos_id", bos_id), ("eos_id", eos_id)):
-            if v is not None:
-                integer(v, name, lambda x: x >= (1 if name == "vocab_size" else 0),
-                        ">= 1" if name == "vocab_size" else ">= 0")
+            if v is not None:  # ids are uint32: below 2^32, and |V| at most 2^32
+                vocab = name == "vocab_size"
+                integer(v, name, lambda x: x >= (1 if vocab else 0), ">= 1" if vocab else ">= 0",
+                        hi=ID_LIMIT if vocab else ID_LIMIT - 1, kind="the uint32 token id range")
         for name, v in (("bos_id", bos_id), ("eos_id", eos_id)):
             if v is not None and vocab_size is not None and v >= vocab_size:
                 raise ValueError(f"{name} = {v} is not below vocab_size = {vocab_size}")
@@ -191,7 +194,7 @@ class NgramLM:
         seqs = []
         for s, seq in enumerate(sequences):
             a = _ids(seq, f"sequences[{s}]")
-            _check_range(a, self.vocab_size_given, f"sequences[{s}]")
+            _check_range(a, ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given, f"sequences[{s}]")
             if a.size:
                 self.max_id = max(self.max_id, int(a.max()))
             seqs.append(a)
@@ -303,6 +306,7 @@ class NgramLM:
 
     def counts(self, k: int) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
         """(ngrams (M, k) uint32, counts (M,) int64) of order k, lexicographically sorted."""
+        k = integer(k, "k", lo=None, hi=None)
         if not 1 <= k <= self.order:
             raise ValueError(f"k must be in [1, {self.order}], got {k}")
         t = self.tables.get(k)
@@ -405,7 +409,8 @@ class NgramLM:
         _check_range(np.asarray(ctx, np.int64), self.vocab_size, "context")
         if self.bos_id is not None:
             ctx = [self.bos_id] * (self.order - 1) + ctx
-        base = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
+        base = int.from_bytes(os.urandom(8), "little") if seed is None else integer(
+            seed, "seed", lambda v: v >= 0, ">= 0", hi=UINT64_MAX, kind="uint64")
         out = []
         for t in range(int(max_new_tokens)):
             h = ctx[len(ctx) - (self.order - 1):] if self.order > 1 else []
