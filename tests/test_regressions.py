@@ -233,3 +233,118 @@ def test_integer_arguments_at_their_limits_still_work():
     # ids past uint32 were wrapped silently when no vocab_size bounded them
     with pytest.raises(ValueError, match=r"sequences\[0\]\[1\] = 4294967297"):
         fastlm.ngram.NgramLM(1).fit([[1, 2**32 + 1]])
+
+
+_HEAD = "<IIdqqqq"  # order, bits, alpha, vocab_size, bos_id, eos_id, max_id (NgramLM.save)
+_FIELDS = ("order", "bits", "alpha", "vocab_size", "bos_id", "eos_id", "max_id")
+
+
+def _saved(tmp_path, lm):
+    path = tmp_path / "model.bin"
+    lm.save(path)
+    return path.read_bytes()
+
+
+def _rewrite(data, header=None, tables=None):
+    """The file with header fields replaced (dict) and/or the per-order (keys, counts) arrays replaced by
+    tables(list of [keys, counts]) -> list, sizes written as they are; the CRC-32 of the payload (all
+    after the 16-byte magic) is recomputed as the format does, so that only the validation can object."""
+    import struct
+    import zlib
+
+    payload = data[16:-4]
+    fields = dict(zip(_FIELDS, struct.unpack_from(_HEAD, payload, 0)))
+    pos, parts = struct.calcsize(_HEAD), []
+    for _ in range(fields["order"]):
+        (m,) = struct.unpack_from("<q", payload, pos)
+        keys = np.frombuffer(payload, "<u8", m, pos + 8).copy()
+        counts = np.frombuffer(payload, "<i8", m, pos + 8 + 8 * m).copy()
+        parts.append([keys, counts, m])
+        pos += 8 + 16 * m
+    rest = payload[pos:]
+    fields.update(header or {})
+    if tables is not None:
+        parts = tables(parts)
+    body = struct.pack(_HEAD, *(fields[f] for f in _FIELDS)) + b"".join(
+        struct.pack("<q", m) + keys.astype("<u8").tobytes() + counts.astype("<i8").tobytes()
+        for keys, counts, m in parts) + rest
+    return data[:16] + body + struct.pack("<I", zlib.crc32(body))
+
+
+def _set(parts, k, which, j, value):
+    parts[k - 1][which][j] = value
+    return parts
+
+
+def test_ngram_load_validates_header_and_tables(tmp_path):
+    """NgramLM.load checked the CRC and a few header fields only: a file whose CRC is right but whose
+    header contradicts itself or its tables (negative max_id, a vocabulary below the ids counted, bos /
+    eos beyond the vocabulary, tables holding ids above max_id, counts that overflow ...) was accepted.
+    Each such file now raises ValueError naming the field."""
+    lm = fastlm.ngram.NgramLM(2, alpha=0.5, vocab_size=10, bos_id=8, eos_id=9).fit([[1, 2, 3], [3, 4, 3]])
+    data = _saved(tmp_path, lm)
+    bad = tmp_path / "bad.bin"
+    # the rewrite itself is faithful: the unchanged file loads, and scores as the reference model
+    bad.write_bytes(_rewrite(data))
+    back = fastlm.ngram.NgramLM.load(bad)
+    want = ref.NgramLM(2, alpha=0.5, vocab_size=10, bos_id=8, eos_id=9).fit([[1, 2, 3], [3, 4, 3]])
+    np.testing.assert_allclose(back.next_token_distribution([3]), want.next_token_distribution([3]))
+    free = fastlm.ngram.NgramLM(3).fit([[1, 2, 7, 2], [5]])  # no vocab_size, bos or eos
+    free_data = _saved(tmp_path, free)
+    cases = [
+        (data, {"order": 0}, None, "order"),
+        (data, {"order": 65}, None, "order"),
+        (data, {"order": 17}, None, "order"),  # 17 ids of 4 bits do not fit in a 64-bit key
+        (data, {"order": 3}, None, "order"),  # a table more than the file holds
+        (data, {"bits": 3}, None, "bits"),  # ids below 10 need 4 bits
+        (data, {"bits": 33}, None, "bits"),
+        (data, {"bits": 0}, None, "bits"),
+        (data, {"alpha": 0.0}, None, "alpha"),
+        (data, {"alpha": -1.0}, None, "alpha"),
+        (data, {"alpha": float("nan")}, None, "alpha"),
+        (data, {"alpha": float("inf")}, None, "alpha"),
+        (data, {"vocab_size": -5}, None, "vocab_size"),
+        (data, {"vocab_size": 0}, None, "vocab_size"),
+        (data, {"vocab_size": 2**32 + 1}, None, "vocab_size"),
+        (data, {"vocab_size": 9}, None, "eos_id"),  # bos 8 fits, eos 9 does not
+        (data, {"vocab_size": 8}, None, "bos_id"),
+        (data, {"vocab_size": 9, "eos_id": -1}, None, "max_id"),  # max_id 9 is not below 9
+        (data, {"bos_id": -2}, None, "bos_id"),
+        (data, {"bos_id": 10}, None, "bos_id"),
+        (data, {"eos_id": 2**40}, None, "eos_id"),
+        (data, {"max_id": -2}, None, "max_id"),
+        (data, {"max_id": 7}, None, "max_id"),  # below eos_id 9
+        (data, {"max_id": 10}, None, "max_id"),
+        (data, {"max_id": 2**40}, None, "max_id"),
+        (free_data, {"max_id": 5}, None, "max_id"),  # the tables hold 7
+        (free_data, {"max_id": 5, "vocab_size": 6, "bits": 3}, None, "max_id"),
+        (free_data, {"max_id": 2**33}, None, "max_id"),
+        (free_data, {"bits": 64}, None, "bits"),
+        (data, None, lambda p: _set(p, 1, 1, 0, 0), "counts[0]"),
+        (data, None, lambda p: _set(p, 2, 1, 1, -3), "counts[1]"),
+        (data, None, lambda p: _set(_set(p, 1, 1, 0, 2**62), 1, 1, 1, 2**62), "counts"),  # the sum overflows
+        (data, None, lambda p: _set(p, 1, 0, 1, p[0][0][0]), "keys"),  # not strictly increasing
+        (data, None, lambda p: _set(p, 1, 0, 0, p[0][0][-1] + 1), "keys"),  # decreasing (uint64 diff wraps)
+        (data, None, lambda p: _set(p, 1, 0, -1, 1 << 4), "key"),  # bits above one 4-bit id
+        (data, None, lambda p: _set(p, 1, 0, -2, 8), "bos_id"),  # a unigram BOS: never counted
+        (data, None, lambda p: [[k, c, m + 1000] for k, c, m in p], "size"),
+        (data, None, lambda p: [[k, c, -1] for k, c, m in p], "size"),
+    ]
+    for src, header, tables, field in cases:
+        bad.write_bytes(_rewrite(src, header, tables))
+        with pytest.raises(ValueError, match="malformed") as e:
+            fastlm.ngram.NgramLM.load(bad)
+        assert field in str(e.value).split("malformed n-gram model")[1], (header, field, str(e.value))
+    # what save writes always loads: a model never fitted, one fitted on nothing, a merge, the largest ids
+    for model in (fastlm.ngram.NgramLM(2, bos_id=3), fastlm.ngram.NgramLM(1).fit([]),
+                  fastlm.ngram.NgramLM(2, bos_id=0).fit([[1, 2]]).merge(fastlm.ngram.NgramLM(2, bos_id=0).fit([[40]])),
+                  fastlm.ngram.NgramLM(2, vocab_size=2**32, eos_id=2**32 - 1).fit([[2**32 - 2, 0]])):
+        back = fastlm.ngram.NgramLM.load(tmp_path / "m.bin") if model.save(tmp_path / "m.bin") is None else None
+        assert (back.vocab_size, back.max_id, back.bits) == (model.vocab_size, model.max_id, model.bits)
+    # a rejected update leaves max_id (saved in the header) as it was, so that the model still saves and loads
+    grow = fastlm.ngram.NgramLM(8).fit([[1, 2, 3]])
+    with pytest.raises(ValueError, match="bits"):
+        grow.update([[300]])  # 8 ids of 9 bits do not fit in 64
+    assert grow.max_id == 3
+    grow.save(tmp_path / "g.bin")
+    assert fastlm.ngram.NgramLM.load(tmp_path / "g.bin").max_id == 3
