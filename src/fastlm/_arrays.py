@@ -51,21 +51,69 @@ def float_array(x, name: str) -> np.ndarray:
     return a
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+UINT64_MAX = 2**64 - 1
+C_INT_MAX = 2**31 - 1
+
+
+def _bound(v: int) -> str:
+    """v as written in range messages: powers of two (and one less) as 2^k."""
+    m = abs(v)
+    if m > 4096 and m & (m - 1) == 0:
+        return f"{'-' if v < 0 else ''}2^{m.bit_length() - 1}"
+    if v > 4096 and v & (v + 1) == 0:
+        return f"2^{v.bit_length()} - 1"
+    return str(v)
+
+
+def range_error(name: str, v: int, lo: int | None, hi: int | None, kind: str) -> ValueError:
+    """The ValueError for an integer v outside [lo, hi], the range of the C type (`kind`) it is passed as."""
+    side = "out of range"
+    if hi is not None and v > hi:
+        side = f"at most {_bound(hi)}"
+    elif lo is not None and v < lo:
+        side = f"at least {_bound(lo)}"
+    return ValueError(f"{name} = {v} does not fit in {kind} ({side})")
+
+
+def python_ints(a: np.ndarray, name: str, lo: int, hi: int, kind: str) -> None:
+    """For an object array of integers (what np.asarray makes of a list holding an int beyond every NumPy
+    integer dtype): ValueError naming the first entry outside [lo, hi]. Other arrays pass unchecked."""
+    if a.dtype != object:
+        return
+    flat = a.reshape(-1)
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_)) for v in flat):
+        return
+    for j, v in enumerate(flat):
+        if not lo <= int(v) <= hi:
+            raise range_error(f"{name}{position(j, a.shape)}", int(v), lo, hi, kind)
+
+
 def int_array(x, name: str) -> np.ndarray:
-    """x as an int64 ndarray; TypeError unless its dtype is an integer one (bool is not)."""
+    """x as an int64 ndarray; TypeError unless its dtype is an integer one (bool is not); ValueError
+    naming the first entry beyond int64 (a uint64 one, or a Python int)."""
     a = as_numpy(x, name)
+    python_ints(a, name, INT64_MIN, INT64_MAX, "int64")
     if a.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {a.dtype}")
-    if a.dtype == np.uint64 and a.size and a.max() > np.iinfo(np.int64).max:
-        flat = int(np.argmax(a.reshape(-1) > np.iinfo(np.int64).max))
-        raise ValueError(f"{name}{position(flat, a.shape)} = {a.reshape(-1)[flat]} does not fit in int64")
+    if a.dtype == np.uint64 and a.size and a.max() > INT64_MAX:
+        flat = int(np.argmax(a.reshape(-1) > INT64_MAX))
+        raise range_error(f"{name}{position(flat, a.shape)}", int(a.reshape(-1)[flat]), INT64_MIN, INT64_MAX,
+                          "int64")
     return a.astype(np.int64, copy=False)
 
 
 def real_array(value, name: str) -> np.ndarray:
-    """value as a float64 array; TypeError unless it holds real numbers (None, strings, complex are not)."""
+    """value as a float64 array; TypeError unless it holds real numbers (None, strings, complex are not);
+    ValueError for an integer beyond the float64 range."""
     a = np.asarray(value)
     if a.dtype.kind == "O" and all(isinstance(v, numbers.Real) for v in a.reshape(-1)):
+        flat = a.reshape(-1)
+        for j, v in enumerate(flat):
+            try:
+                float(v)
+            except OverflowError:
+                raise ValueError(f"{name}{position(j, a.shape)} = {v} is beyond the float64 range") from None
         a = a.astype(np.float64)
     if a.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got {value!r}")
@@ -76,25 +124,32 @@ def real(value, name: str, ok, valid: str) -> float:
     """A finite real option with ok(value) true, as a float; `valid` words the rule for the message."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond the float64 range
+        v = math.nan
     if not (math.isfinite(v) and ok(v)):
         raise ValueError(f"{name} must be {valid}, got {value!r}")
     return v
 
 
-def integer(value, name: str, ok=None, valid: str = "") -> int:
+def integer(value, name: str, ok=None, valid: str = "", *, lo: int | None = INT64_MIN, hi: int | None = INT64_MAX,
+            kind: str = "int64") -> int:
     """An integer option (bool is not one) with ok(value) true, as an int: TypeError for a non-integer,
-    ValueError, worded by `valid`, for one out of range."""
+    ValueError, worded by `valid`, for one out of range, and for one outside [lo, hi]: the range of the C
+    type `kind` the kernels take it as (int64 unless said otherwise; None: unbounded)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     v = int(value)
     if ok is not None and not ok(v):
         raise ValueError(f"{name} must be {valid}, got {v}")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise range_error(name, v, lo, hi, kind)
     return v
 
 
 def normalize_axis(axis, ndim: int, name: str = "axis") -> int:
-    axis = integer(axis, name)
+    axis = integer(axis, name, lo=None, hi=None)  # any int: out of range is an AxisError
     if not -ndim <= axis < ndim:
         raise getattr(np, "exceptions", np).AxisError(axis, ndim, name)
     return axis % ndim

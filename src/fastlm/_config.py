@@ -14,7 +14,7 @@ __all__ = ["set_num_threads", "get_num_threads", "show_config"]
 def _default_threads() -> int:
     for var in ("FASTLM_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) > 0:
+        if value.isdigit() and 0 < int(value) <= 2**31 - 1:  # a positive C int; else ignored, as a typo
             return int(value)
     try:
         return len(os.sched_getaffinity(0))
@@ -41,9 +41,9 @@ def get_num_threads() -> int:
 
 
 def check_threads(n: object, name: str = "num_threads") -> int:
-    from ._arrays import integer
+    from ._arrays import C_INT_MAX, integer
 
-    return integer(n, name, lambda v: v >= 1, ">= 1")
+    return integer(n, name, lambda v: v >= 1, ">= 1", hi=C_INT_MAX, kind="a C int")
 
 
 def resolve_threads(num_threads: int | None) -> int:

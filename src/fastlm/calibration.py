@@ -15,7 +15,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, integer, position, real, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, position, real, real_array, rows_in
 from ._config import resolve_threads
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ __all__ = ["expected_calibration_error", "reliability_bins", "calibration_from_l
 
 
 def _inputs(confidences, correct):
-    c = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    c = real_array(confidences, "confidences").reshape(-1)
     k = np.asarray(correct)
     if k.dtype.kind not in "biuf":
         raise TypeError(f"correct must be booleans or 0/1 numbers, got dtype {k.dtype}")
@@ -48,16 +48,19 @@ def _bin_index(c, n_bins, strategy, closed):
     n_bins = integer(n_bins, "n_bins", lambda v: v >= 1, ">= 1")
     if closed not in ("right", "left"):
         raise ValueError(f'closed must be "right" or "left", got {closed!r}')
-    if strategy == "uniform":
-        edges = np.arange(n_bins + 1) / n_bins  # m / M exactly, as the bins are defined
-    elif strategy == "quantile":
-        # equal-mass edges; duplicate edges (ties) merge their bins
-        edges = np.unique(np.quantile(c, np.linspace(0.0, 1.0, n_bins + 1)))
-        edges[0], edges[-1] = 0.0, 1.0
-        if edges.size < 2:
-            edges = np.array([0.0, 1.0])
-    else:
+    if strategy not in ("uniform", "quantile"):
         raise ValueError(f'strategy must be "uniform" or "quantile", got {strategy!r}')
+    try:
+        if strategy == "uniform":
+            edges = np.arange(n_bins + 1) / n_bins  # m / M exactly, as the bins are defined
+        else:
+            # equal-mass edges; duplicate edges (ties) merge their bins
+            edges = np.unique(np.quantile(c, np.linspace(0.0, 1.0, n_bins + 1)))
+            edges[0], edges[-1] = 0.0, 1.0
+            if edges.size < 2:
+                edges = np.array([0.0, 1.0])
+    except (ValueError, MemoryError):  # NumPy cannot allocate the edges
+        raise ValueError(f"n_bins = {n_bins} is too large: its {n_bins + 1} bin edges do not fit in memory") from None
     inner = edges[1:-1]
     if closed == "right":  # (lo, hi]: the first bin also holds its lower edge
         idx = np.searchsorted(inner, c, side="left")
@@ -149,7 +152,10 @@ def fit_temperature(logits: ArrayLike, labels: ArrayLike, *, bounds: tuple[float
         raise ValueError(f"logits must be (N, V) and labels (N,); got {x.shape} and {y.shape}")
     if x.shape[0] == 0:
         raise ValueError("logits is empty")
-    lo, hi = (float(b) for b in bounds)
+    try:
+        lo, hi = (float(b) for b in bounds)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds!r}") from None
     if not (0 < lo < hi and math.isfinite(hi)):
         raise ValueError(f"bounds must satisfy 0 < low < high < inf, got {bounds!r}")
     tol = real(tol, "tol", lambda v: v >= 0, "a finite number >= 0")

@@ -2,7 +2,9 @@
 guidance, greedy, the fused sampler and beam search.
 
 Logits are (..., V) float16 / float32 / float64 with any leading dims; per-row parameters are scalars or
-arrays shaped like the leading dims. Probabilities are ranked descending, the lower index first on ties.
+arrays shaped like the leading dims. Tokens are ranked by probability through their logits (descending,
+the lower index first on equal logits), so that probabilities whose float64 values round equal keep
+the order of their logits; tokens of probability 0 tie with one another.
 A row holding NaN, or no logit above -inf, raises ValueError naming the row. A row holding +inf gives
 its +inf entries equal shares of all the probability (the limit of softmax); the other tokens get 0.
 """
@@ -19,8 +21,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import (COMPUTE, check_out, float_array, int_array, integer, position, real, real_array, rows_in,
-                      write_rows)
+from ._arrays import (COMPUTE, INT64_MAX, INT64_MIN, UINT64_MAX, check_out, float_array, int_array, integer, position,
+                      python_ints, range_error, real, real_array, rows_in, write_rows)
 from ._config import resolve_threads
 from .softmax import log_softmax
 
@@ -42,13 +44,19 @@ def _logits(logits, name="logits"):
 def _per_row(value, lead, name, dtype, ok=None, valid=""):
     """A scalar or an array broadcastable to the leading dims, as a contiguous 1-D array per row."""
     a = np.asarray(value)
+    if a.dtype == object and a.size:  # Python ints beyond NumPy's integer dtypes
+        if dtype == np.int64:
+            python_ints(a, name, INT64_MIN, INT64_MAX, "int64")
+        elif all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in a.reshape(-1)):
+            a = real_array(a, name)
     if a.dtype.kind not in ("iu" if dtype == np.int64 else "iuf") or a.dtype == bool:
         raise TypeError(f"{name} must be {'an integer' if dtype == np.int64 else 'a real number'} or an array "
                         f"of them, got dtype {a.dtype}")
     if a.ndim and a.shape != tuple(lead):
         raise ValueError(f"{name} has shape {a.shape}; expected a scalar or the leading shape {tuple(lead)}")
-    if a.dtype == np.uint64 and dtype == np.int64 and (a > np.iinfo(np.int64).max).any():
-        raise ValueError(f"{name} holds a value above 2^63 - 1")
+    if a.dtype == np.uint64 and dtype == np.int64 and (a > INT64_MAX).any():
+        j = int(np.argmax((a > INT64_MAX).reshape(-1)))
+        raise range_error(f"{name}{position(j, a.shape)}", int(a.reshape(-1)[j]), INT64_MIN, INT64_MAX, "int64")
     flat = np.ascontiguousarray(np.broadcast_to(a, lead).reshape(-1), dtype=dtype)
     if ok is not None:
         vals = flat if a.ndim else np.asarray(a, dtype=dtype).reshape(1)  # a scalar is checked with no rows too
@@ -76,9 +84,14 @@ def _filter(kind, logits, param, name, ok, valid, min_tokens_to_keep, filter_val
     pdtype = np.int64 if kind == "top_k" else np.float64
     par = _per_row(param, lead, name, pdtype, ok, valid)
     keep = _min_keep(min_tokens_to_keep)
-    if isinstance(filter_value, bool) or not isinstance(filter_value, numbers.Real) or math.isnan(filter_value):
+    if isinstance(filter_value, bool) or not isinstance(filter_value, numbers.Real):
         raise TypeError(f"filter_value must be a real number (inf allowed), got {filter_value!r}")
-    fill = float(filter_value)
+    try:
+        fill = float(filter_value)
+    except OverflowError:  # an int beyond float64
+        raise ValueError(f"filter_value = {filter_value} is beyond the float64 range (use inf)") from None
+    if math.isnan(fill):
+        raise TypeError(f"filter_value must be a real number (inf allowed), got {filter_value!r}")
     nt = resolve_threads(num_threads)
     out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
     dtype = COMPUTE[a.dtype]
@@ -304,6 +317,7 @@ def _seeds(seed, lead):
         base = int.from_bytes(os.urandom(8), "little")
         return np.full(math.prod(lead), base, np.uint64)
     s = np.asarray(seed)
+    python_ints(s, "seed", 0, UINT64_MAX, "uint64")
     if s.dtype.kind not in "iu" or s.dtype == bool:
         raise TypeError(f"seed must be an integer or an array of integers, got {seed!r}")
     if (s < 0).any():
@@ -317,7 +331,8 @@ def sample(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_k: ArrayLike 
     """Draw one token id per row, fused in C: temperature -> top-k -> top-p -> min-p -> draw.
 
     temperature == 0 or top_k == 1 is greedy. top_k <= 0, top_p = 1 and min_p = 0 disable their
-    filters; top-p applies to the top-k distribution renormalized, min-p relative to the top
+    filters; top-p applies to the top-k distribution renormalized, ranked by logit as top_p_filter
+    (at a huge temperature, where every weight rounds to 1, still by logit), min-p relative to the top
     probability (the order of Hugging Face's warpers). Parameters may be per-row arrays.
 
     Reproducible: with an integer seed (or a per-row array of them), the id drawn for a row depends only

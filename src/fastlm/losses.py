@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, check_out, float_array, int_array, integer, position, real, rows_in, write_rows
+from ._arrays import (COMPUTE, check_out, float_array, int_array, integer, position, real, real_array, rows_in,
+                      write_rows)
 from ._config import resolve_threads
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "token_logprobs"]
@@ -44,6 +46,9 @@ class _Args:
         self.weight = self.weight_t = None
         if weight is not None:
             w = np.asarray(weight)
+            if w.dtype == object and w.size and all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+                                                    for v in w.reshape(-1)):
+                w = real_array(w, "weight")  # Python ints beyond int64 are real weights too
             if w.dtype.kind not in "fiu":
                 raise TypeError(f"weight must be a real array, got dtype {w.dtype}")
             if w.shape != (self.V,):

@@ -4,14 +4,13 @@ rolling windows. Each function states whose convention it follows."""
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Literal, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, real_array, rows_in
+from ._arrays import COMPUTE, float_array, int_array, integer, normalize_axis, position, real, real_array, rows_in
 from ._config import resolve_threads
 from .losses import cross_entropy, token_logprobs
 
@@ -22,10 +21,10 @@ __all__ = ["entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per
 def _base(base):
     if base is None:
         return 1.0
-    if isinstance(base, bool) or not isinstance(base, numbers.Real) or not (base > 0 and base != 1) \
-            or not math.isfinite(base):
-        raise ValueError(f"base must be None or a finite number > 0 other than 1, got {base!r}")
-    return math.log(base)
+    try:
+        return math.log(real(base, "base", lambda v: v > 0 and v != 1, ""))
+    except (TypeError, ValueError):
+        raise ValueError(f"base must be None or a finite number > 0 other than 1, got {base!r}") from None
 
 
 def _distribution_axis(a, axis, name):
@@ -165,12 +164,18 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
     return_is_greedy, also (B,) bool: every scored target is the argmax of its logits (lowest index on
     ties). Padding positions excluded by mask or ignore_index do not count, so left and right padding
     give the same results.
+
+    Excluded positions (prompt, mask, ignore_index) are never scored: their logits may hold anything
+    (NaN, only -inf) without influence on either result. A scored position whose logits hold NaN or no
+    logit above -inf makes its sequence's log-likelihood NaN, as torch's losses; with return_is_greedy
+    it raises ValueError naming the position, since such a row has no argmax.
     """
     x = float_array(logits, "logits")
     t = int_array(targets, "targets")
     if x.ndim != 3 or t.shape != x.shape[:2]:
         raise ValueError(f"logits must be (B, T, V) and targets (B, T); got {x.shape} and {t.shape}")
     B, T, _ = x.shape
+    ignore_index = integer(ignore_index, "ignore_index")
     keep = t != ignore_index
     if mask is not None:
         m = np.asarray(mask)
@@ -193,7 +198,7 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
     elif normalize in ("chars", "bytes"):
         if lengths is None:
             raise ValueError(f'normalize="{normalize}" needs lengths (the answers\' {normalize})')
-        ln = np.asarray(lengths, dtype=np.float64)
+        ln = real_array(lengths, "lengths")
         if ln.shape != (B,):
             raise ValueError(f"lengths has shape {ln.shape}, expected ({B},)")
         if not (ln > 0).all():
@@ -203,10 +208,28 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: ArrayLike |
         raise ValueError(f'normalize must be None, "tokens", "chars" or "bytes", got {normalize!r}')
     if not return_is_greedy:
         return total
-    from .decoding import greedy
+    return total, _scored_is_greedy(x, t, keep, num_threads)
 
-    g = greedy(x, num_threads=num_threads)
-    return total, np.all(~keep | (g == t), axis=1)
+
+def _scored_is_greedy(x, t, keep, num_threads):
+    """(B,) bool: at every scored position (keep), the target is the argmax of its logits (lowest index on
+    ties). Only the scored rows are read: an excluded row may hold anything (NaN, only -inf)."""
+    B, T, _ = x.shape
+    scored = np.flatnonzero(keep.reshape(-1))
+    if scored.size == 0:
+        return np.ones(B, bool)
+    xr = rows_in(x, COMPUTE[x.dtype])  # (B T, V)
+    rows = xr if scored.size == B * T else xr[scored]
+    ids = np.empty(rows.shape[0], np.int64)
+    try:
+        _kernels.greedy_rows(rows, ids, resolve_threads(num_threads))
+    except _kernels.RowError as e:
+        what = "contains NaN" if e.kind == "nan" else "has no logit above -inf"
+        raise ValueError(f"logits{position(int(scored[e.row]), (B, T))} (the logits of a scored position) {what}: "
+                         f"return_is_greedy needs its argmax") from None
+    hit = np.ones(B * T, bool)
+    hit[scored] = ids == t.reshape(-1)[scored]
+    return hit.reshape(B, T).all(axis=1)
 
 
 def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
@@ -214,7 +237,7 @@ def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
     """The chosen choice per question: argmax of loglikelihoods (Q, C) (or (C,)), the first on ties
     (lm-evaluation-harness acc). normalize="chars" / "bytes" divides by lengths (same shape: the choices'
     characters, acc_norm, or UTF-8 bytes, acc_bytes) first. -inf marks a missing choice."""
-    ll = np.asarray(loglikelihoods, dtype=np.float64)
+    ll = real_array(loglikelihoods, "loglikelihoods")
     if ll.ndim not in (1, 2) or ll.shape[-1] == 0:
         raise ValueError(f"loglikelihoods must be (C,) or (Q, C) with C >= 1, got shape {ll.shape}")
     if np.isnan(ll).any():
@@ -222,7 +245,7 @@ def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
     if normalize in ("chars", "bytes"):
         if lengths is None:
             raise ValueError(f'normalize="{normalize}" needs lengths')
-        ln = np.asarray(lengths, dtype=np.float64)
+        ln = real_array(lengths, "lengths")
         if ln.shape != ll.shape:
             raise ValueError(f"lengths has shape {ln.shape}, expected {ll.shape}")
         if (ln <= 0).any():

@@ -14,18 +14,19 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, SupportsInt
+from typing import Any, NoReturn, SupportsInt
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._arrays import integer, real
+from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
 from .metrics import exp_or_inf
 
 __all__ = ["count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB"]
 
 BYTE_BOS, BYTE_EOS, BYTE_VOCAB = 256, 257, 258
+ID_LIMIT = 2**32  # token ids are uint32: every id is below this, and so is |V| - 1
 _VERSION = 1
 _MAGIC = b"FASTLM-NGRAM" + _VERSION.to_bytes(4, "big")  # 16 bytes: name, then the format version
 
@@ -44,6 +45,7 @@ def _bits_for(vocab: int) -> int:
 
 def _ids(seq, name: str) -> np.ndarray:
     a = np.asarray(seq)
+    python_ints(a, name, INT64_MIN, INT64_MAX, "int64")
     if a.dtype == object or a.dtype.kind not in "iu" or a.dtype == bool:
         if a.size == 0 and a.dtype.kind == "f":  # [] becomes float64
             return np.zeros(0, np.int64)
@@ -88,7 +90,7 @@ def count_ngrams(tokens: ArrayLike, order: int, *,
     del num_threads
     order = _order(order)
     t = _ids(tokens, "tokens")
-    _check_range(t, 2**32, "tokens")
+    _check_range(t, ID_LIMIT, "tokens")
     if t.size < order:
         return np.zeros((0, order), np.uint32), np.zeros(0, np.int64)
     bits = _bits_for(int(t.max()) + 1)
@@ -100,7 +102,7 @@ def count_ngrams(tokens: ArrayLike, order: int, *,
 
 
 def _order(order) -> int:
-    return integer(order, "order", lambda v: v >= 1, ">= 1")
+    return integer(order, "order", lambda v: v >= 1, ">= 1", hi=64, kind="the 64-bit n-gram keys (1 bit per id)")
 
 
 class _Table:
@@ -161,9 +163,10 @@ class NgramLM:
         self.order = _order(order)
         self.alpha = real(alpha, "alpha", lambda v: v > 0, "a finite number > 0")
         for name, v in (("vocab_size", vocab_size), ("bos_id", bos_id), ("eos_id", eos_id)):
-            if v is not None:
-                integer(v, name, lambda x: x >= (1 if name == "vocab_size" else 0),
-                        ">= 1" if name == "vocab_size" else ">= 0")
+            if v is not None:  # ids are uint32: below 2^32, and |V| at most 2^32
+                vocab = name == "vocab_size"
+                integer(v, name, lambda x: x >= (1 if vocab else 0), ">= 1" if vocab else ">= 0",
+                        hi=ID_LIMIT if vocab else ID_LIMIT - 1, kind="the uint32 token id range")
         for name, v in (("bos_id", bos_id), ("eos_id", eos_id)):
             if v is not None and vocab_size is not None and v >= vocab_size:
                 raise ValueError(f"{name} = {v} is not below vocab_size = {vocab_size}")
@@ -189,11 +192,12 @@ class NgramLM:
         pad = self.order - 1 if self.bos_id is not None else 0
         end = 1 if self.eos_id is not None else 0
         seqs = []
+        max_id = self.max_id
         for s, seq in enumerate(sequences):
             a = _ids(seq, f"sequences[{s}]")
-            _check_range(a, self.vocab_size_given, f"sequences[{s}]")
+            _check_range(a, ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given, f"sequences[{s}]")
             if a.size:
-                self.max_id = max(self.max_id, int(a.max()))
+                max_id = max(max_id, int(a.max()))
             seqs.append(a)
         lengths = np.array([a.size + pad + end for a in seqs], np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -203,7 +207,7 @@ class NgramLM:
             tokens[lo + pad:hi - end] = a
             if end:
                 tokens[hi - 1] = self.eos_id
-        return tokens, starts
+        return tokens, starts, max_id
 
     def _ensure_bits(self):
         need = _bits_for(self.vocab_size)
@@ -224,8 +228,13 @@ class NgramLM:
 
     def update(self, sequences: Iterable[ArrayLike]) -> NgramLM:
         """Add the counts of more sequences. Returns self."""
-        tokens, starts = self._prepare(sequences)
-        self._ensure_bits()
+        tokens, starts, max_id = self._prepare(sequences)
+        seen, self.max_id = self.max_id, max_id
+        try:
+            self._ensure_bits()
+        except ValueError:
+            self.max_id = seen  # a rejected update leaves the model as it was
+            raise
         skip = -1 if self.bos_id is None else self.bos_id
         n = self.order
         # Count the n-grams; each lower order is their prefixes (one C sort), plus the last window of every
@@ -303,6 +312,7 @@ class NgramLM:
 
     def counts(self, k: int) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
         """(ngrams (M, k) uint32, counts (M,) int64) of order k, lexicographically sorted."""
+        k = integer(k, "k", lo=None, hi=None)
         if not 1 <= k <= self.order:
             raise ValueError(f"k must be in [1, {self.order}], got {k}")
         t = self.tables.get(k)
@@ -405,7 +415,8 @@ class NgramLM:
         _check_range(np.asarray(ctx, np.int64), self.vocab_size, "context")
         if self.bos_id is not None:
             ctx = [self.bos_id] * (self.order - 1) + ctx
-        base = int.from_bytes(os.urandom(8), "little") if seed is None else int(seed)
+        base = int.from_bytes(os.urandom(8), "little") if seed is None else integer(
+            seed, "seed", lambda v: v >= 0, ">= 0", hi=UINT64_MAX, kind="uint64")
         out = []
         for t in range(int(max_new_tokens)):
             h = ctx[len(ctx) - (self.order - 1):] if self.order > 1 else []
@@ -421,6 +432,38 @@ class NgramLM:
         return np.array(out, np.int64)
 
     # ----------------------------------------------------------------------------------- persistence
+    @classmethod
+    def _from_payload(cls, payload: bytes) -> NgramLM:
+        """The model in a checksummed payload (see save), every header field and table validated."""
+        head = struct.calcsize("<IIdqqqq")
+        order, bits, alpha, vocab, bos, eos, max_id = struct.unpack_from("<IIdqqqq", payload, 0)
+        _check_header(order, bits, vocab, bos, eos, max_id)
+        try:
+            lm = cls(order, alpha=alpha, vocab_size=None if vocab == -1 else vocab,
+                     bos_id=None if bos == -1 else bos, eos_id=None if eos == -1 else eos)
+        except ValueError as e:  # alpha: the other fields are checked above
+            raise ValueError(f"header {e}") from None
+        lm.max_id, lm.bits, pos = max_id, bits or None, head
+        for k in range(1, order + 1):
+            (m,) = struct.unpack_from("<q", payload, pos)
+            pos += 8
+            if not 0 <= m <= (len(payload) - pos) // 16:
+                raise ValueError(f"table of order {k}: size {m} does not fit in the {len(payload) - pos} bytes left")
+            keys = np.frombuffer(payload, "<u8", m, pos).astype(np.uint64)
+            counts = np.frombuffer(payload, "<i8", m, pos + 8 * m).astype(np.int64)
+            pos += 16 * m
+            _check_table(k, keys, counts, bits, max_id, bos, vocab)
+            if m:
+                lm.tables[k] = _Table(keys, counts, bits)
+        (size,) = struct.unpack_from("<q", payload, pos)
+        if size < 0 or pos + 8 + size != len(payload):
+            raise ValueError(f"metadata size {size} does not match the {len(payload) - pos - 8} bytes left")
+        meta = json.loads(payload[pos + 8:].decode("utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("metadata is not an object")
+        lm.metadata = meta
+        return lm
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model: a versioned little-endian binary format (no pickle).
 
@@ -447,7 +490,10 @@ class NgramLM:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NgramLM:
         """Read a model written by save. ValueError for a file that is not one (truncated, corrupted,
-        foreign or of another version)."""
+        foreign or of another version), and for one whose checksum holds but whose header contradicts
+        itself or its tables (each field checked against the others and the tables against the header:
+        ids up to max_id, below vocab_size, packed in bits, none ending in bos_id; counts > 0 adding up
+        within int64), naming the field."""
         with open(path, "rb") as f:
             data = f.read()
         if len(data) < len(_MAGIC) + 4 or data[:12] != _MAGIC[:12]:
@@ -459,36 +505,65 @@ class NgramLM:
         if zlib.crc32(payload) != crc:
             raise ValueError(f"{path}: n-gram model is truncated or corrupted (checksum mismatch)")
         try:
-            head = struct.calcsize("<IIdqqqq")
-            order, bits, alpha, vocab, bos, eos, max_id = struct.unpack_from("<IIdqqqq", payload, 0)
-            if not 1 <= order <= 64 or not 0 <= bits <= 64 or order * bits > 64 or not alpha > 0:
-                raise ValueError("bad header")
-            lm = cls(order, alpha=alpha, vocab_size=None if vocab < 0 else vocab,
-                     bos_id=None if bos < 0 else bos, eos_id=None if eos < 0 else eos)
-            lm.max_id, lm.bits, pos = max_id, bits or None, head
-            for k in range(1, order + 1):
-                (m,) = struct.unpack_from("<q", payload, pos)
-                pos += 8
-                if m < 0 or pos + 16 * m > len(payload):
-                    raise ValueError("bad table size")
-                keys = np.frombuffer(payload, "<u8", m, pos).astype(np.uint64)
-                counts = np.frombuffer(payload, "<i8", m, pos + 8 * m).astype(np.int64)
-                pos += 16 * m
-                if m and ((np.diff(keys) <= 0).any() or (counts <= 0).any() or bits == 0
-                          or (k * bits < 64 and int(keys[-1]) >> (k * bits))):
-                    raise ValueError("bad table")
-                if m:
-                    lm.tables[k] = _Table(keys, counts, bits)
-            (size,) = struct.unpack_from("<q", payload, pos)
-            if size < 0 or pos + 8 + size != len(payload):
-                raise ValueError("bad metadata size")
-            meta = json.loads(payload[pos + 8:].decode("utf-8"))
-            if not isinstance(meta, dict):
-                raise ValueError("metadata is not an object")
-            lm.metadata = meta
+            lm = cls._from_payload(payload)
         except (struct.error, ValueError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: malformed n-gram model ({e})") from None
         return lm
+
+
+def _check_header(order, bits, vocab, bos, eos, max_id):
+    """The header fields of a saved model against one another, as save writes them: ValueError naming
+    the first field that contradicts the others."""
+    def bad(field, value, rule) -> NoReturn:
+        raise ValueError(f"header {field} = {value}: {rule}")
+
+    if not 1 <= order <= 64:
+        bad("order", order, "must be in [1, 64]")
+    if not (vocab == -1 or 1 <= vocab <= ID_LIMIT):
+        bad("vocab_size", vocab, "must be -1 (none) or in [1, 2^32]")
+    for field, v in (("bos_id", bos), ("eos_id", eos)):
+        if not (v == -1 or 0 <= v < (ID_LIMIT if vocab == -1 else vocab)):
+            bad(field, v, f"must be -1 (none) or a token id in [0, {'2^32' if vocab == -1 else vocab})")
+    if not max_id >= max(bos, eos, -1):
+        bad("max_id", max_id, f"must be >= -1 and >= bos_id ({bos}) and eos_id ({eos})")
+    if max_id >= (ID_LIMIT if vocab == -1 else vocab):
+        bad("max_id", max_id, f"must be below vocab_size ({vocab})" if vocab != -1 else "must be below 2^32")
+    need = _bits_for(vocab if vocab != -1 else max_id + 1)
+    if bits != 0 and bits < need:
+        bad("bits", bits, f"must be 0 (nothing counted) or at least {need}: the ids below "
+                          f"{vocab if vocab != -1 else max_id + 1} take {need} bits")
+    if order * bits > 64:
+        bad("bits", bits, f"with header order = {order}: {order} ids of {bits} bits do not fit in a 64-bit key")
+
+
+def _check_table(k, keys, counts, bits, max_id, bos, vocab):
+    """Order k's table against the header: keys strictly increasing k-grams of ids <= max_id packed in
+    `bits` bits each, none ending in bos_id; counts > 0 whose sum (a context's total) fits in int64.
+    ValueError naming the table and the offence."""
+    where = f"table of order {k}"
+    if keys.size and bits == 0:
+        raise ValueError(f"{where} holds {keys.size} n-grams but header bits = 0 (nothing counted)")
+    if (keys[1:] <= keys[:-1]).any():  # (np.diff of uint64 keys would wrap around)
+        j = int(np.argmax(keys[1:] <= keys[:-1]))
+        raise ValueError(f"{where}: keys are not strictly increasing (keys[{j + 1}] = {int(keys[j + 1])} after "
+                         f"{int(keys[j])})")
+    if (counts <= 0).any():
+        j = int(np.argmax(counts <= 0))
+        raise ValueError(f"{where}: counts[{j}] = {int(counts[j])} is not > 0")
+    if counts.size and float(counts.sum(dtype=np.float64)) >= 2.0**62 and sum(int(c) for c in counts) > INT64_MAX:
+        raise ValueError(f"{where}: the counts add up to more than 2^63 - 1")
+    if not keys.size:
+        return
+    if k * bits < 64 and int(keys[-1]) >> (k * bits):
+        raise ValueError(f"{where}: key {int(keys[-1])} does not fit in {k} id(s) of {bits} bits")
+    ids = _unpack(keys, k, bits)
+    if int(ids.max()) > max_id:
+        j = int(np.argmax(ids.max(axis=1) > max_id))
+        size = "" if vocab == -1 else f" (vocab_size = {vocab})"
+        raise ValueError(f"{where}: n-gram {ids[j].tolist()} holds an id above header max_id = {max_id}{size}")
+    if bos != -1 and (ids[:, -1] == bos).any():
+        j = int(np.argmax(ids[:, -1] == bos))
+        raise ValueError(f"{where}: n-gram {ids[j].tolist()} ends in header bos_id = {bos} (never counted)")
 
 
 def _merge_counts(k1, c1, k2, c2):

@@ -141,7 +141,9 @@ def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: Ar
                             temperature: float = 1.0) -> tuple[float | NDArray[np.float64], NDArray[np.float64]]:
     """(cross_entropy(...), d loss / d logits) with the gradient written out analytically:
     d l_i / d z = (1-e) w[y] (p - onehot(y)) + (e/V) (sum(w) p - w) + 2 zl w[y] lse p,
-    then through z = u / T and u = c tanh(x / c); divided by sum w[y_i] for "mean" (0 if all ignored)."""
+    then through z = u / T and u = c tanh(x / c); divided by sum w[y_i] for "mean". When that sum is 0
+    (no position scored, or their target weights add up to 0) the mean has no gradient: NaN rows at the
+    positions not ignored and 0 at the ignored ones, as torch's autograd gives."""
     loss = cross_entropy(logits, targets, weight=weight, ignore_index=ignore_index, reduction=reduction,
                          label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, temperature=temperature)
     x = np.asarray(logits, dtype=np.float64)
@@ -164,7 +166,7 @@ def cross_entropy_with_grad(logits: ArrayLike, targets: ArrayLike, *, weight: Ar
     dx = np.where(keep[..., None], dx, 0.0)
     if reduction == "mean":
         denom = float(np.sum(np.where(keep, w[y], 0.0)))
-        dx = dx / denom if denom != 0 else np.zeros_like(dx)
+        dx = dx / denom if denom != 0 else np.where(keep[..., None], np.nan, np.zeros_like(dx))
     return loss, dx
 
 
@@ -219,6 +221,37 @@ def _order(values):
     return np.lexsort((np.arange(values.size), -values))
 
 
+P0_GAP = 745.0  # a logit more than this below the row's max has probability 0 in float64 (the C FL_P0_GAP)
+
+
+def _p0_tied(row):
+    """The logits as ranking values with every token of probability 0 tied at -inf: a logit more than
+    P0_GAP below the max, or any finite logit in a row holding +inf (whose +inf entries share it all)."""
+    if np.isposinf(row).any():
+        return np.where(np.isposinf(row), np.inf, -np.inf)
+    with np.errstate(invalid="ignore"):
+        return np.where(row - row.max() >= -P0_GAP, row, -np.inf)
+
+
+def _top_count(row, count):
+    """A mask of the top `count` tokens by probability: ranked by logit (the order of the probabilities,
+    exact where float64 probabilities round equal), the lower index first on ties; tokens of probability
+    0 tie with one another (_p0_tied)."""
+    keep = np.zeros(row.size, bool)
+    keep[_order(_p0_tied(row))[:count]] = True
+    return keep
+
+
+def _top_p_keep(rank, probs, p):
+    """The nucleus: ranked by `rank` (logits) descending, the lower index first on ties, a token is kept
+    iff the probability ranked strictly before it is < p (p >= 1: every token)."""
+    if p >= 1:
+        return np.ones(rank.size, bool)
+    order = _order(rank)
+    above = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])
+    return _in_order(order, above < p)
+
+
 def _filter(logits, param, filter_value, keep_row):
     """Apply keep_row(row, param) -> bool mask to every row; filtered entries get filter_value."""
     x, x2 = _rows(logits)
@@ -235,25 +268,28 @@ def _in_order(order, sorted_keep):
     return keep
 
 
+def _top_k_keep(row, k):
+    """The tokens whose logit is >= the k-th largest (ties kept); k <= 0: every token."""
+    if k <= 0:
+        return np.ones(row.size, bool)
+    return row >= np.sort(row)[::-1][min(k, row.size) - 1]
+
+
 def top_k_filter(logits: ArrayLike, k: ArrayLike, *, min_tokens_to_keep: int = 1,
                  filter_value: float = -np.inf) -> NDArray[np.float64]:
     def keep(row, kk):
-        if kk <= 0:
-            return np.ones(row.size, bool)
-        kk = min(max(int(kk), min_tokens_to_keep), row.size)
-        return row >= np.sort(row)[::-1][kk - 1]
+        return _top_k_keep(row, max(int(kk), min_tokens_to_keep) if kk > 0 else 0)
     return _filter(logits, k, filter_value, keep)
 
 
 def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1,
                  filter_value: float = -np.inf) -> NDArray[np.float64]:
+    """Tokens ranked by logit (descending, the lower index first on ties), which orders the
+    probabilities even where their float64 values round equal; a token is kept iff the probability
+    ranked strictly before it is < p, and the top min_tokens_to_keep always are (tokens of probability
+    0 tie with one another there)."""
     def keep(row, pp):
-        probs = _probs(row)
-        order = _order(probs)
-        above = np.concatenate([[0.0], np.cumsum(probs[order])[:-1]])
-        k = above < pp if pp < 1 else np.ones(row.size, bool)
-        k[:min_tokens_to_keep] = True
-        return _in_order(order, k)
+        return _top_p_keep(row, _probs(row), pp) | _top_count(row, min_tokens_to_keep)
     return _filter(logits, p, filter_value, keep)
 
 
@@ -261,9 +297,7 @@ def min_p_filter(logits: ArrayLike, min_p: ArrayLike, *, min_tokens_to_keep: int
                  filter_value: float = -np.inf) -> NDArray[np.float64]:
     def keep(row, mp):
         probs = _probs(row)
-        k = probs >= mp * probs.max()
-        k[_order(probs)[:min_tokens_to_keep]] = True
-        return k
+        return (probs >= mp * probs.max()) | _top_count(row, min_tokens_to_keep)
     return _filter(logits, min_p, filter_value, keep)
 
 
@@ -293,7 +327,10 @@ def greedy(logits: ArrayLike) -> np.int64 | NDArray[np.int64]:
 def sample_distribution(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_k: ArrayLike = 0,
                         top_p: ArrayLike = 1.0, min_p: ArrayLike = 0.0) -> NDArray[np.float64]:
     """The filtered, renormalized distribution `sample` draws from, per row (float64, logits' shape):
-    temperature -> top-k -> top-p (on the renormalized top-k distribution) -> min-p."""
+    temperature -> top-k -> top-p (on the renormalized top-k distribution) -> min-p. Top-k and top-p
+    rank tokens by their logits (descending, the lower index first on ties), not by the tempered
+    probabilities: at a huge temperature every weight may round to 1 and the ranking is still the
+    logits'. top_p = 0 keeps the top token alone."""
     x, x2 = _rows(logits)
     _check_rows(x2)
     lead = x.shape[:-1]
@@ -303,13 +340,13 @@ def sample_distribution(logits: ArrayLike, *, temperature: ArrayLike = 1.0, top_
         if T[i] == 0 or K[i] == 1:
             out[i, int(np.argmax(row))] = 1.0
             continue
-        z = row / T[i]
-        if K[i] > 0:
-            z = top_k_filter(z, int(K[i]))
+        keep = _top_k_keep(row, int(K[i]))
+        z = np.where(keep, row / T[i], -np.inf)
         probs = _probs(z)
         if P[i] < 1:
-            z = top_p_filter(z, P[i])  # p = 0: the top token alone, the lower index on ties
-            probs = _probs(z)
+            ranked = np.where(keep, row, -np.inf)  # the top-k tokens, by logit
+            keep &= _top_p_keep(ranked, probs, P[i]) | _top_count(ranked, 1)
+            probs = _probs(np.where(keep, z, -np.inf))
         probs = np.where(probs >= M[i] * probs.max(), probs, 0.0)
         out[i] = probs / probs.sum()
     return out.reshape(x.shape)
@@ -583,21 +620,27 @@ def sequence_logprob(logits: ArrayLike, targets: ArrayLike, *, mask: Any = None,
                      ignore_index: int = -100, normalize: Literal["tokens", "chars", "bytes"] | None = None,
                      lengths: Any = None, return_is_greedy: bool = False
                      ) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Sum of log_softmax(logits[b, i])[targets[b, i]] over the scored positions i of each sequence b:
+    those with targets != ignore_index, mask true and i >= prompt_lengths[b]. The logits of the other
+    positions are never read (they may hold NaN or only -inf). is_greedy: every scored target is the
+    first argmax of its row; a scored row holding NaN or no logit above -inf has none: ValueError."""
     x = np.asarray(logits, dtype=np.float64)
     t = np.asarray(targets)
     B, T, _ = x.shape
     totals: Any
     totals, greedy_ok = [], []
     for b in range(B):
-        lp = log_softmax(x[b])
         total, count, ok = 0.0, 0, True
         for i in range(T):
             if t[b, i] == ignore_index or (mask is not None and not mask[b][i]) or (
                     prompt_lengths is not None and i < prompt_lengths[b]):
                 continue
-            total += lp[i, t[b, i]]
+            total += log_softmax(x[b, i])[t[b, i]]
             count += 1
-            ok = ok and int(np.argmax(x[b, i])) == int(t[b, i])
+            if return_is_greedy:
+                if np.isnan(x[b, i]).any() or not (x[b, i] > -np.inf).any():
+                    raise ValueError(f"logits[{b}, {i}] (a scored position) has no argmax: NaN or only -inf")
+                ok = ok and int(np.argmax(x[b, i])) == int(t[b, i])
         if normalize == "tokens":
             total = total / count if count else math.nan
         elif normalize in ("chars", "bytes"):
