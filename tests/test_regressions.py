@@ -107,7 +107,6 @@ def test_sample_huge_temperature_ranks_by_logit(simd, temperature):
     np.testing.assert_array_equal(want, [0, 0, 0.5, 0, 0, 0, 0.5])
 
 
-@pytest.mark.xfail(reason="C fix pending", strict=True)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mean_gradient_over_zero_weight_sum_is_nan(simd, rng, dtype):
     """reduction="mean" whose target weights add up to 0 over the positions not ignored: the loss is
