@@ -3,7 +3,7 @@ targets, and its gradients for hidden, weight and bias, computed chunk by chunk 
 (csrc/README.md, "Linear + cross-entropy").
 
 Per chunk of rows: one matmul into a reused (chunk, V) buffer, the fused cross-entropy kernel writing
-the gradient G over it in place, then d_hidden = G @ weight and d_weight += G.T @ hidden, d_bias += the
+the gradient G over it in place, then d_hidden = G @ weight and d_weight += G.T @ hidden (torch: addmm_), d_bias += the
 column sums of G. The same loop serves fastlm.torch (tensors and torch's matmul) through `_Backend`.
 """
 
@@ -37,12 +37,19 @@ class _Backend:
     """Array operations of the chunk loop: NumPy here, torch in fastlm.torch."""
 
     def __init__(self, empty: Callable[..., Any], zeros: Callable[..., Any], matmul: Callable[..., Any],
-                 as_numpy: Callable[[Any], np.ndarray]):
-        self.empty, self.zeros, self.matmul, self.as_numpy = empty, zeros, matmul, as_numpy
+                 matmul_add: Callable[..., Any], as_numpy: Callable[[Any], np.ndarray]):
+        # matmul(a, b, out): out = a @ b; matmul_add(a, b, out, part): out += a @ b (part: scratch of out's shape,
+        # for BLAS interfaces without an accumulating product)
+        self.empty, self.zeros, self.matmul, self.matmul_add, self.as_numpy = empty, zeros, matmul, matmul_add, as_numpy
+
+
+def _numpy_matmul_add(a, b, out, part):
+    np.matmul(a, b, out=part)
+    out += part
 
 
 NUMPY = _Backend(lambda shape, like: np.empty(shape, like.dtype), lambda shape, like: np.zeros(shape, like.dtype),
-                 lambda a, b, out: np.matmul(a, b, out=out), lambda a: a)
+                 lambda a, b, out: np.matmul(a, b, out=out), _numpy_matmul_add, lambda a: a)
 
 
 def check_shapes(hidden_shape, weight_shape, targets_shape, bias_shape, class_weight_shape) -> None:
@@ -85,7 +92,7 @@ def run_chunks(be: _Backend, h: Any, W: Any, b: Any, t: np.ndarray, chunk: int, 
     dh: Any = be.empty(h.shape, h) if want_grad else None
     dW: Any = be.zeros(W.shape, W) if want_grad else None
     db: Any = be.zeros((V,), W) if want_grad and b is not None else None
-    part: Any = be.empty(W.shape, W) if want_grad else None
+    part: Any = be.empty(W.shape, W) if want_grad and be is NUMPY else None
     total: Any = 0.0
     rows = np.empty(N, np.float64) if opts["reduction"] == "none" else None
     for r0 in range(0, N, chunk):
@@ -114,8 +121,7 @@ def run_chunks(be: _Backend, h: Any, W: Any, b: Any, t: np.ndarray, chunk: int, 
             be.matmul(z, W, dh[r0:r1])
             if db is not None:
                 db += z.sum(0)
-        be.matmul(z.T, hs, part)
-        dW += part
+        be.matmul_add(z.T, hs, dW, part)
     return (rows if rows is not None else total), dh, dW, db
 
 

@@ -233,7 +233,7 @@ class CrossEntropyLoss(torch.nn.Module):
 # ----------------------------------------------------------------------------------- linear_cross_entropy
 _TORCH = _linear._Backend(lambda shape, like: torch.empty(shape, dtype=like.dtype),
                           lambda shape, like: torch.zeros(shape, dtype=like.dtype),
-                          lambda a, b, out: torch.mm(a, b, out=out), _np)
+                          lambda a, b, out: torch.mm(a, b, out=out), lambda a, b, out, part: out.addmm_(a, b), _np)
 
 
 def _lce_opts(class_weight, ignore_index, reduction, label_smoothing, z_loss, softcap, temperature):
