@@ -32,6 +32,34 @@
 #define FL_W FL_PICK(vf32_W, vf64_W)
 #define VF(op) FL_PICK(vf32_##op, vf64_##op)
 
+/* Vector helpers of the SIMD units (after vmath.h), for FL_T:
+ *   load_part(p, n, fill): p[0..n) as a vector, lanes from n on set to fill (a whole load when n >= W);
+ *   vector_max(x, n): max of x[0..n) (-inf when n = 0; a NaN may be skipped);
+ *   exp_shifted(v, m, it, scaled): expn((v - m) it), the multiply only when scaled (a constant at every
+ *   call site, so that the loops are compiled for both). */
+#ifdef FASTLM_VMATH_H
+static inline FL_V load_part(const FL_T *p, int64_t n, FL_T fill) {
+    if (n >= FL_W) return VF(load)(p);
+    FL_T b[FL_W];
+    for (int64_t i = 0; i < FL_W; i++) b[i] = i < n ? p[i] : fill;
+    return VF(load)(b);
+}
+static inline FL_T vector_max(const FL_T *x, int64_t n) {
+    FL_V a = VF(set1)(-INFINITY), b = a;
+    int64_t j = 0;
+    for (; j + 2 * FL_W <= n; j += 2 * FL_W) {
+        a = VF(max)(a, VF(load)(x + j));
+        b = VF(max)(b, VF(load)(x + j + FL_W));
+    }
+    for (; j < n; j += FL_W) a = VF(max)(a, load_part(x + j, n - j, -INFINITY));
+    return VF(hmax)(VF(max)(a, b));
+}
+static inline FL_V exp_shifted(FL_V v, FL_V m, FL_V it, int scaled) {
+    const FL_V d = VF(sub)(v, m);
+    return VF(expn)(scaled ? VF(mul)(d, it) : d);
+}
+#endif
+
 /* The kernel tables of the active SIMD level for FL_T (dispatch.h) */
 #define SOFTMAX_KERNELS FL_PICK(fl_active()->softmax_f32, fl_active()->softmax_f64)
 #define SIMD FL_PICK(fl_active()->select_f32, fl_active()->select_f64)

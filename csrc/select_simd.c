@@ -156,7 +156,7 @@ static inline int fl_compress_f64(double *dst, unsigned bits, vf64 v) {
 #define compress_values FL_PICK(fl_compress_f32, fl_compress_f64)
 
 
-static FL_T row_max(const FL_T *x, int64_t n) { return VF(rowmax)(x, n); }
+static FL_T row_max(const FL_T *x, int64_t n) { return vector_max(x, n); }
 
 static FL_T row_max_nan(const FL_T *x, int64_t n, int *nan) {
     const unsigned all = FL_W >= 32 ? ~0u : (1u << FL_W) - 1;
@@ -174,7 +174,7 @@ static FL_T row_max_nan(const FL_T *x, int64_t n, int *nan) {
         ordered &= VF(ge_bits)(sum, sum);
     }
     for (; j < n; j += FL_W) {
-        const FL_V v = VF(load_part)(x + j, n - j, -INFINITY);
+        const FL_V v = load_part(x + j, n - j, -INFINITY);
         a0 = VF(max)(a0, v);
         ordered &= VF(ge_bits)(v, v);
     }
@@ -188,7 +188,7 @@ static FL_T row_max_nan(const FL_T *x, int64_t n, int *nan) {
 static int64_t argmax(const FL_T *x, int64_t n, FL_T m) {
     const FL_V mv = VF(set1)(m);
     for (int64_t j = 0; j < n; j += FL_W) {
-        unsigned bits = VF(ge_bits)(VF(load_part)(x + j, n - j, -INFINITY), mv);
+        unsigned bits = VF(ge_bits)(load_part(x + j, n - j, -INFINITY), mv);
         if (bits) return j + __builtin_ctz(bits);
     }
     return 0;
@@ -211,7 +211,7 @@ static double exp_weights(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T *e) {
     const FL_V mv = VF(set1)(m), itv = VF(set1)(it);
     const int scaled = it != 1; /* the loop is compiled for both */
     for (int64_t j = 0; j < n; j += FL_W) {
-        const FL_V ev = VF(exp_shifted)(VF(load_part)(x + j, n - j, -INFINITY), mv, itv, scaled); /* e^-inf = 0 */
+        const FL_V ev = exp_shifted(load_part(x + j, n - j, -INFINITY), mv, itv, scaled); /* e^-inf = 0 */
         VF(store)(e + j, ev);
         VF(acc)(all, ev);
     }
@@ -241,8 +241,8 @@ static double exp_candidates(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T tau
         for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
             const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
                        x3 = VF(load)(x + j + 3 * FL_W);
-            const FL_V e0 = VF(exp_shifted)(x0, mv, itv, scaled), e1 = VF(exp_shifted)(x1, mv, itv, scaled),
-                       e2 = VF(exp_shifted)(x2, mv, itv, scaled), e3 = VF(exp_shifted)(x3, mv, itv, scaled);
+            const FL_V e0 = exp_shifted(x0, mv, itv, scaled), e1 = exp_shifted(x1, mv, itv, scaled),
+                       e2 = exp_shifted(x2, mv, itv, scaled), e3 = exp_shifted(x3, mv, itv, scaled);
             VF(acc)(all, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
             top = VF(max)(top, VF(max)(VF(max)(x0, x1), VF(max)(x2, x3)));
             const unsigned b0 = VF(ge_bits)(x0, t), b1 = VF(ge_bits)(x1, t), b2 = VF(ge_bits)(x2, t),
@@ -255,8 +255,8 @@ static double exp_candidates(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T tau
             }
         }
         for (; j < end; j += FL_W) {
-            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY); /* e^-inf = 0 */
-            const FL_V ev = VF(exp_shifted)(xv, mv, itv, scaled);
+            const FL_V xv = load_part(x + j, end - j, -INFINITY); /* e^-inf = 0 */
+            const FL_V ev = exp_shifted(xv, mv, itv, scaled);
             VF(acc)(all, ev);
             top = VF(max)(top, xv);
             c = take(c, VF(ge_bits)(xv, t), xv, ev, j, idx, vals, wts);
@@ -292,8 +292,8 @@ static double exp_band(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a, FL_T b
         for (; j + 4 * FL_W <= end; j += 4 * FL_W) {
             const FL_V x0 = VF(load)(x + j), x1 = VF(load)(x + j + FL_W), x2 = VF(load)(x + j + 2 * FL_W),
                        x3 = VF(load)(x + j + 3 * FL_W);
-            const FL_V e0 = VF(exp_shifted)(x0, mv, itv, scaled), e1 = VF(exp_shifted)(x1, mv, itv, scaled),
-                       e2 = VF(exp_shifted)(x2, mv, itv, scaled), e3 = VF(exp_shifted)(x3, mv, itv, scaled);
+            const FL_V e0 = exp_shifted(x0, mv, itv, scaled), e1 = exp_shifted(x1, mv, itv, scaled),
+                       e2 = exp_shifted(x2, mv, itv, scaled), e3 = exp_shifted(x3, mv, itv, scaled);
             VF(acc)(all, VF(add)(VF(add)(e0, e1), VF(add)(e2, e3)));
             up = add_ge4(up, bv, x0, e0, x1, e1, x2, e2, x3, e3);
             const unsigned h0 = VF(ge_bits)(x0, bv), h1 = VF(ge_bits)(x1, bv), h2 = VF(ge_bits)(x2, bv),
@@ -314,8 +314,8 @@ static double exp_band(const FL_T *x, int64_t n, FL_T m, FL_T it, FL_T a, FL_T b
             }
         }
         for (; j < end; j += FL_W) {
-            const FL_V xv = VF(load_part)(x + j, end - j, -INFINITY); /* e^-inf = 0, never >= a */
-            const FL_V ev = VF(exp_shifted)(xv, mv, itv, scaled);
+            const FL_V xv = load_part(x + j, end - j, -INFINITY); /* e^-inf = 0, never >= a */
+            const FL_V ev = exp_shifted(xv, mv, itv, scaled);
             const unsigned hb = VF(ge_bits)(xv, bv);
             VF(acc)(all, ev);
             up = VF(add_ge)(up, xv, bv, ev);
@@ -335,7 +335,7 @@ static int64_t count_ge(const FL_T *v, int64_t n, FL_T tau) {
     const FL_V t = VF(set1)(tau);
     int64_t m = 0;
     for (int64_t j = 0; j < n; j += FL_W) /* NaN padding is never >= tau */
-        m += __builtin_popcount(VF(ge_bits)(VF(load_part)(v + j, n - j, NAN), t));
+        m += __builtin_popcount(VF(ge_bits)(load_part(v + j, n - j, NAN), t));
     return m;
 }
 
@@ -360,7 +360,7 @@ static int64_t collect_ge(const FL_T *v, int64_t n, FL_T tau, int32_t *idx, FL_T
         m += fl_compress_idx(idx + m, b3, (int32_t)(j + 3 * FL_W));
     }
     for (; j < n; j += FL_W) {
-        const FL_V vv = VF(load_part)(v + j, n - j, NAN); /* NaN padding is never >= tau */
+        const FL_V vv = load_part(v + j, n - j, NAN); /* NaN padding is never >= tau */
         const unsigned bits = VF(ge_bits)(vv, t);
         compress_values(vals + m, bits, vv);
         m += fl_compress_idx(idx + m, bits, (int32_t)j);
@@ -386,7 +386,7 @@ static void band_masses(const FL_T *v, const FL_T *w, int64_t n, const FL_T *t, 
             for (int k = 0; k < FL_BANDS; k++) part[k] = VF(add_ge)(part[k], vv, tv[k], ww);
         }
         if (j < end) {
-            const FL_V vv = VF(load_part)(v + j, end - j, -INFINITY), ww = VF(load_part)(w + j, end - j, 0);
+            const FL_V vv = load_part(v + j, end - j, -INFINITY), ww = load_part(w + j, end - j, 0);
             for (int k = 0; k < FL_BANDS; k++) part[k] = VF(add_ge)(part[k], vv, tv[k], ww);
         }
         for (int k = 0; k < FL_BANDS; k++) VF(acc)(acc[k], part[k]);
@@ -403,7 +403,7 @@ static int64_t collect_band(const FL_T *v, const FL_T *w, int64_t n, FL_T a, FL_
     vf64 up[2] = {vf64_set1(0), vf64_set1(0)};
     int64_t c = 0, cu = 0;
     for (int64_t j = 0; j < n; j += FL_W) { /* reads each vector before writing at c <= j */
-        const FL_V vv = VF(load_part)(v + j, n - j, NAN), ww = VF(load_part)(w + j, n - j, 0);
+        const FL_V vv = load_part(v + j, n - j, NAN), ww = load_part(w + j, n - j, 0);
         const unsigned hi = VF(ge_bits)(vv, bv), in = VF(ge_bits)(vv, av) & ~hi;
         VF(acc)(up, VF(sel_ge)(vv, bv, ww, zero));
         cu += __builtin_popcount(hi);
@@ -422,7 +422,7 @@ static double kept_run(const FL_T *v, const FL_T *q, int64_t n, FL_T cv, FL_T th
     const FL_V c = VF(set1)(cv), t = VF(set1)(thr), zero = VF(set1)(0);
     vf64 acc[2] = {vf64_set1(0), vf64_set1(0)};
     for (int64_t j = 0; j < n; j += FL_W) {
-        const FL_V vv = VF(load_part)(v + j, n - j, -INFINITY), qq = VF(load_part)(q + j, n - j, 0);
+        const FL_V vv = load_part(v + j, n - j, -INFINITY), qq = load_part(q + j, n - j, 0);
         const FL_V kept = ties ? VF(sel_ge)(vv, c, qq, zero) : VF(sel_gt)(vv, c, qq, zero);
         VF(acc)(acc, VF(sel_ge)(qq, t, kept, zero));
     }

@@ -75,7 +75,7 @@ static inline FL_T apply1(const xform *tf, FL_T x, FL_T *d) {
 static void transform_block(const xform *tf, const FL_T *x, int64_t n, FL_T *z) {
     int64_t j = 0;
     for (; j + FL_W <= n; j += FL_W) VF(store)(z + j, apply(tf, VF(load)(x + j), NULL));
-    if (j < n) store_part(z + j, n - j, apply(tf, VF(load_part)(x + j, n - j, 0), NULL));
+    if (j < n) store_part(z + j, n - j, apply(tf, load_part(x + j, n - j, 0), NULL));
 }
 
 /* sum_j exp((v_j - m) * it), for (v_j - m) * it <= FL_MAX_JUMP; with bmax != NULL also the block's max
@@ -95,8 +95,8 @@ static inline double block_expsum(const FL_T *z, int64_t n, FL_T m, FL_T it, int
         FL_V v0 = VF(load)(z + j), v1 = VF(load)(z + j + FL_W);
         FL_V v2 = VF(load)(z + j + 2 * FL_W), v3 = VF(load)(z + j + 3 * FL_W);
         if (bmax) mx = VF(max)(mx, VF(max)(VF(max)(v0, v1), VF(max)(v2, v3)));
-        FL_V e0 = VF(exp_shifted)(v0, mv, itv, scaled), e1 = VF(exp_shifted)(v1, mv, itv, scaled);
-        FL_V e2 = VF(exp_shifted)(v2, mv, itv, scaled), e3 = VF(exp_shifted)(v3, mv, itv, scaled);
+        FL_V e0 = exp_shifted(v0, mv, itv, scaled), e1 = exp_shifted(v1, mv, itv, scaled);
+        FL_V e2 = exp_shifted(v2, mv, itv, scaled), e3 = exp_shifted(v3, mv, itv, scaled);
         if (e) {
             VF(store)(e + j, e0);
             VF(store)(e + j + FL_W, e1);
@@ -107,9 +107,9 @@ static inline double block_expsum(const FL_T *z, int64_t n, FL_T m, FL_T it, int
     }
     for (; j < n; j += FL_W) {
         int64_t len = n - j < FL_W ? n - j : FL_W;
-        FL_V v = len == FL_W ? VF(load)(z + j) : VF(load_part)(z + j, len, -INFINITY);
+        FL_V v = len == FL_W ? VF(load)(z + j) : load_part(z + j, len, -INFINITY);
         if (bmax) mx = VF(max)(mx, v);
-        FL_V ev = VF(exp_shifted)(v, mv, itv, scaled);
+        FL_V ev = exp_shifted(v, mv, itv, scaled);
         if (e) store_part(e + j, len, ev);
         VF(acc)(acc, ev);
     }
@@ -124,8 +124,8 @@ static inline double block_dot(const FL_T *z, const FL_T *w, int64_t n, FL_T a) 
     int64_t j = 0;
     for (; j < n; j += FL_W) {
         int64_t len = n - j < FL_W ? n - j : FL_W;
-        FL_V d = VF(sub)(len == FL_W ? VF(load)(z + j) : VF(load_part)(z + j, len, a), av);
-        VF(acc)(acc, w ? VF(mul)(d, len == FL_W ? VF(load)(w + j) : VF(load_part)(w + j, len, 0)) : d);
+        FL_V d = VF(sub)(len == FL_W ? VF(load)(z + j) : load_part(z + j, len, a), av);
+        VF(acc)(acc, w ? VF(mul)(d, len == FL_W ? VF(load)(w + j) : load_part(w + j, len, 0)) : d);
     }
     return vf64_hsum(vf64_add(acc[0], acc[1]));
 }
@@ -158,9 +158,9 @@ static void rescale(FL_T *out, int64_t end, const marks *mk, FL_T F, double it, 
         const int split = lf < -FL_SPLIT;
         for (int64_t j = lo; j < hi; j += FL_W) {
             int64_t len = hi - j < FL_W ? hi - j : FL_W;
-            FL_V e = VF(mul)(len == FL_W ? VF(load)(out + j) : VF(load_part)(out + j, len, 0), f1);
+            FL_V e = VF(mul)(len == FL_W ? VF(load)(out + j) : load_part(out + j, len, 0), f1);
             if (split) e = VF(mul)(e, f2);
-            FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : VF(load_part)(w + j, len, 0)) : nbv;
+            FL_V b = w ? VF(mul)(nbv, len == FL_W ? VF(load)(w + j) : load_part(w + j, len, 0)) : nbv;
             FL_V v = VF(fma)(e, av, b);
             if (len == FL_W) VF(store)(out + j, v);
             else store_part(out + j, len, v);
@@ -233,7 +233,7 @@ static stats row_stats(const FL_T *x, int64_t n, const xform *tf, const FL_T *w,
             }
         }
         if (!done) { /* first block, or a jump too large: max first, then the sum */
-            bm = VF(rowmax)(z, len);
+            bm = vector_max(z, len);
             if (bm == INFINITY) {
                 nan_seen = s != s || has_nan(z, len);
                 m = bm;
@@ -298,7 +298,7 @@ static int softmax_rows(const FL_T *x, FL_T *y, const fl_rows *r, double inv_t, 
         const FL_V sh = VF(set1)(st.shift), ls = VF(set1)(st.log_s), itv = VF(set1)(tf.it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
-            FL_V v = len == FL_W ? VF(load)(xi + j) : VF(load_part)(xi + j, len, 0);
+            FL_V v = len == FL_W ? VF(load)(xi + j) : load_part(xi + j, len, 0);
             v = VF(sub)(VF(mul)(VF(sub)(v, sh), itv), ls);
             if (len == FL_W) VF(store)(yi + j, v);
             else store_part(yi + j, len, v);
@@ -345,9 +345,9 @@ static double xent_row(const FL_T *x, FL_T *g, int64_t n, int64_t y, const xform
         const FL_V a1v = VF(set1)(a1), nb1v = VF(set1)(nb1), sh = VF(set1)(st.shift), itv = VF(set1)(tf->it);
         for (int64_t j = 0; j < n; j += FL_W) {
             int64_t len = n - j < FL_W ? n - j : FL_W;
-            FL_V d, xv = len == FL_W ? VF(load)(x + j) : VF(load_part)(x + j, len, 0);
+            FL_V d, xv = len == FL_W ? VF(load)(x + j) : load_part(x + j, len, 0);
             FL_V ez = VF(expn)(VF(mul)(VF(sub)(apply(tf, xv, &d), sh), itv));
-            FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : VF(load_part)(wt + j, len, 0)) : nb1v;
+            FL_V nb = wt ? VF(mul)(nb1v, len == FL_W ? VF(load)(wt + j) : load_part(wt + j, len, 0)) : nb1v;
             FL_V gv = VF(mul)(VF(fma)(ez, a1v, nb), d);
             if (len == FL_W) VF(store)(g + j, gv);
             else store_part(g + j, len, gv);
@@ -387,7 +387,7 @@ static void moments(const FL_T *x, int64_t n, FL_T ref, FL_T beta, double *s, do
         if (want_b) VF(acc)(ab, VF(add)(VF(add)(u0, u1), VF(add)(u2, u3)));
     }
     for (; j < n; j += FL_W) {
-        moment_terms(n - j >= FL_W ? VF(load)(x + j) : VF(load_part)(x + j, n - j, -INFINITY), rv, bv, scaled,
+        moment_terms(n - j >= FL_W ? VF(load)(x + j) : load_part(x + j, n - j, -INFINITY), rv, bv, scaled,
                          want_b, &e0, &t0, &u0);
         VF(acc)(as, e0);
         VF(acc)(aa, t0);
@@ -418,7 +418,7 @@ static inline void block_entropy(const FL_T *z, int64_t n, FL_T m, FL_T *bmax, d
                             VF(add)(VF(mul)(e2, VF(max)(d2, lo)), VF(mul)(e3, VF(max)(d3, lo)))));
     }
     for (; j < n; j += FL_W) {
-        FL_V v = n - j >= FL_W ? VF(load)(z + j) : VF(load_part)(z + j, n - j, -INFINITY);
+        FL_V v = n - j >= FL_W ? VF(load)(z + j) : load_part(z + j, n - j, -INFINITY);
         mx = VF(max)(mx, v);
         FL_V d = VF(sub)(v, mv), e = VF(expn)(d);
         VF(acc)(as, e);
@@ -452,7 +452,7 @@ static double entropy_row(const FL_T *x, int64_t n) {
                 continue;
             }
         }
-        bm = VF(rowmax)(z, len); /* first block, or a jump too large for one pass */
+        bm = vector_max(z, len); /* first block, or a jump too large for one pass */
         if (bm > m) {
             if (s != 0) fl_rebase(&s, &u, (double)m, (double)bm);
             m = bm;
@@ -494,8 +494,8 @@ static inline void block_kl(const FL_T *p, const FL_T *q, int64_t n, FL_T mp, FL
                             VF(sel_gt)(e1, zero, VF(mul)(e1, VF(sub)(p1, q1)), zero)));
     }
     for (; j < n; j += FL_W) {
-        FL_V pv = n - j >= FL_W ? VF(load)(p + j) : VF(load_part)(p + j, n - j, -INFINITY);
-        FL_V qv = n - j >= FL_W ? VF(load)(q + j) : VF(load_part)(q + j, n - j, -INFINITY);
+        FL_V pv = n - j >= FL_W ? VF(load)(p + j) : load_part(p + j, n - j, -INFINITY);
+        FL_V qv = n - j >= FL_W ? VF(load)(q + j) : load_part(q + j, n - j, -INFINITY);
         xp = VF(max)(xp, pv);
         xq = VF(max)(xq, qv);
         xz = VF(max)(xz, VF(sel_gt)(qv, ninf, ninf, pv));
@@ -530,8 +530,8 @@ static double kl_row(const FL_T *p, const FL_T *q, int64_t n) {
             fresh = ((double)bp - (double)mp > FL_MAX_JUMP) || ((double)bq - (double)mq > FL_MAX_JUMP);
         }
         if (fresh) { /* first blocks, or a jump too large for one pass: maxima first */
-            bp = VF(rowmax)(p + off, len);
-            bq = VF(rowmax)(q + off, len);
+            bp = vector_max(p + off, len);
+            bq = vector_max(q + off, len);
             const FL_T np_ = bp > mp ? bp : mp, nq = bq > mq ? bq : mq;
             const double fp = sp != 0 ? exp(fl_shift(mp) - fl_shift(np_)) : 0, fq = sq != 0 ? exp(fl_shift(mq) - fl_shift(nq)) : 0;
             sp *= fp, u *= fp, sq *= fq;

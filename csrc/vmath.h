@@ -405,33 +405,5 @@ static inline vf64 vf64_tanh(vf64 x) {
     return vf64_sub(vf64_set1(1.0), vf64_div(vf64_set1(2.0), vf64_add(e, vf64_set1(1.0))));
 }
 
-/* Helpers every kernel family uses, the same for both dtypes:
- *   vT_load_part(p, n, fill): p[0..n) as a vector, lanes from n on set to fill (a whole load when n >= W);
- *   vT_rowmax(x, n): max of x[0..n) (-inf when n = 0; a NaN may be skipped);
- *   vT_exp_shifted(v, m, it, scaled): expn((v - m) it), the multiply only when scaled (a constant at every
- *   call site, so that the loops are compiled for both). */
-#define FL_VECTOR_HELPERS(V, T)                                                                          \
-    static inline V V##_load_part(const T *p, int64_t n, T fill) {                                      \
-        if (n >= V##_W) return V##_load(p);                                                             \
-        T b[V##_W];                                                                                     \
-        for (int64_t i = 0; i < V##_W; i++) b[i] = i < n ? p[i] : fill;                                 \
-        return V##_load(b);                                                                             \
-    }                                                                                                   \
-    static inline T V##_rowmax(const T *x, int64_t n) {                                                 \
-        V a = V##_set1(-INFINITY), b = a;                                                               \
-        int64_t j = 0;                                                                                  \
-        for (; j + 2 * V##_W <= n; j += 2 * V##_W) {                                                     \
-            a = V##_max(a, V##_load(x + j));                                                            \
-            b = V##_max(b, V##_load(x + j + V##_W));                                                    \
-        }                                                                                               \
-        for (; j < n; j += V##_W) a = V##_max(a, V##_load_part(x + j, n - j, -INFINITY));              \
-        return V##_hmax(V##_max(a, b));                                                                 \
-    }                                                                                                   \
-    static inline V V##_exp_shifted(V v, V m, V it, int scaled) {                                       \
-        const V d = V##_sub(v, m);                                                                      \
-        return V##_expn(scaled ? V##_mul(d, it) : d);                                                   \
-    }
-FL_VECTOR_HELPERS(vf32, float)
-FL_VECTOR_HELPERS(vf64, double)
 
 #endif
