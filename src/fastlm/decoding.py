@@ -281,8 +281,9 @@ def mask_tokens(logits: ArrayLike, *, allowed: ArrayLike | None = None, banned: 
 def cfg_mix(cond_logits: ArrayLike, uncond_logits: ArrayLike, guidance_scale: float) -> NDArray[np.floating[Any]]:
     """Classifier-free guidance in log-probability space (Hugging Face's unbatched CFG processor):
     log_softmax(uncond) + g * (log_softmax(cond) - log_softmax(uncond)). float16 is mixed in float32
-    and rounded back once; entries whose mix overflows there (logits near the float32 range) are mixed
-    again in float64."""
+    and rounded back once; rows where the mix is not finite there (logits spanning the float32 range, whose
+    log-probabilities or g times their difference overflow) are computed again from the logits in
+    float64, then rounded to the dtype."""
     c = _logits(cond_logits, "cond_logits")
     u = _logits(uncond_logits, "uncond_logits")
     if c.shape != u.shape:
@@ -292,9 +293,10 @@ def cfg_mix(cond_logits: ArrayLike, uncond_logits: ArrayLike, guidance_scale: fl
     lc, lu = log_softmax(c.astype(work, copy=False)), log_softmax(u.astype(work, copy=False))
     with np.errstate(over="ignore", invalid="ignore"):
         mix = lu + work.type(g) * (lc - lu)
-        bad = ~np.isfinite(mix)
-        if bad.any():  # g (lc - lu) may overflow where the mix does not; non-finite inputs give the same
-            lu64, lc64 = lu[bad].astype(np.float64), lc[bad].astype(np.float64)
+        bad = ~np.isfinite(mix).all(axis=-1) if mix.ndim else ~np.isfinite(mix)
+        if work != np.float64 and bad.any():  # non-finite inputs give the same non-finite mix in float64
+            lc64 = log_softmax(c[bad].astype(np.float64))
+            lu64 = log_softmax(u[bad].astype(np.float64))
             mix[bad] = lu64 + g * (lc64 - lu64)
     return mix.astype(c.dtype, copy=False)
 
