@@ -277,3 +277,19 @@ def test_modules():
     h, W = torch.randn(12, 8), torch.randn(37, 8)
     lm = ft.LinearCrossEntropyLoss(ignore_index=-100, chunk_size=5)
     torch.testing.assert_close(lm(h, W, t), F.cross_entropy(h @ W.T, t), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_group_runs():
+    """The fastlm.torch bench group on tiny shapes: every side runs and the tables have their rows."""
+    from fastlm import bench_torch
+
+    fns = bench_torch.make_ce_cases((2, 3, 50), "float32", 1)
+    assert set(fns) == {"fastlm.torch", "torch", "raw numpy call"}
+    for fn in fns.values():
+        fn()
+    row = {"shape": (2, 3, 50), "dtype": "float32", **{k: 1.0 for k in fns}}
+    assert bench_torch.format_ce_table([row]).count("\n") == 2
+    side = bench_torch.run_linear_side("fastlm", (64, 8, 100), repeat=1)
+    naive = bench_torch.run_linear_side("naive", (64, 8, 100), repeat=1)
+    assert side["loss"] == pytest.approx(naive["loss"], rel=1e-5)
+    assert bench_torch.format_linear_table([{"shape": (64, 8, 100), "fastlm": side, "naive": naive}]).count("\n") == 2
