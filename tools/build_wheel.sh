@@ -24,7 +24,8 @@ case "$(basename "$wheel")" in
 *manylinux*) ;;
 *) echo "build_wheel: $(basename "$wheel") has no manylinux tag" >&2; exit 1 ;;
 esac
-if ! "$work/build/bin/python" -m zipfile -l "$wheel" | grep -q 'fastlm\.libs/libgomp'; then
+# grep reads the whole listing (not -q): an early exit would break zipfile's pipe, which pipefail reports
+if ! "$work/build/bin/python" -m zipfile -l "$wheel" | grep 'fastlm\.libs/libgomp' >/dev/null; then
     echo "build_wheel: the OpenMP runtime is not vendored in $(basename "$wheel")" >&2
     exit 1
 fi
