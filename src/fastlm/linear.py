@@ -37,10 +37,12 @@ class _Backend:
     """Array operations of the chunk loop: NumPy here, torch in fastlm.torch."""
 
     def __init__(self, empty: Callable[..., Any], zeros: Callable[..., Any], matmul: Callable[..., Any],
-                 matmul_add: Callable[..., Any], as_numpy: Callable[[Any], np.ndarray]):
+                 matmul_add: Callable[..., Any], as_numpy: Callable[[Any], np.ndarray],
+                 from_numpy: Callable[[np.ndarray, Any], Any]):
         # matmul(a, b, out): out = a @ b; matmul_add(a, b, out, part): out += a @ b (part: scratch of out's shape,
-        # for BLAS interfaces without an accumulating product)
-        self.empty, self.zeros, self.matmul, self.matmul_add, self.as_numpy = empty, zeros, matmul, matmul_add, as_numpy
+        # for BLAS interfaces without an accumulating product); from_numpy(a, like): a in like's kind and dtype
+        self.empty, self.zeros, self.matmul, self.matmul_add = empty, zeros, matmul, matmul_add
+        self.as_numpy, self.from_numpy = as_numpy, from_numpy
 
 
 def _numpy_matmul_add(a, b, out, part):
@@ -49,7 +51,8 @@ def _numpy_matmul_add(a, b, out, part):
 
 
 NUMPY = _Backend(lambda shape, like: np.empty(shape, like.dtype), lambda shape, like: np.zeros(shape, like.dtype),
-                 lambda a, b, out: np.matmul(a, b, out=out), _numpy_matmul_add, lambda a: a)
+                 lambda a, b, out: np.matmul(a, b, out=out), _numpy_matmul_add, lambda a: a,
+                 lambda a, like: a.astype(like.dtype))
 
 
 def check_shapes(hidden_shape, weight_shape, targets_shape, bias_shape, class_weight_shape) -> None:
@@ -125,6 +128,32 @@ def run_chunks(be: _Backend, h: Any, W: Any, b: Any, t: np.ndarray, chunk: int, 
     return (rows if rows is not None else total), dh, dW, db
 
 
+def weight_sum(t: np.ndarray, ignored: np.ndarray, class_weight: np.ndarray | None) -> float:
+    """The divisor of "mean": the number of counted targets, or the sum of their class weights."""
+    y = t[~ignored]
+    return float(y.size if class_weight is None else np.asarray(class_weight, np.float64)[y].sum())
+
+
+def run_reduced(be: _Backend, h: Any, W: Any, b: Any, t: np.ndarray, chunk: int, opts: dict[str, Any],
+                want_grad: bool, reduction: str, ignored: np.ndarray, wsum: float,
+                row_scale: Any = None) -> tuple[Any, Any, Any, Any]:
+    """run_chunks, then the reduction: "mean" divides the loss and the gradients by wsum (weight_sum);
+    a zero wsum gives a NaN loss and NaN gradient rows except the ignored ones, as torch does."""
+    mean = reduction == "mean"
+    if mean and wsum == 0 and want_grad:
+        row_scale = be.from_numpy(np.where(ignored, 0.0, np.nan), h)
+    loss, dh, dW, db = run_chunks(be, h, W, b, t, chunk, opts, want_grad, row_scale)
+    loss = np.asarray(loss, np.float64)
+    if mean:
+        s = 1.0 / wsum if wsum != 0 else math.nan
+        loss = loss * s
+        if want_grad and wsum != 0:
+            for g in (dh, dW, db):
+                if g is not None:
+                    g *= s
+    return loss, dh, dW, db
+
+
 class _Args:
     def __init__(self, hidden, weight, targets, bias, chunk_size, class_weight, ignore_index, reduction,
                  label_smoothing, z_loss, softcap, temperature, num_threads):
@@ -153,16 +182,11 @@ class _Args:
                          label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap, temperature=temperature,
                          num_threads=num_threads)
         self.chunk = chunk_rows(self.h.shape[0], self.V, self.h.itemsize, chunk_size)
-        y = self.t[~self.ignored]
-        self.weight_sum = float(y.size if cw is None else np.asarray(cw, np.float64)[y].sum())
+        self.weight_sum = weight_sum(self.t, self.ignored, cw)
 
-    def mean_scale(self):
-        """The factor of "mean": 1 / the weight sum; with a zero sum, NaN rows except the ignored (torch)."""
-        if self.reduction != "mean":
-            return 1.0, None
-        if self.weight_sum != 0:
-            return 1.0 / self.weight_sum, None
-        return None, np.where(self.ignored, 0.0, np.nan)
+    def run(self, want_grad: bool) -> tuple[Any, Any, Any, Any]:
+        return run_reduced(NUMPY, self.h, self.W, self.b, self.t, self.chunk, self.opts, want_grad, self.reduction,
+                           self.ignored, self.weight_sum)
 
 
 def linear_cross_entropy_with_grad(hidden: ArrayLike, weight: ArrayLike, targets: ArrayLike, *,
@@ -189,16 +213,7 @@ def linear_cross_entropy_with_grad(hidden: ArrayLike, weight: ArrayLike, targets
     """
     a = _Args(hidden, weight, targets, bias, chunk_size, class_weight, ignore_index, reduction, label_smoothing,
               z_loss, softcap, temperature, num_threads)
-    scale, rows = a.mean_scale()
-    loss, dh, dW, db = run_chunks(NUMPY, a.h, a.W, a.b, a.t, a.chunk, a.opts, True, rows)
-    if scale is None:  # a mean over a zero weight sum
-        loss = math.nan
-    elif a.reduction == "mean":
-        loss *= scale
-        dh *= scale
-        dW *= scale
-        if db is not None:
-            db *= scale
+    loss, dh, dW, db = a.run(True)
     dt = a.out_dtype
     loss_out = loss.reshape(a.shape).astype(dt) if a.reduction == "none" else float(loss)
     return (loss_out, dh.reshape(np.shape(hidden)).astype(dt, copy=False), dW.astype(dt, copy=False),
@@ -213,8 +228,5 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, targets: ArrayLik
     """The loss of linear_cross_entropy_with_grad alone (evaluation): chunks of logits, no gradients."""
     a = _Args(hidden, weight, targets, bias, chunk_size, class_weight, ignore_index, reduction, label_smoothing,
               z_loss, softcap, temperature, num_threads)
-    loss, *_ = run_chunks(NUMPY, a.h, a.W, a.b, a.t, a.chunk, a.opts, False)
-    if a.reduction == "none":
-        return loss.reshape(a.shape).astype(a.out_dtype)
-    return float(loss / a.weight_sum) if a.reduction == "mean" and a.weight_sum != 0 else (
-        math.nan if a.reduction == "mean" else float(loss))
+    loss, *_ = a.run(False)
+    return loss.reshape(a.shape).astype(a.out_dtype) if a.reduction == "none" else float(loss)

@@ -18,7 +18,6 @@ csrc/README.md ("Linear + cross-entropy").
 """
 
 
-import math
 from typing import Optional, cast
 
 import numpy as np
@@ -233,7 +232,8 @@ class CrossEntropyLoss(torch.nn.Module):
 # ----------------------------------------------------------------------------------- linear_cross_entropy
 _TORCH = _linear._Backend(lambda shape, like: torch.empty(shape, dtype=like.dtype),
                           lambda shape, like: torch.zeros(shape, dtype=like.dtype),
-                          lambda a, b, out: torch.mm(a, b, out=out), lambda a, b, out, part: out.addmm_(a, b), _np)
+                          lambda a, b, out: torch.mm(a, b, out=out), lambda a, b, out, part: out.addmm_(a, b), _np,
+                          lambda a, like: torch.from_numpy(a).to(like.dtype))
 
 
 def _lce_opts(class_weight, ignore_index, reduction, label_smoothing, z_loss, softcap, temperature):
@@ -253,22 +253,8 @@ def _lce_run(hidden, weight, targets, bias, class_weight, ignore_index, reductio
     ignored = _linear.check_targets(t, V, ignore_index, tuple(targets.shape))
     chunk = _linear.chunk_rows(h.shape[0], V, h.element_size(), chunk_size if chunk_size > 0 else None)
     opts = _lce_opts(class_weight, ignore_index, reduction, label_smoothing, z_loss, softcap, temperature)
-    if reduction == "mean":
-        y = t[~ignored]
-        wsum = float(y.size if class_weight is None else class_weight.detach().double().numpy()[y].sum())
-        if wsum == 0 and want_grad:  # NaN rows except the ignored, as torch
-            row_scale = torch.from_numpy(np.where(ignored, 0.0, np.nan)).to(h.dtype)
-    loss, dh, dW, db = _linear.run_chunks(_TORCH, h, W, b, t, chunk, opts, want_grad, row_scale)
-    loss = np.asarray(loss, np.float64)
-    if reduction == "mean":
-        s = 1.0 / wsum if wsum != 0 else math.nan
-        loss = loss * s
-        if want_grad and wsum != 0:
-            dh *= s
-            dW *= s
-            if db is not None:
-                db *= s
-    return loss, dh, dW, db
+    wsum = _linear.weight_sum(t, ignored, None if class_weight is None else class_weight.detach().double().numpy())
+    return _linear.run_reduced(_TORCH, h, W, b, t, chunk, opts, want_grad, reduction, ignored, wsum, row_scale)
 
 
 def _lce_loss_tensor(loss: np.ndarray, like: torch.Tensor, shape) -> torch.Tensor:
