@@ -180,13 +180,38 @@ int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int
                      int64_t *out_token, double *out_score, fl_decode *d);
 
 /* ---------------------------------------------------------------------------------------------- */
-/* N-gram counting over packed keys (ngram.c): a k-gram of ids < 2^bits is sum_i t_i << (bits (k-1-i)),
- * k * bits <= 64, so that keys sort lexicographically and a context is key >> bits. */
+/* N-gram counting (ngram.c). Packed keys: a k-gram of ids < 2^bits is sum_i t_i << (bits (k-1-i)),
+ * k * bits <= 64, so that keys sort lexicographically and a context is key >> bits. Rank keys (any
+ * order): a k-gram is (rank of its (k-1)-prefix) << 32 | its last id. */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                int64_t skip_last, uint64_t *keys, uint64_t *tmp);
+int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
+                             uint64_t *keys, uint64_t *tmp);
 void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table);
-void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, const int32_t *table,
-                     const uint64_t *queries, int64_t nq, int64_t *out);
+void fl_ngram_find(const uint64_t *keys, int log2cap, const int32_t *table, const uint64_t *queries, int64_t nq,
+                   int64_t *out);
+
+/* Scoring against rank-key tables (ngram_score.c). Per order: sorted keys and their hash index, and
+ * either log10 prob / backoff (NaN prob: a context-only entry) or counts and, for order k > 1, total[j]
+ * = the sum of the counts of the k-grams whose prefix is entry j of order k-1. */
+#define FL_NGRAM_MAX_ORDER 64
+typedef struct {
+    const uint64_t *keys;
+    const int32_t *table;
+    int log2cap;
+    const double *prob, *backoff;
+    const int64_t *count, *total;
+} fl_ngram_order;
+typedef struct {
+    int order, add_alpha;
+    double alpha, vocab, unigram_total; /* add-alpha */
+    double unseen;                      /* backoff: log10 p of a word with no unigram and no <unk> */
+    int64_t unk_index, unk_word;        /* backoff: <unk>'s unigram entry and id, or -1 */
+    fl_ngram_order t[FL_NGRAM_MAX_ORDER];
+} fl_ngram_model;
+int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
+                   int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
+                   int64_t *seq_unseen);
 
 #ifdef __cplusplus
 }

@@ -1,12 +1,14 @@
-/* ngram.c: n-gram counting and lookup over packed keys.
+/* ngram.c: n-gram counting and lookup (csrc/README.md, "N-gram tables").
  *
- * A k-gram (t_0, ..., t_{k-1}) of ids below 2^bits is the key sum_i t_i << (bits (k-1-i)) (k bits <= 64),
- * so that the keys' order is the lexicographic order of the k-grams and the key of the (k-1)-gram
- * context is key >> bits. Counting: the keys of every window are generated, sorted by a radix sort
- * (one most-significant 8-bit split, then byte-wise LSD passes inside each bucket) and run-length
- * encoded; small key spaces are counted directly. Lookup: an open-addressing hash
- * index (multiplicative hash, linear probing) over the sorted keys, probed in batches with the next
- * slots prefetched, so that the cache misses of many queries overlap.
+ * Packed keys (the fast path): a k-gram (t_0, ..., t_{k-1}) of ids below 2^bits is the key
+ * sum_i t_i << (bits (k-1-i)) (k bits <= 64), so that the keys' order is the lexicographic order of the
+ * k-grams and the key of the (k-1)-gram context is key >> bits. The keys of every window are generated,
+ * sorted by a radix sort (one most-significant 8-bit split, then byte-wise LSD passes inside each
+ * bucket) and run-length encoded; small key spaces are counted directly.
+ * Rank keys (any order): a k-gram is (rank of its (k-1)-prefix among the sorted (k-1)-grams) << 32 | its
+ * last id; order k is counted from the ranks of order k-1 at every window start (fl_ngram_count_ranks).
+ * Lookup: an open-addressing hash index (multiplicative hash, linear probing) over sorted keys, probed in
+ * batches with the next slots prefetched, so that the cache misses of many queries overlap.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,22 +32,28 @@ static int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int6
     return m;
 }
 
+/* count[d] = the first output slot of digit d of the byte at `shift` of a[0..n); 0 when every key has
+ * the same digit there (the pass can be skipped), else 1. */
+static int digit_starts(const uint64_t *a, int64_t n, int shift, int64_t count[256]) {
+    memset(count, 0, 256 * sizeof *count);
+    for (int64_t i = 0; i < n; i++) count[(a[i] >> shift) & 255]++;
+    int64_t total = 0, same = 0;
+    for (int d = 0; d < 256; d++) {
+        same |= count[d] == n;
+        int64_t t = count[d];
+        count[d] = total;
+        total += t;
+    }
+    return !same;
+}
+
 /* LSD radix sort of src[0..n) on the low `bits` bits, digits of at most 8 bits (cache-resident buckets),
  * passes over a digit every key shares skipped; the result lands in dst (src is scratch). */
 static void lsd_sort(uint64_t *src, uint64_t *dst, int64_t n, int bits) {
     uint64_t *a = src, *b = dst;
     int64_t count[256];
     for (int shift = 0; shift < bits; shift += 8) {
-        memset(count, 0, sizeof count);
-        for (int64_t i = 0; i < n; i++) count[(a[i] >> shift) & 255]++;
-        int64_t total = 0, same = 0;
-        for (int d = 0; d < 256; d++) {
-            same |= count[d] == n;
-            int64_t t = count[d];
-            count[d] = total;
-            total += t;
-        }
-        if (same) continue;
+        if (!digit_starts(a, n, shift, count)) continue;
         for (int64_t i = 0; i < n; i++) b[count[(a[i] >> shift) & 255]++] = a[i];
         uint64_t *t = a;
         a = b;
@@ -125,10 +133,10 @@ void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table
     }
 }
 
-/* out[q] = counts[i] where keys[i] == queries[q], else 0. Two prefetch stages: the slot of query
- * q + 16, then the key its slot points to for query q + 8. */
-void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, const int32_t *table,
-                     const uint64_t *queries, int64_t nq, int64_t *out) {
+/* out[q] = i where keys[i] == queries[q], else -1. Two prefetch stages: the slot of query q + 16, then the
+ * key its slot points to for query q + 8. */
+void fl_ngram_find(const uint64_t *keys, int log2cap, const int32_t *table, const uint64_t *queries, int64_t nq,
+                   int64_t *out) {
     const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
     for (int64_t q = 0; q < nq; q++) {
         if (q + 16 < nq) __builtin_prefetch(&table[slot_of(queries[q + 16], log2cap)]);
@@ -137,10 +145,10 @@ void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, c
             if (i >= 0) __builtin_prefetch(&keys[i]);
         }
         uint64_t s = slot_of(queries[q], log2cap);
-        int64_t found = 0;
+        int64_t found = -1;
         for (int32_t i; (i = table[s]) >= 0; s = (s + 1) & mask)
             if (keys[i] == queries[q]) {
-                found = counts[i];
+                found = i;
                 break;
             }
         out[q] = found;
@@ -154,4 +162,65 @@ int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, in
                                int64_t skip_last, uint64_t *keys, uint64_t *tmp) {
     const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, skip_last, keys);
     return fl_ngram_count(keys, nk, k * bits, tmp, keys, (int64_t *)tmp);
+}
+
+/* LSD radix sort of (key, pos) pairs by key, byte digits, passes over a digit every key shares skipped;
+ * the result lands in k/p (k2/p2: scratch of n entries). */
+static void sort_pairs(uint64_t *k, uint32_t *p, uint64_t *k2, uint32_t *p2, int64_t n) {
+    uint64_t *ka = k, *kb = k2;
+    uint32_t *pa = p, *pb = p2;
+    int64_t count[256];
+    for (int shift = 0; shift < 64; shift += 8) {
+        if (!digit_starts(ka, n, shift, count)) continue;
+        for (int64_t i = 0; i < n; i++) {
+            int64_t j = count[(ka[i] >> shift) & 255]++;
+            kb[j] = ka[i];
+            pb[j] = pa[i];
+        }
+        uint64_t *tk = ka; ka = kb; kb = tk;
+        uint32_t *tp = pa; pa = pb; pb = tp;
+    }
+    if (ka != k) {
+        memcpy(k, ka, (size_t)n * sizeof *k);
+        memcpy(p, pa, (size_t)n * sizeof *p);
+    }
+}
+
+/* Order k by ranks. rank[i] (i < starts[nseq]) holds on entry the rank of the (k-1)-gram starting at i
+ * (0 for every i when k = 1; -1 where none fits in its sequence), and on return that of the k-gram
+ * starting at i (-1 where none). keys/tmp: scratch of starts[nseq] entries each; on return keys[0..m)
+ * hold the distinct keys rank << 32 | last id, ascending, and ((int64_t *)tmp)[0..m) their counts.
+ * Returns m, -1 without memory, -2 when positions or ranks do not fit in 32 bits. */
+int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
+                             uint64_t *keys, uint64_t *tmp) {
+    const int64_t total = starts[nseq];
+    if (total > (int64_t)UINT32_MAX) return -2;
+    uint32_t *pos = malloc(2 * (size_t)(total ? total : 1) * sizeof *pos);
+    if (!pos) return -1;
+    int64_t n = 0;
+    for (int64_t s = 0; s < nseq; s++)
+        for (int64_t i = starts[s]; i < starts[s + 1]; i++) {
+            if (i + k > starts[s + 1] || rank[i] < 0) {
+                rank[i] = -1;
+                continue;
+            }
+            if (rank[i] > (int64_t)UINT32_MAX) {
+                free(pos);
+                return -2;
+            }
+            keys[n] = (uint64_t)rank[i] << 32 | tokens[i + k - 1];
+            pos[n++] = (uint32_t)i;
+        }
+    sort_pairs(keys, pos, tmp, pos + total, n);
+    int64_t m = 0, *counts = (int64_t *)tmp;
+    for (int64_t i = 0; i < n;) { /* each distinct key written at or before its first occurrence */
+        int64_t j = i;
+        const uint64_t key = keys[i];
+        for (; j < n && keys[j] == key; j++) rank[pos[j]] = m;
+        keys[m] = key;
+        counts[m++] = j - i;
+        i = j;
+    }
+    free(pos);
+    return m;
 }

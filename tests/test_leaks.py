@@ -97,6 +97,7 @@ def _cases():
     toks = rng.integers(0, 16, 400)  # 3-grams of 4-bit ids: the direct-count path of the kernel
     seqs = [rng.integers(0, 50, n) for n in (12, 8, 15)]
     lm = ng.NgramLM(3, alpha=0.5, bos_id=50, eos_id=51).fit(seqs)
+    kn = ng.NgramLM(3, smoothing="kneser-ney", vocab_size=53, bos_id=50, eos_id=51, unk_id=52, discount_fallback=True)
     q = np.stack([toks[i:i + 3] for i in range(0, 60, 3)])
 
     def step(seqs_):
@@ -155,10 +156,13 @@ def _cases():
         "fit_temperature": lambda: calibration.fit_temperature(x, t, max_passes=4),
         "fit_temperature_inf": _raises(lambda: calibration.fit_temperature(hot, t)),
         "count_ngrams": lambda: ng.count_ngrams(toks, 3),
-        "count_ngrams_too_wide": _raises(lambda: ng.count_ngrams([0, 2**31, 5], 3)),
+        "count_ngrams_wide": lambda: ng.count_ngrams([0, 2**31, 5, 7, 2**31], 3),
+        "count_ngrams_bad_id": _raises(lambda: ng.count_ngrams([0, 2**32, 5], 3)),
         "ngram_fit": lambda: ng.NgramLM(2, alpha=0.1, eos_id=51).fit(seqs).update(seqs[:1]),
         "ngram_lookups": lambda: (lm.prob(q[:, 2], q[:, :2]), lm.count(q[0])),
         "ngram_score": lambda: lm.perplexity(seqs[:1]),
+        "ngram_full_scores": lambda: lm.full_scores(seqs[:3]),
+        "ngram_kneser_ney": lambda: kn.fit(seqs).full_scores(seqs[:2]),
         "ngram_fresh_index": lambda: ng.NgramLM(2, alpha=0.1).fit(seqs[:1]).prob(q[:, 1], q[:, :1]),
         "ngram_merge": lambda: (lm + lm).counts(3),
         "ngram_generate": lambda: lm.generate(seqs[0][:2], 1, seed=5),

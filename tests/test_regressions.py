@@ -234,8 +234,8 @@ def test_integer_arguments_at_their_limits_still_work():
         fastlm.ngram.NgramLM(1).fit([[1, 2**32 + 1]])
 
 
-_HEAD = "<IIdqqqq"  # order, bits, alpha, vocab_size, bos_id, eos_id, max_id (NgramLM.save)
-_FIELDS = ("order", "bits", "alpha", "vocab_size", "bos_id", "eos_id", "max_id")
+_HEAD = "<IIdqqqqq"  # order, smoothing, alpha, vocab_size, bos_id, eos_id, unk_id, max_id (NgramLM.save)
+_FIELDS = ("order", "smoothing", "alpha", "vocab_size", "bos_id", "eos_id", "unk_id", "max_id")
 
 
 def _saved(tmp_path, lm):
@@ -293,11 +293,8 @@ def test_ngram_load_validates_header_and_tables(tmp_path):
     cases = [
         (data, {"order": 0}, None, "order"),
         (data, {"order": 65}, None, "order"),
-        (data, {"order": 17}, None, "order"),  # 17 ids of 4 bits do not fit in a 64-bit key
         (data, {"order": 3}, None, "order"),  # a table more than the file holds
-        (data, {"bits": 3}, None, "bits"),  # ids below 10 need 4 bits
-        (data, {"bits": 33}, None, "bits"),
-        (data, {"bits": 0}, None, "bits"),
+        (data, {"smoothing": 2}, None, "smoothing"),
         (data, {"alpha": 0.0}, None, "alpha"),
         (data, {"alpha": -1.0}, None, "alpha"),
         (data, {"alpha": float("nan")}, None, "alpha"),
@@ -311,21 +308,21 @@ def test_ngram_load_validates_header_and_tables(tmp_path):
         (data, {"bos_id": -2}, None, "bos_id"),
         (data, {"bos_id": 10}, None, "bos_id"),
         (data, {"eos_id": 2**40}, None, "eos_id"),
+        (data, {"unk_id": 10}, None, "unk_id"),
         (data, {"max_id": -2}, None, "max_id"),
         (data, {"max_id": 7}, None, "max_id"),  # below eos_id 9
         (data, {"max_id": 10}, None, "max_id"),
         (data, {"max_id": 2**40}, None, "max_id"),
         (free_data, {"max_id": 5}, None, "max_id"),  # the tables hold 7
-        (free_data, {"max_id": 5, "vocab_size": 6, "bits": 3}, None, "max_id"),
         (free_data, {"max_id": 2**33}, None, "max_id"),
-        (free_data, {"bits": 64}, None, "bits"),
         (data, None, lambda p: _set(p, 1, 1, 0, 0), "counts[0]"),
         (data, None, lambda p: _set(p, 2, 1, 1, -3), "counts[1]"),
+        (data, None, lambda p: _set(p, 1, 1, -2, 5), "counts"),  # the unigram BOS (a prefix) has count 0
         (data, None, lambda p: _set(_set(p, 1, 1, 0, 2**62), 1, 1, 1, 2**62), "counts"),  # the sum overflows
         (data, None, lambda p: _set(p, 1, 0, 1, p[0][0][0]), "keys"),  # not strictly increasing
         (data, None, lambda p: _set(p, 1, 0, 0, p[0][0][-1] + 1), "keys"),  # decreasing (uint64 diff wraps)
-        (data, None, lambda p: _set(p, 1, 0, -1, 1 << 4), "key"),  # bits above one 4-bit id
-        (data, None, lambda p: _set(p, 1, 0, -2, 8), "bos_id"),  # a unigram BOS: never counted
+        (data, None, lambda p: _set(p, 1, 0, -1, 1 << 40), "prefix"),  # order 1 has no parent but 0
+        (data, None, lambda p: _set(p, 2, 0, -1, (99 << 32) | 3), "prefix"),  # a parent beyond order 1
         (data, None, lambda p: [[k, c, m + 1000] for k, c, m in p], "size"),
         (data, None, lambda p: [[k, c, -1] for k, c, m in p], "size"),
     ]
@@ -337,13 +334,17 @@ def test_ngram_load_validates_header_and_tables(tmp_path):
     # what save writes always loads: a model never fitted, one fitted on nothing, a merge, the largest ids
     for model in (fastlm.ngram.NgramLM(2, bos_id=3), fastlm.ngram.NgramLM(1).fit([]),
                   fastlm.ngram.NgramLM(2, bos_id=0).fit([[1, 2]]).merge(fastlm.ngram.NgramLM(2, bos_id=0).fit([[40]])),
-                  fastlm.ngram.NgramLM(2, vocab_size=2**32, eos_id=2**32 - 1).fit([[2**32 - 2, 0]])):
+                  fastlm.ngram.NgramLM(2, vocab_size=2**32, eos_id=2**32 - 1).fit([[2**32 - 2, 0]]),
+                  fastlm.ngram.NgramLM(8).fit([[1, 2, 3], [300, 2**31, 7, 7, 7, 7, 7, 7, 7]])):  # wide keys
         back = fastlm.ngram.NgramLM.load(tmp_path / "m.bin") if model.save(tmp_path / "m.bin") is None else None
-        assert (back.vocab_size, back.max_id, back.bits) == (model.vocab_size, model.max_id, model.bits)
+        assert (back.vocab_size, back.max_id) == (model.vocab_size, model.max_id)
+        for k in range(1, model.order + 1):
+            for x, y in zip(back.counts(k), model.counts(k)):
+                np.testing.assert_array_equal(x, y)
     # a rejected update leaves max_id (saved in the header) as it was, so that the model still saves and loads
-    grow = fastlm.ngram.NgramLM(8).fit([[1, 2, 3]])
-    with pytest.raises(ValueError, match="bits"):
-        grow.update([[300]])  # 8 ids of 9 bits do not fit in 64
+    grow = fastlm.ngram.NgramLM(3, vocab_size=10).fit([[1, 2, 3]])
+    with pytest.raises(ValueError, match="10"):
+        grow.update([[12]])
     assert grow.max_id == 3
     grow.save(tmp_path / "g.bin")
     assert fastlm.ngram.NgramLM.load(tmp_path / "g.bin").max_id == 3

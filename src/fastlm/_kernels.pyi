@@ -4,7 +4,7 @@ The wrappers take 2-D row views prepared by fastlm._arrays and re-check the layo
 that the C kernels rely on at run time; the stub only states that the arguments are ndarrays.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -78,7 +78,22 @@ def ngram_count_windows(
     skip_last: int,
 ) -> dict[int, tuple[_U64, _I64]]: ...
 def ngram_index(keys: _U64) -> tuple[int, NDArray[np.int32]]: ...
-def ngram_lookup(keys: _U64, counts: _I64, log2cap: int, table: NDArray[np.int32], queries: _U64) -> _I64: ...
+def ngram_count_ranks(tokens: NDArray[np.uint32], starts: _I64, k: int, rank: _I64) -> tuple[_U64, _I64]: ...
+def ngram_find(keys: _U64, log2cap: int, table: NDArray[np.int32], queries: _U64) -> _I64: ...
+def ngram_score(
+    orders: Sequence[tuple[Any, ...]],
+    add_alpha: bool,
+    alpha: float,
+    vocab: float,
+    unigram_total: float,
+    unseen: float,
+    unk_index: int,
+    unk_word: int,
+    tokens: NDArray[np.uint32],
+    starts: _I64,
+    skip: int,
+    per_token: bool,
+) -> tuple[_F64, _I64, _F64 | None, NDArray[np.int32] | None, NDArray[np.bool_] | None]: ...
 def entropy_rows(x: _Floats, out: _F64, num_threads: int) -> None: ...
 def kl_rows(p: _Floats, q: _Floats, out: _F64, num_threads: int) -> None: ...
 def rowmax(x: _Floats, out: _F64) -> None: ...

@@ -8,7 +8,7 @@ status code to an exception.
 """
 cimport numpy as cnp
 import numpy as np
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t, uint8_t
 from libc.string cimport memcpy
 
 cnp.import_array()
@@ -97,8 +97,26 @@ cdef extern from "fastlm.h" nogil:
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                    int64_t skip_last, uint64_t *keys, uint64_t *tmp)
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table)
-    void fl_ngram_lookup(const uint64_t *keys, const int64_t *counts, int log2cap, const int32_t *table,
-                         const uint64_t *queries, int64_t nq, int64_t *out)
+    int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
+                                 int64_t *rank, uint64_t *keys, uint64_t *tmp)
+    void fl_ngram_find(const uint64_t *keys, int log2cap, const int32_t *table, const uint64_t *queries,
+                       int64_t nq, int64_t *out)
+    ctypedef struct fl_ngram_order:
+        const uint64_t *keys
+        const int32_t *table
+        int log2cap
+        const double *prob
+        const double *backoff
+        const int64_t *count
+        const int64_t *total
+    ctypedef struct fl_ngram_model:
+        int order, add_alpha
+        double alpha, vocab, unigram_total, unseen
+        int64_t unk_index, unk_word
+        fl_ngram_order t[64]
+    int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
+                       int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
+                       int64_t *seq_unseen)
     int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
                          int64_t *out_token, double *out_score, fl_decode *d)
     int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
@@ -408,13 +426,18 @@ cdef void *_data(cnp.ndarray a, int typenum, str name) except NULL:
     return cnp.PyArray_DATA(a) if a.shape[0] else <void *>1
 
 
+cdef int64_t _nseq(cnp.ndarray tokens, cnp.ndarray starts) except -1:
+    cdef int64_t nseq = starts.shape[0] - 1
+    if nseq < 0 or (nseq > 0 and (starts[0] != 0 or starts[nseq] != tokens.shape[0] or np.any(np.diff(starts) < 0))):
+        raise ValueError("internal: starts must run from 0 to len(tokens), non-decreasing")
+    return nseq
+
+
 def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, orders, int bits, long long skip_last):
     """{k: (distinct keys ascending, counts)} of the k-grams inside each sequence, for k in orders."""
     cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
     cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
-    cdef int64_t nseq = starts.shape[0] - 1
-    if nseq < 0 or (nseq > 0 and (starts[0] != 0 or starts[nseq] != tokens.shape[0] or np.any(np.diff(starts) < 0))):
-        raise ValueError("internal: starts must run from 0 to len(tokens), non-decreasing")
+    cdef int64_t nseq = _nseq(tokens, starts)
     cdef int64_t n = max(tokens.shape[0], 1)
     cdef size_t nbytes = 2 * 8 * <size_t>n
     cdef uint64_t *kp = <uint64_t *>fl_scratch(nbytes)  # kept per thread between calls: no page faults
@@ -445,6 +468,28 @@ def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, orders, int bits
     return out
 
 
+def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray rank):
+    """(distinct rank keys ascending, counts) of order k; rank (int64 per token) holds the ranks of order k - 1
+    at every window start on entry (zeros for k = 1) and those of order k on return (-1: no window)."""
+    cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
+    cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
+    cdef int64_t *rp = <int64_t *>_data(rank, cnp.NPY_INT64, "rank")
+    cdef int64_t nseq = _nseq(tokens, starts)
+    if rank.shape[0] != tokens.shape[0] or k < 1 or not rank.flags.writeable:
+        raise ValueError("internal: ngram_count_ranks arguments")
+    cdef int64_t n = max(tokens.shape[0], 1), m
+    cdef cnp.ndarray keys = np.empty(n, np.uint64)
+    cdef cnp.ndarray tmp = np.empty(n, np.uint64)
+    with nogil:
+        m = fl_ngram_count_ranks(tp, sp, nseq, k, rp, <uint64_t *>cnp.PyArray_DATA(keys),
+                                 <uint64_t *>cnp.PyArray_DATA(tmp))
+    if m == -2:
+        raise ValueError("more than 2^32 tokens or distinct n-grams of one order: rank keys hold 32-bit ranks")
+    if m < 0:
+        raise MemoryError("fastlm: n-gram counting")
+    return keys[:m].copy(), tmp[:m].view(np.int64).copy()
+
+
 def ngram_index(cnp.ndarray keys):
     """(log2 capacity, int32 hash table) over distinct keys."""
     cdef int64_t m = keys.shape[0]
@@ -460,19 +505,66 @@ def ngram_index(cnp.ndarray keys):
     return log2cap, table
 
 
-def ngram_lookup(cnp.ndarray keys, cnp.ndarray counts, int log2cap, cnp.ndarray table, cnp.ndarray queries):
-    """counts of the queried keys (0 where absent)."""
-    if counts.shape[0] != keys.shape[0] or table.shape[0] != (1 << log2cap):
-        raise ValueError("internal: ngram_lookup arguments")
+def ngram_find(cnp.ndarray keys, int log2cap, cnp.ndarray table, cnp.ndarray queries):
+    """Indices of the queried keys in keys (-1 where absent)."""
+    if table.shape[0] != (1 << log2cap):
+        raise ValueError("internal: ngram_find arguments")
     cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
-    cdef const int64_t *cp = <const int64_t *>_data(counts, cnp.NPY_INT64, "counts")
     cdef const int32_t *tp = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
     cdef const uint64_t *qp = <const uint64_t *>_data(queries, cnp.NPY_UINT64, "queries")
     cdef int64_t nq = queries.shape[0]
     cdef cnp.ndarray out = np.empty(max(nq, 1), np.int64)
     with nogil:
-        fl_ngram_lookup(kp, cp, log2cap, tp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
+        fl_ngram_find(kp, log2cap, tp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
     return out[:nq]
+
+
+def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigram_total, double unseen,
+                int64_t unk_index, int64_t unk_word, cnp.ndarray tokens, cnp.ndarray starts, int64_t skip,
+                bint per_token):
+    """Scores every sequence of tokens (uint32) split at starts against the tables in `orders` (per order a
+    tuple keys, log2cap, table, prob, backoff, count, total; None where the model has none). Returns
+    (seq_logp, seq_unseen, logp, matched, unseen), the last three None unless per_token."""
+    cdef fl_ngram_model m
+    cdef int64_t nseq = _nseq(tokens, starts)
+    cdef int n = len(orders), k
+    if not 1 <= n <= 64:
+        raise ValueError("internal: ngram_score order")
+    m.order, m.add_alpha, m.alpha, m.vocab, m.unigram_total, m.unseen = n, add_alpha, alpha, vocab, unigram_total, unseen
+    m.unk_index, m.unk_word = unk_index, unk_word
+    for k in range(n):
+        keys, log2cap, table, prob, backoff, count, total = orders[k]
+        if table.shape[0] != (1 << log2cap) or (add_alpha and (count is None or (k and total is None))) or \
+                (not add_alpha and (prob is None or (k < n - 1 and backoff is None))):
+            raise ValueError("internal: ngram_score tables")
+        m.t[k].keys = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+        m.t[k].table = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
+        m.t[k].log2cap = log2cap
+        m.t[k].prob = NULL if prob is None else <const double *>_data(prob, cnp.NPY_FLOAT64, "prob")
+        m.t[k].backoff = NULL if backoff is None else <const double *>_data(backoff, cnp.NPY_FLOAT64, "backoff")
+        m.t[k].count = NULL if count is None else <const int64_t *>_data(count, cnp.NPY_INT64, "count")
+        m.t[k].total = NULL if total is None else <const int64_t *>_data(total, cnp.NPY_INT64, "total")
+    cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
+    cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
+    cdef int64_t T = tokens.shape[0]
+    seq_logp = np.empty(max(nseq, 1), np.float64)
+    seq_unseen = np.empty(max(nseq, 1), np.int64)
+    logp = np.empty(max(T, 1), np.float64) if per_token else None
+    matched = np.empty(max(T, 1), np.int32) if per_token else None
+    unseen_tok = np.empty(max(T, 1), np.uint8) if per_token else None
+    cdef double *lp = NULL if logp is None else <double *>cnp.PyArray_DATA(logp)
+    cdef int32_t *mp = NULL if matched is None else <int32_t *>cnp.PyArray_DATA(matched)
+    cdef uint8_t *up = NULL if unseen_tok is None else <uint8_t *>cnp.PyArray_DATA(unseen_tok)
+    cdef double *slp = <double *>cnp.PyArray_DATA(seq_logp)
+    cdef int64_t *sup = <int64_t *>cnp.PyArray_DATA(seq_unseen)
+    cdef int rc
+    with nogil:
+        rc = fl_ngram_score(&m, tp, sp, nseq, skip, lp, mp, up, slp, sup)
+    if rc:
+        raise MemoryError("fastlm: n-gram scoring")
+    if per_token:
+        return seq_logp[:nseq], seq_unseen[:nseq], logp[:T], matched[:T], unseen_tok[:T].view(bool)
+    return seq_logp[:nseq], seq_unseen[:nseq], None, None, None
 
 
 # ------------------------------------------------------------------------------------------- metrics

@@ -1,9 +1,10 @@
-"""N-gram language models with add-alpha (Lidstone) smoothing, counted by C kernels over packed keys.
+"""N-gram language models: counts of every order in C, add-alpha (Lidstone) or interpolated modified
+Kneser-Ney smoothing (as KenLM's lmplz estimates it), ARPA files in and out, and scoring of many
+sequences in one C call (csrc/README.md, "N-gram tables", "Modified Kneser-Ney", "N-gram scoring").
 
-P_a(w | h) = (c(h, w) + a) / (c(h) + a |V|), with h the last n-1 tokens before w and c(h) = sum_w c(h, w).
-A k-gram of ids below 2^bits is packed into one uint64 key (k * bits <= 64), so that keys sort
-lexicographically and the key of a k-gram's context is key >> bits. Counting sorts the keys of every
-window (radix sort) and run-length encodes them; lookups go through an open-addressing hash index.
+Add-alpha: P_a(w | h) = (c(h, w) + a) / (c(h) + a |V|), with h the last n-1 tokens before w and
+c(h) = sum_w c(h, w). Kneser-Ney: see fastlm.kneser_ney. Counts live in rank tables (_ngram_tables.py):
+any order, any id below 2^32, 64-bit keys.
 """
 
 from __future__ import annotations
@@ -19,28 +20,21 @@ from typing import Any, NoReturn, SupportsInt
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _kernels
+from . import _ngram_tables as tables
+from . import kneser_ney
 from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
-from .metrics import exp_or_inf
+from .arpa import ArpaLM, Scoring, SequenceScores, TokenScores
 
-__all__ = ["count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB"]
+__all__ = ["count_ngrams", "NgramLM", "ArpaLM", "byte_tokens", "WordVocab", "ByteVocab", "SequenceScores",
+           "TokenScores", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB", "MAX_ORDER"]
 
 BYTE_BOS, BYTE_EOS, BYTE_VOCAB = 256, 257, 258
 ID_LIMIT = 2**32  # token ids are uint32: every id is below this, and so is |V| - 1
-_VERSION = 1
+MAX_ORDER = 64
+SMOOTHINGS = ("add-alpha", "kneser-ney")
+_VERSION = 2
 _MAGIC = b"FASTLM-NGRAM" + _VERSION.to_bytes(4, "big")  # 16 bytes: name, then the format version
-
-
-def _group_sum(keys, counts):
-    """Sorted keys with repeats -> (distinct keys, summed counts)."""
-    if keys.size == 0:
-        return keys, counts[:0]
-    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    return keys[first], np.add.reduceat(counts, first)
-
-
-def _bits_for(vocab: int) -> int:
-    return max(1, int(vocab - 1).bit_length())
+_HEAD = "<IIdqqqqq"  # order, smoothing (0 add-alpha, 1 kneser-ney), alpha, vocab_size, bos, eos, unk, max_id
 
 
 def _ids(seq, name: str) -> np.ndarray:
@@ -63,29 +57,13 @@ def _check_range(a: np.ndarray, vocab, name: str):
         raise ValueError(f"{name}[{j}] = {int(a[j])} is not a token id in {where}")
 
 
-def _pack(rows: np.ndarray, bits: int) -> np.ndarray:
-    """(M, k) ids -> (M,) uint64 keys."""
-    keys = np.zeros(rows.shape[0], np.uint64)
-    for j in range(rows.shape[1]):
-        keys = (keys << np.uint64(bits)) | rows[:, j].astype(np.uint64)
-    return keys
-
-
-def _unpack(keys: np.ndarray, k: int, bits: int) -> np.ndarray:
-    out = np.empty((keys.shape[0], k), np.uint32)
-    mask = np.uint64((1 << bits) - 1)
-    for j in range(k):
-        out[:, k - 1 - j] = (keys >> np.uint64(bits * j)) & mask
-    return out
-
-
 def count_ngrams(tokens: ArrayLike, order: int, *,
                  num_threads: int | None = None) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
     """All k-grams of a 1-D id array (k = order) and their counts.
 
-    Returns (ngrams (M, order) uint32, counts (M,) int64), lexicographically sorted. The count is a C
-    radix sort of packed keys; order * ceil(log2(max id + 1)) must be <= 64. num_threads is accepted for
-    the API's uniformity; counting runs on one thread.
+    Returns (ngrams (M, order) uint32, counts (M,) int64), lexicographically sorted. Any order up to
+    MAX_ORDER and any id below 2^32 (csrc/README.md, "N-gram tables"). num_threads is accepted for the
+    API's uniformity; counting runs on one thread.
     """
     del num_threads
     order = _order(order)
@@ -93,91 +71,91 @@ def count_ngrams(tokens: ArrayLike, order: int, *,
     _check_range(t, ID_LIMIT, "tokens")
     if t.size < order:
         return np.zeros((0, order), np.uint32), np.zeros(0, np.int64)
-    bits = _bits_for(int(t.max()) + 1)
-    if order * bits > 64:
-        raise ValueError(f"order {order} with ids up to {int(t.max())} needs {order * bits} bits; at most 64")
-    u, c = _kernels.ngram_count_windows(t.astype(np.uint32), np.array([0, t.size], np.int64), [order], bits,
-                                        -1)[order]
-    return _unpack(u, order, bits), c
+    bits = tables.bits_for(int(t.max()) + 1)
+    keys, counts = tables.count(t.astype(np.uint32), np.array([0, t.size], np.int64), order, bits)
+    return tables.ids_of(keys, order), counts[order - 1]
 
 
 def _order(order) -> int:
-    return integer(order, "order", lambda v: v >= 1, ">= 1", hi=64, kind="the 64-bit n-gram keys (1 bit per id)")
+    return integer(order, "order", lambda v: v >= 1, ">= 1", hi=MAX_ORDER, kind="the supported n-gram orders")
 
 
-class _Table:
-    """Counts of one order: sorted keys, counts and a hash index; the same for the contexts (key >> bits),
-    built when first needed."""
-
-    def __init__(self, keys, counts, bits):
-        self.keys, self.counts, self.bits = keys, counts, bits
-        self.index = self.ctx = self.ctx_index = None
-
-    def contexts(self):
-        """(distinct context keys, c(h) = sum of the counts extending each)."""
-        if self.ctx is None:
-            self.ctx = _group_sum(self.keys >> np.uint64(self.bits), self.counts)
-        return self.ctx
-
-    def lookup(self, queries):
-        if self.index is None:
-            self.index = _kernels.ngram_index(self.keys)
-        return _kernels.ngram_lookup(self.keys, self.counts, *self.index, queries)
-
-    def lookup_ctx(self, queries):
-        keys, totals = self.contexts()
-        if self.ctx_index is None:
-            self.ctx_index = _kernels.ngram_index(keys)
-        return _kernels.ngram_lookup(keys, totals, *self.ctx_index, queries)
-
-    def nbytes(self):
-        keys, totals = self.contexts()
-        return self.keys.nbytes + self.counts.nbytes + keys.nbytes + totals.nbytes
-
-
-class NgramLM:
-    """An add-alpha n-gram language model (Lidstone; alpha = 1 is Laplace).
+class NgramLM(Scoring):
+    """An n-gram language model: add-alpha (Lidstone; alpha = 1 is Laplace) or interpolated modified
+    Kneser-Ney.
 
     Parameters
     ----------
-    order : int >= 1
+    order : int in [1, 64]
         n: a token is predicted from the n-1 tokens before it.
-    alpha : float > 0
-        P(w | h) = (c(h, w) + alpha) / (c(h) + alpha |V|).
+    smoothing : "add-alpha" (default) or "kneser-ney"
+        Kneser-Ney is lmplz's estimate (fastlm.kneser_ney): give bos_id and eos_id for sentences as lmplz
+        pads them, and unk_id for out-of-vocabulary words.
+    alpha : float > 0, default 1.0
+        Add-alpha: P(w | h) = (c(h, w) + alpha) / (c(h) + alpha |V|). The command line uses the same default.
     vocab_size : int, optional
-        |V|; default: the largest id seen + 1 (bos_id and eos_id included).
-    bos_id, eos_id : int, optional
+        |V|; default: the largest id seen + 1 (bos_id, eos_id and unk_id included).
+    bos_id, eos_id, unk_id : int, optional
         With bos_id each sequence is left-padded with n-1 copies of it (context only: no k-gram ending
         in bos_id is counted, at any order, and it is never predicted). With eos_id one eos_id is
-        appended to each sequence and predicted.
+        appended to each sequence and predicted. unk_id (Kneser-Ney) is the id of <unk>, which gets the
+        interpolated share of a word never seen.
+    discount_fallback : bool
+        Kneser-Ney on data whose counts of counts leave a discount undefined or out of range: False
+        raises ValueError (lmplz's default), True warns and uses lmplz's fallback (0.5, 1, 1.5).
+    vocab : WordVocab or ByteVocab, optional
+        Maps text to ids and back, so that score("text") and generate("prompt") take strings; saved
+        with the model.
 
     Conventions (those of NLTK's nltk.lm and KenLM where they apply): c(h) is the sum of the counts of
     the n-grams extending h (not the count of h as an (n-1)-gram); an unseen context gives 1/|V|; a
     context shorter than n-1 (a sequence start without BOS padding) uses the counts of its own order;
     perplexity is exp of the mean negative log-probability over the predicted tokens (every token, plus
-    one EOS per sequence when eos_id is set).
+    one EOS per sequence when eos_id is set). Log probabilities are natural logs unless log10=True.
     """
 
-    def __init__(self, order: int, *, alpha: float = 1.0, vocab_size: int | None = None, bos_id: int | None = None,
-                 eos_id: int | None = None) -> None:
+    def __init__(self, order: int, *, smoothing: str = "add-alpha", alpha: float = 1.0,
+                 vocab_size: int | None = None, bos_id: int | None = None, eos_id: int | None = None,
+                 unk_id: int | None = None, discount_fallback: bool = False, vocab: Any = None) -> None:
         self.order = _order(order)
+        if smoothing not in SMOOTHINGS:
+            raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
+        self.smoothing = smoothing
         self.alpha = real(alpha, "alpha", lambda v: v > 0, "a finite number > 0")
-        for name, v in (("vocab_size", vocab_size), ("bos_id", bos_id), ("eos_id", eos_id)):
+        for name, v in (("vocab_size", vocab_size), ("bos_id", bos_id), ("eos_id", eos_id), ("unk_id", unk_id)):
             if v is not None:  # ids are uint32: below 2^32, and |V| at most 2^32
-                vocab = name == "vocab_size"
-                integer(v, name, lambda x: x >= (1 if vocab else 0), ">= 1" if vocab else ">= 0",
-                        hi=ID_LIMIT if vocab else ID_LIMIT - 1, kind="the uint32 token id range")
-        for name, v in (("bos_id", bos_id), ("eos_id", eos_id)):
+                is_size = name == "vocab_size"
+                integer(v, name, lambda x: x >= (1 if is_size else 0), ">= 1" if is_size else ">= 0",
+                        hi=ID_LIMIT if is_size else ID_LIMIT - 1, kind="the uint32 token id range")
+        for name, v in (("bos_id", bos_id), ("eos_id", eos_id), ("unk_id", unk_id)):
             if v is not None and vocab_size is not None and v >= vocab_size:
                 raise ValueError(f"{name} = {v} is not below vocab_size = {vocab_size}")
+        if vocab is not None and not hasattr(vocab, "encode"):
+            raise TypeError(f"vocab must be a WordVocab or ByteVocab, got {type(vocab).__name__}")
         self.vocab_size_given = None if vocab_size is None else int(vocab_size)
         self.bos_id = None if bos_id is None else int(bos_id)
         self.eos_id = None if eos_id is None else int(eos_id)
-        self.max_id = max([-1] + [v for v in (self.bos_id, self.eos_id) if v is not None])
-        self.bits = _bits_for(self.vocab_size_given) if self.vocab_size_given else None
-        self.tables: dict[int, _Table] = {}  # k -> _Table
+        self.unk_id = None if unk_id is None else int(unk_id)
+        self.discount_fallback = bool(discount_fallback)
+        self.vocab = vocab
+        self.max_id = max([-1] + [v for v in (self.bos_id, self.eos_id, self.unk_id) if v is not None])
+        self._keys: list[np.ndarray] = [np.zeros(0, np.uint64) for _ in range(self.order)]
+        self._counts: list[np.ndarray] = [np.zeros(0, np.int64) for _ in range(self.order)]
+        self._cache: dict[str, Any] = {}
         # JSON-serializable extras saved with the model (the command line keeps its unit here)
         self.metadata: dict[str, Any] = {}
+
+    @classmethod
+    def for_words(cls, texts: Iterable[str], order: int, *, min_count: int = 1, **options: Any) -> NgramLM:
+        """A model of whitespace words fitted on texts (one sentence or document per item): the vocabulary
+        (WordVocab.build: <unk> 0, <s> 1, </s> 2) sets vocab_size, bos_id, eos_id and unk_id, as lmplz
+        treats a text file. options: smoothing, alpha, discount_fallback."""
+        texts = list(texts)
+        v = WordVocab.build(texts, min_count=min_count)
+        lm = cls(order, vocab_size=len(v), bos_id=v.BOS, eos_id=v.EOS, unk_id=v.UNK, vocab=v, **options)
+        return lm.fit(texts)
+
+    from_arpa = staticmethod(ArpaLM.from_arpa)
 
     # ----------------------------------------------------------------------------------- counting
     @property
@@ -185,17 +163,27 @@ class NgramLM:
         """|V|: vocab_size if given, else the largest id seen + 1."""
         return self.vocab_size_given if self.vocab_size_given is not None else self.max_id + 1
 
+    def _check_ids(self, a: np.ndarray, name: str) -> None:
+        _check_range(a, self.vocab_size, name)
+
     def _prepare(self, sequences):
-        """Checked, padded sequences in one uint32 array: (tokens, starts)."""
-        if isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu":
+        """Checked, padded sequences in one uint32 array: (tokens, starts, largest id)."""
+        if isinstance(sequences, (str, bytes)) or (
+                isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu"):
             raise TypeError("sequences must be an iterable of sequences (wrap a single sequence in a list)")
         pad = self.order - 1 if self.bos_id is not None else 0
         end = 1 if self.eos_id is not None else 0
         seqs = []
         max_id = self.max_id
+        limit = ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given
         for s, seq in enumerate(sequences):
-            a = _ids(seq, f"sequences[{s}]")
-            _check_range(a, ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given, f"sequences[{s}]")
+            if isinstance(seq, (str, bytes)):
+                if self.vocab is None:
+                    raise TypeError(f"sequences[{s}] is text but the model has no vocab: pass token ids")
+                a = np.asarray(self.vocab.encode(seq), np.int64)
+            else:
+                a = _ids(seq, f"sequences[{s}]")
+            _check_range(a, limit, f"sequences[{s}]")
             if a.size:
                 max_id = max(max_id, int(a.max()))
             seqs.append(a)
@@ -209,279 +197,211 @@ class NgramLM:
                 tokens[hi - 1] = self.eos_id
         return tokens, starts, max_id
 
-    def _ensure_bits(self):
-        need = _bits_for(self.vocab_size)
-        if self.order * need > 64:
-            raise ValueError(f"order {self.order} with |V| = {self.vocab_size} needs {self.order * need} bits per "
-                             f"n-gram key; at most 64 are supported")
-        if self.bits is None or need > self.bits:
-            if self.bits is not None and self.tables:  # repack what is counted with the wider ids
-                for k, t in list(self.tables.items()):
-                    self.tables[k] = _Table(_pack(_unpack(t.keys, k, self.bits), need), t.counts, need)
-            self.bits = need
-
-    def fit(self, sequences: Iterable[ArrayLike]) -> NgramLM:
-        """Count every order 1..n over `sequences` (an iterable of 1-D int arrays or lists), replacing
-        any counts held. Returns self."""
-        self.tables = {}
+    def fit(self, sequences: Iterable[Any]) -> NgramLM:
+        """Count every order 1..n over `sequences` (an iterable of 1-D int arrays or lists, or of str with a
+        vocab), replacing any counts held. Returns self."""
+        self._keys = [np.zeros(0, np.uint64) for _ in range(self.order)]
+        self._counts = [np.zeros(0, np.int64) for _ in range(self.order)]
+        self._cache = {}
         return self.update(sequences)
 
-    def update(self, sequences: Iterable[ArrayLike]) -> NgramLM:
+    def update(self, sequences: Iterable[Any]) -> NgramLM:
         """Add the counts of more sequences. Returns self."""
         tokens, starts, max_id = self._prepare(sequences)
-        seen, self.max_id = self.max_id, max_id
-        try:
-            self._ensure_bits()
-        except ValueError:
-            self.max_id = seen  # a rejected update leaves the model as it was
-            raise
-        skip = -1 if self.bos_id is None else self.bos_id
-        n = self.order
-        # Count the n-grams; each lower order is their prefixes (one C sort), plus the last window of every
-        # sequence, less windows ending in BOS. That needs BOS to be padding only; else count each order.
-        derive = self.bos_id is None or int(np.count_nonzero(tokens == self.bos_id)) == (n - 1) * (starts.size - 1)
-        orders = [n] if derive else range(1, n + 1)
-        batch = _kernels.ngram_count_windows(tokens, starts, orders, self.bits, skip)  # type: ignore[arg-type]
-        if derive:
-            lengths = np.diff(starts)
-            for k in range(n - 1, 0, -1):
-                batch[k] = self._prefix_counts(batch[k + 1], tokens, starts, lengths, k)
-        for k in range(1, n + 1):
-            self._add(k, *batch[k])
+        keys, counts = tables.count(tokens, starts, self.order, tables.bits_for(max(max_id + 1, 2)))
+        if self.bos_id is not None:  # k-grams ending in BOS stay as prefixes, with count 0
+            for k in range(self.order):
+                counts[k][tables.last(keys[k]) == self.bos_id] = 0
+        self.max_id = max_id
+        if self._keys[0].size:
+            keys, counts = tables.merge((self._keys, self._counts), (keys, counts))
+        self._keys, self._counts, self._cache = keys, counts, {}
         return self
 
-    def _prefix_counts(self, upper, tokens, starts, lengths, k):
-        """Counts of the k-grams from those of the (k+1)-grams: every k-window but the last of a sequence
-        starts a (k+1)-window, so the prefix sums count them; the last windows are added, and windows
-        ending in BOS dropped."""
-        keys, counts = upper
-        pk, pc = _group_sum(keys >> np.uint64(self.bits), counts)
-        ends = starts[1:][lengths >= k]  # the last k-window of each long enough sequence
-        if ends.size:
-            last = _pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), self.bits)
-            lk, lc = np.unique(last, return_counts=True)
-            pos = np.searchsorted(pk, lk)
-            hit = pos < pk.size
-            hit[hit] = pk[pos[hit]] == lk[hit]
-            pc = pc.copy()
-            np.add.at(pc, pos[hit], lc[hit])
-            pk = np.insert(pk, pos[~hit], lk[~hit])
-            pc = np.insert(pc, pos[~hit], lc[~hit])
-        if self.bos_id is not None:
-            keep = (pk & np.uint64((1 << self.bits) - 1)) != np.uint64(self.bos_id)
-            pk, pc = pk[keep], pc[keep]
-        return pk, pc
-
-    def _add(self, k, keys, counts):
-        old = self.tables.get(k)
-        if old is not None and old.keys.size:
-            keys, counts = _merge_counts(old.keys, old.counts, keys, counts)
-        self.tables[k] = _Table(keys, counts, self.bits)
-
-    def merge(self, other: "NgramLM") -> "NgramLM":
-        """A new model with the counts of both (same order, alpha, vocab_size, bos_id, eos_id)."""
+    def merge(self, other: NgramLM) -> NgramLM:
+        """A new model with the counts of both (same order, smoothing, alpha, vocab_size and special ids)."""
         if not isinstance(other, NgramLM):
             raise TypeError(f"can only merge an NgramLM, got {type(other).__name__}")
-        same = ("order", "alpha", "vocab_size_given", "bos_id", "eos_id")
-        for name in same:
+        for name in ("order", "smoothing", "alpha", "vocab_size_given", "bos_id", "eos_id", "unk_id"):
             if getattr(self, name) != getattr(other, name):
                 raise ValueError(f"cannot merge models with different {name}: {getattr(self, name)!r} and "
                                  f"{getattr(other, name)!r}")
-        out = NgramLM(self.order, alpha=self.alpha, vocab_size=self.vocab_size_given, bos_id=self.bos_id,
-                      eos_id=self.eos_id)
+        out = self._like()
         out.max_id = max(self.max_id, other.max_id)
-        out._ensure_bits()
-        for src in (self, other):
-            for k, t in src.tables.items():
-                keys = t.keys if src.bits == out.bits else _pack(
-                    _unpack(t.keys, k, src.bits), out.bits)  # type: ignore[arg-type]
-                out._add(k, keys, t.counts)
+        out._keys, out._counts = tables.merge((self._keys, self._counts), (other._keys, other._counts))
         return out
 
     __add__ = merge
+
+    def _like(self) -> NgramLM:
+        return NgramLM(self.order, smoothing=self.smoothing, alpha=self.alpha, vocab_size=self.vocab_size_given,
+                       bos_id=self.bos_id, eos_id=self.eos_id, unk_id=self.unk_id,
+                       discount_fallback=self.discount_fallback, vocab=self.vocab)
 
     def count(self, ngram: ArrayLike) -> int:
         """The count of one k-gram (1 <= k <= order)."""
         g = _ids(ngram, "ngram")
         if not 1 <= g.size <= self.order:
             raise ValueError(f"ngram must have 1 to {self.order} ids, got {g.size}")
-        t = self.tables.get(g.size)
-        if t is None or (g < 0).any() or (g >= 2**self.bits).any():  # type: ignore[operator]
+        if (g < 0).any() or (g >= ID_LIMIT).any():
             return 0
-        return int(t.lookup(_pack(g[None], self.bits))[0])  # type: ignore[arg-type]
+        j = -1
+        for k in range(g.size):
+            j = int(self._index(k).find(np.array([(max(j, 0) << 32) | int(g[k])], np.uint64))[0])
+            if j < 0:
+                return 0
+        return int(self._counts[g.size - 1][j])
 
     def counts(self, k: int) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
         """(ngrams (M, k) uint32, counts (M,) int64) of order k, lexicographically sorted."""
         k = integer(k, "k", lo=None, hi=None)
         if not 1 <= k <= self.order:
             raise ValueError(f"k must be in [1, {self.order}], got {k}")
-        t = self.tables.get(k)
-        if t is None:
-            return np.zeros((0, k), np.uint32), np.zeros(0, np.int64)
-        return _unpack(t.keys, k, self.bits), t.counts.copy()  # type: ignore[arg-type]
+        c = self._counts[k - 1]
+        seen = c > 0
+        return tables.ids_of(self._keys, k)[seen], c[seen]
+
+    def num_ngrams(self) -> list[int]:
+        """The number of distinct counted n-grams of each order."""
+        return [int(np.count_nonzero(c)) for c in self._counts]
 
     def nbytes(self) -> int:
-        """Bytes held by the count arrays (keys, counts, context keys and totals; hash indexes excluded)."""
-        return sum(t.nbytes() for t in self.tables.values())
+        """Bytes held by the count tables (keys and counts; indexes and estimates excluded)."""
+        return sum(k.nbytes + c.nbytes for k, c in zip(self._keys, self._counts))
+
+    def _index(self, k: int) -> tables.Index:
+        idx = self._cache.setdefault("index", {})
+        if k not in idx:
+            idx[k] = tables.Index(self._keys[k])
+        return idx[k]
+
+    # ----------------------------------------------------------------------------------- Kneser-Ney
+    def backoff_model(self) -> ArpaLM:
+        """The Kneser-Ney estimate as a backoff model (ArpaLM; estimated once per set of counts)."""
+        if self.smoothing != "kneser-ney":
+            raise ValueError("backoff_model() and to_arpa() need smoothing='kneser-ney' (add-alpha is not a "
+                             "backoff model)")
+        if "kn" not in self._cache:
+            if not self._counts[0].size:
+                raise ValueError("the model has no counts: fit it first")
+            est = kneser_ney.estimate(self._keys, self._counts, vocab_size=self.vocab_size, bos=self.bos_id,
+                                      eos=self.eos_id, unk=self.unk_id, discount_fallback=self.discount_fallback)
+            unseen = float(np.log10(est.unseen_prob))
+            self._cache["kn"] = ArpaLM(self._words(), est.keys, est.prob, est.backoff, unseen=unseen,
+                                       specials=(self.bos_id, self.eos_id, self.unk_id), vocab=self.vocab,
+                                       discounts=est.discounts)
+        return self._cache["kn"]
+
+    def _words(self) -> list[str]:
+        words = getattr(self.vocab, "words", None)
+        if words is not None and len(words) == self.vocab_size:
+            return list(words)
+        names = {self.bos_id: "<s>", self.eos_id: "</s>", self.unk_id: "<unk>"}
+        return [names.get(i, str(i)) for i in range(self.vocab_size)]
+
+    @property
+    def discounts(self) -> list[tuple[float, float, float]]:
+        """Kneser-Ney discounts (D1, D2, D3+) per order."""
+        return list(self.backoff_model().discounts or [])
+
+    def to_arpa(self, path: str | os.PathLike[str]) -> None:
+        """Write the Kneser-Ney model as an ARPA file (ArpaLM.to_arpa). Words are the vocab's, else the ids."""
+        self.backoff_model().to_arpa(path)
 
     # ----------------------------------------------------------------------------------- scoring
-    def _counts_for(self, tokens, contexts, one_context=False):
-        """c(h, w) and c(h) for query rows: tokens (M,), contexts (M, c) (one_context: all rows share the
-        first row's context, whose c(h) is looked up once)."""
-        V = self.vocab_size
-        w = _ids(tokens, "tokens")
-        h = np.asarray(contexts)
-        if h.ndim == 1 and w.size == 1:
-            h = h[None]
-        if h.dtype.kind not in "iu" or h.ndim != 2 or h.shape[0] != w.size:
-            if h.dtype.kind not in "iu":
-                raise TypeError(f"contexts must hold integer ids, got dtype {h.dtype}")
-            raise ValueError(f"contexts has shape {h.shape}; expected ({w.size}, k)")
-        _check_range(w, V, "tokens")
-        hflat = h.reshape(-1).astype(np.int64)
-        _check_range(hflat, V, "contexts")
-        k = min(h.shape[1], self.order - 1)
-        h = h[:, h.shape[1] - k:].astype(np.uint64)
-        t = self.tables.get(k + 1)
-        if t is None:
-            return np.zeros(w.size, np.int64), np.zeros(w.size, np.int64)
-        ctx = _pack(h, self.bits) if k else np.zeros(w.size, np.uint64)
-        full = (ctx << np.uint64(self.bits)) | w.astype(np.uint64)
-        if not k:
-            return t.lookup(full), np.full(w.size, int(t.counts.sum()), np.int64)
-        return t.lookup(full), (np.full(w.size, t.lookup_ctx(ctx[:1])[0]) if one_context else t.lookup_ctx(ctx))
+    def _padding(self):
+        if self.smoothing == "kneser-ney":
+            return self.backoff_model()._padding()
+        return [self.bos_id] * (self.order - 1) if self.bos_id is not None else [], self.eos_id
+
+    def _c_args(self):
+        if self.smoothing == "kneser-ney":
+            return self.backoff_model()._c_args()
+        if "c" not in self._cache:
+            orders = []
+            for k in range(self.order):
+                total = None
+                if k:
+                    total = np.bincount(tables.parent(self._keys[k]), self._counts[k],
+                                        minlength=self._keys[k - 1].size).astype(np.int64)
+                orders.append(self._index(k).c_order(count=self._counts[k], total=total))
+            self._cache["c"] = (orders, True, self.alpha, float(self.vocab_size), float(self._counts[0].sum()), 0.0,
+                                -1, -1)
+        return self._cache["c"]
 
     def prob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
-        """P_a(w | h) for M queries: tokens (M,) and contexts (M, k); the last n-1 context ids are used."""
-        chw, ch = self._counts_for(tokens, contexts)
-        return (chw + self.alpha) / (ch + self.alpha * self.vocab_size)
+        """P(w | h) for M queries: tokens (M,) and contexts (M, k); the last n-1 context ids are used."""
+        return np.exp(self.logprob(tokens, contexts))
 
-    def logprob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
-        """Natural log of prob."""
-        return np.log(self.prob(tokens, contexts))
+    def logprob(self, tokens: ArrayLike, contexts: ArrayLike, *, log10: bool = False) -> NDArray[np.float64]:
+        """log P(w | h) (natural unless log10) for M queries, as prob."""
+        return self.logprob_of(tokens, contexts, log10=log10)
 
     def next_token_distribution(self, context: ArrayLike) -> NDArray[np.float64]:
-        """P_a(w | context) for every w in the vocabulary: (V,) float64 summing to 1."""
+        """P(w | context) for every w in the vocabulary: (V,) float64 (sums to 1; with Kneser-Ney, BOS gets
+        0 and the rest sums to 1)."""
         c = _ids(context, "context")
         V = self.vocab_size
-        chw, ch = self._counts_for(np.arange(V), np.broadcast_to(c, (V, c.size)) if c.size else
-                                   np.zeros((V, 0), np.int64), one_context=True)
-        return (chw + self.alpha) / (ch + self.alpha * V)
+        p = self.prob(np.arange(V), np.broadcast_to(c, (V, c.size)) if c.size else np.zeros((V, 0), np.int64))
+        if self.smoothing == "kneser-ney" and self.bos_id is not None:
+            p[self.bos_id] = 0.0
+        return p
 
-    def _windows(self, sequences):
-        """Per sequence: (its ids padded with BOS / EOS as counted, the index of its first predicted token)."""
-        pad = self.order - 1
-        for s, seq in enumerate(sequences):
-            a = _ids(seq, f"sequences[{s}]")
-            _check_range(a, self.vocab_size, f"sequences[{s}]")
-            full = np.concatenate(([np.full(pad, self.bos_id)] if self.bos_id is not None and pad else []) + [a] + (
-                [np.array([self.eos_id])] if self.eos_id is not None else [])).astype(np.int64)
-            first = pad if self.bos_id is not None else 0
-            yield full, first
-
-    def _score_all(self, sequences):
-        """(total log-probability, predicted tokens) over sequences."""
-        total, n = 0.0, 0
-        for full, first in self._windows(sequences):
-            pos = np.arange(first, full.size)
-            if pos.size == 0:
-                continue
-            ctx_len = np.minimum(pos, self.order - 1)
-            for L in np.unique(ctx_len):
-                sel = pos[ctx_len == L]
-                ctx = np.stack([full[sel - L + j] for j in range(L)], axis=1) if L else np.zeros((sel.size, 0),
-                                                                                                  np.int64)
-                total += float(np.sum(self.logprob(full[sel], ctx)))
-            n += pos.size
-        return total, n
-
-    def score(self, sequence: ArrayLike) -> float:
-        """Natural-log probability of one sequence (its EOS included when eos_id is set)."""
-        return self._score_all([sequence])[0]
-
-    def perplexity(self, sequences: Iterable[ArrayLike]) -> float:
-        """exp(-sum log p / number of predicted tokens) over sequences (tokens plus one EOS each)."""
-        total, n = self._score_all(sequences)
-        return exp_or_inf(-total / n) if n else float("nan")
-
-    def generate(self, context: ArrayLike, max_new_tokens: int, *, seed: int | None = None, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0) -> NDArray[np.int64]:
-        """Sample up to max_new_tokens ids after `context`, stopping after eos_id; fastlm.sample draws
-        each token from log P(. | context) (reproducible with an integer seed). Returns int64 ids."""
+    def generate(self, context: Any, max_new_tokens: int, *, seed: int | None = None, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0) -> Any:
+        """Sample up to max_new_tokens ids after `context`, stopping after eos_id; fastlm.sample draws each
+        token from log P(. | context) (reproducible with an integer seed). Returns int64 ids, or the text
+        (context included) when context is a str. top_k counts ties as the sampler does: on a smoothing
+        floor (add-alpha's unseen words share one probability) the tied floor ids are kept together."""
         from .decoding import sample
 
         max_new_tokens = integer(max_new_tokens, "max_new_tokens", lambda v: v >= 0, ">= 0")
-        ctx = list(_ids(context, "context"))
-        _check_range(np.asarray(ctx, np.int64), self.vocab_size, "context")
-        if self.bos_id is not None:
-            ctx = [self.bos_id] * (self.order - 1) + ctx
+        text = isinstance(context, str)
+        ctx = list(self._encode(context, "context"))
+        pad, _ = self._padding()
+        ctx = list(pad) + ctx
         base = int.from_bytes(os.urandom(8), "little") if seed is None else integer(
             seed, "seed", lambda v: v >= 0, ">= 0", hi=UINT64_MAX, kind="uint64")
-        out = []
+        out: list[int] = []
         for t in range(int(max_new_tokens)):
             h = ctx[len(ctx) - (self.order - 1):] if self.order > 1 else []
-            logp = np.log(self.next_token_distribution(np.asarray(h, np.int64)))
-            if self.bos_id is not None:
-                logp[self.bos_id] = -np.inf  # never predicted
+            with np.errstate(divide="ignore"):
+                logp = np.log(self.next_token_distribution(np.asarray(h, np.int64)))
+            for never in (self.bos_id, self.unk_id if self.smoothing == "kneser-ney" else None):
+                if never is not None:
+                    logp[never] = -np.inf  # never predicted
             step_seed = (base * 0x9E3779B97F4A7C15 + t) % 2**64
             tok = int(sample(logp, temperature=temperature, top_k=top_k, top_p=top_p, seed=step_seed))
             out.append(tok)
             ctx.append(tok)
             if self.eos_id is not None and tok == self.eos_id:
                 break
+        if text:
+            words = [i for i in out if i != self.eos_id]
+            return (context + self.vocab.joiner + self.vocab.decode(words)) if words else context
         return np.array(out, np.int64)
 
     # ----------------------------------------------------------------------------------- persistence
-    @classmethod
-    def _from_payload(cls, payload: bytes) -> NgramLM:
-        """The model in a checksummed payload (see save), every header field and table validated."""
-        head = struct.calcsize("<IIdqqqq")
-        order, bits, alpha, vocab, bos, eos, max_id = struct.unpack_from("<IIdqqqq", payload, 0)
-        _check_header(order, bits, vocab, bos, eos, max_id)
-        try:
-            lm = cls(order, alpha=alpha, vocab_size=None if vocab == -1 else vocab,
-                     bos_id=None if bos == -1 else bos, eos_id=None if eos == -1 else eos)
-        except ValueError as e:  # alpha: the other fields are checked above
-            raise ValueError(f"header {e}") from None
-        lm.max_id, lm.bits, pos = max_id, bits or None, head
-        for k in range(1, order + 1):
-            (m,) = struct.unpack_from("<q", payload, pos)
-            pos += 8
-            if not 0 <= m <= (len(payload) - pos) // 16:
-                raise ValueError(f"table of order {k}: size {m} does not fit in the {len(payload) - pos} bytes left")
-            keys = np.frombuffer(payload, "<u8", m, pos).astype(np.uint64)
-            counts = np.frombuffer(payload, "<i8", m, pos + 8 * m).astype(np.int64)
-            pos += 16 * m
-            _check_table(k, keys, counts, bits, max_id, bos, vocab)
-            if m:
-                lm.tables[k] = _Table(keys, counts, bits)
-        (size,) = struct.unpack_from("<q", payload, pos)
-        if size < 0 or pos + 8 + size != len(payload):
-            raise ValueError(f"metadata size {size} does not match the {len(payload) - pos - 8} bytes left")
-        meta = json.loads(payload[pos + 8:].decode("utf-8"))
-        if not isinstance(meta, dict):
-            raise ValueError("metadata is not an object")
-        lm.metadata = meta
-        return lm
-
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model: a versioned little-endian binary format (no pickle).
 
-        Layout: 16-byte magic (b"FASTLM-NGRAM", 0, 0, 0, version); header <IIdqqqq: order, bits, alpha,
-        vocab_size or -1, bos_id or -1, eos_id or -1, max_id; then per order k = 1..n: <q count M, M uint64
-        keys, M int64 counts; then <q length and that many bytes of UTF-8 JSON (self.metadata); then the
-        CRC-32 of everything after the magic (<I).
+        Layout: 16-byte magic (b"FASTLM-NGRAM", 0, 0, 0, version); header <IIdqqqqq: order, smoothing
+        (0 add-alpha, 1 kneser-ney), alpha, vocab_size, bos_id, eos_id, unk_id (-1: none), max_id; then
+        per order k = 1..n: <q count M, M uint64 rank keys, M int64 counts; then <q length and that many
+        bytes of UTF-8 JSON (metadata, the vocabulary, discount_fallback); then the CRC-32 of everything
+        after the magic (<I).
         """
-        body = [struct.pack("<IIdqqqq", self.order, self.bits or 0, self.alpha,
-                            -1 if self.vocab_size_given is None else self.vocab_size_given,
-                            -1 if self.bos_id is None else self.bos_id, -1 if self.eos_id is None else self.eos_id,
+        def opt(v):
+            return -1 if v is None else v
+
+        body = [struct.pack(_HEAD, self.order, SMOOTHINGS.index(self.smoothing), self.alpha,
+                            opt(self.vocab_size_given), opt(self.bos_id), opt(self.eos_id), opt(self.unk_id),
                             self.max_id)]
-        for k in range(1, self.order + 1):
-            t = self.tables.get(k)
-            keys = t.keys if t is not None else np.zeros(0, np.uint64)
-            counts = t.counts if t is not None else np.zeros(0, np.int64)
+        for keys, counts in zip(self._keys, self._counts):
             body += [struct.pack("<q", keys.size), keys.astype("<u8").tobytes(), counts.astype("<i8").tobytes()]
-        meta = json.dumps(self.metadata, sort_keys=True).encode("utf-8")
+        extra = {"metadata": self.metadata, "discount_fallback": self.discount_fallback,
+                 "vocab": None if self.vocab is None else self.vocab.to_json()}
+        meta = json.dumps(extra, sort_keys=True).encode("utf-8")
         body += [struct.pack("<q", len(meta)), meta]
         payload = b"".join(body)
         with open(path, "wb") as f:
@@ -492,8 +412,9 @@ class NgramLM:
         """Read a model written by save. ValueError for a file that is not one (truncated, corrupted,
         foreign or of another version), and for one whose checksum holds but whose header contradicts
         itself or its tables (each field checked against the others and the tables against the header:
-        ids up to max_id, below vocab_size, packed in bits, none ending in bos_id; counts > 0 adding up
-        within int64), naming the field."""
+        keys strictly increasing with parents in the order below, ids up to max_id and below
+        vocab_size, counts > 0 except the prefixes ending in bos_id (0), adding up within int64), naming
+        the field."""
         with open(path, "rb") as f:
             data = f.read()
         if len(data) < len(_MAGIC) + 4 or data[:12] != _MAGIC[:12]:
@@ -505,73 +426,91 @@ class NgramLM:
         if zlib.crc32(payload) != crc:
             raise ValueError(f"{path}: n-gram model is truncated or corrupted (checksum mismatch)")
         try:
-            lm = cls._from_payload(payload)
-        except (struct.error, ValueError, UnicodeDecodeError) as e:
+            return cls._from_payload(payload)
+        except (struct.error, ValueError, TypeError, KeyError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: malformed n-gram model ({e})") from None
+
+    @classmethod
+    def _from_payload(cls, payload: bytes) -> NgramLM:
+        """The model in a checksummed payload (see save), every header field and table validated."""
+        order, smooth, alpha, vocab, bos, eos, unk, max_id = struct.unpack_from(_HEAD, payload, 0)
+        _check_header(order, smooth, vocab, bos, eos, unk, max_id)
+        try:
+            lm = cls(order, smoothing=SMOOTHINGS[smooth], alpha=alpha, vocab_size=None if vocab == -1 else vocab,
+                     bos_id=None if bos == -1 else bos, eos_id=None if eos == -1 else eos,
+                     unk_id=None if unk == -1 else unk)
+        except ValueError as e:  # alpha: the other fields are checked above
+            raise ValueError(f"header {e}") from None
+        lm.max_id, pos = max_id, struct.calcsize(_HEAD)
+        for k in range(1, order + 1):
+            (m,) = struct.unpack_from("<q", payload, pos)
+            pos += 8
+            if not 0 <= m <= (len(payload) - pos) // 16:
+                raise ValueError(f"table of order {k}: size {m} does not fit in the {len(payload) - pos} bytes left")
+            keys = np.frombuffer(payload, "<u8", m, pos).astype(np.uint64)
+            counts = np.frombuffer(payload, "<i8", m, pos + 8 * m).astype(np.int64)
+            pos += 16 * m
+            _check_table(k, keys, counts, lm._keys[k - 2].size if k > 1 else 1, max_id, bos)
+            lm._keys[k - 1], lm._counts[k - 1] = keys, counts
+        (size,) = struct.unpack_from("<q", payload, pos)
+        if size < 0 or pos + 8 + size != len(payload):
+            raise ValueError(f"metadata size {size} does not match the {len(payload) - pos - 8} bytes left")
+        extra = json.loads(payload[pos + 8:].decode("utf-8"))
+        if not isinstance(extra, dict) or not isinstance(extra.get("metadata"), dict):
+            raise ValueError("metadata is not an object")
+        lm.metadata = extra["metadata"]
+        lm.discount_fallback = bool(extra.get("discount_fallback", False))
+        lm.vocab = _vocab_from_json(extra.get("vocab"))
         return lm
 
 
-def _check_header(order, bits, vocab, bos, eos, max_id):
+def _check_header(order, smooth, vocab, bos, eos, unk, max_id):
     """The header fields of a saved model against one another, as save writes them: ValueError naming
     the first field that contradicts the others."""
     def bad(field, value, rule) -> NoReturn:
         raise ValueError(f"header {field} = {value}: {rule}")
 
-    if not 1 <= order <= 64:
-        bad("order", order, "must be in [1, 64]")
+    if not 1 <= order <= MAX_ORDER:
+        bad("order", order, f"must be in [1, {MAX_ORDER}]")
+    if not 0 <= smooth < len(SMOOTHINGS):
+        bad("smoothing", smooth, f"must be 0 (add-alpha) or 1 (kneser-ney)")
     if not (vocab == -1 or 1 <= vocab <= ID_LIMIT):
         bad("vocab_size", vocab, "must be -1 (none) or in [1, 2^32]")
-    for field, v in (("bos_id", bos), ("eos_id", eos)):
+    for field, v in (("bos_id", bos), ("eos_id", eos), ("unk_id", unk)):
         if not (v == -1 or 0 <= v < (ID_LIMIT if vocab == -1 else vocab)):
             bad(field, v, f"must be -1 (none) or a token id in [0, {'2^32' if vocab == -1 else vocab})")
-    if not max_id >= max(bos, eos, -1):
-        bad("max_id", max_id, f"must be >= -1 and >= bos_id ({bos}) and eos_id ({eos})")
+    if not max_id >= max(bos, eos, unk, -1):
+        bad("max_id", max_id, f"must be >= -1 and >= bos_id ({bos}), eos_id ({eos}) and unk_id ({unk})")
     if max_id >= (ID_LIMIT if vocab == -1 else vocab):
         bad("max_id", max_id, f"must be below vocab_size ({vocab})" if vocab != -1 else "must be below 2^32")
-    need = _bits_for(vocab if vocab != -1 else max_id + 1)
-    if bits != 0 and bits < need:
-        bad("bits", bits, f"must be 0 (nothing counted) or at least {need}: the ids below "
-                          f"{vocab if vocab != -1 else max_id + 1} take {need} bits")
-    if order * bits > 64:
-        bad("bits", bits, f"with header order = {order}: {order} ids of {bits} bits do not fit in a 64-bit key")
 
 
-def _check_table(k, keys, counts, bits, max_id, bos, vocab):
-    """Order k's table against the header: keys strictly increasing k-grams of ids <= max_id packed in
-    `bits` bits each, none ending in bos_id; counts > 0 whose sum (a context's total) fits in int64.
-    ValueError naming the table and the offence."""
+def _check_table(k, keys, counts, parents, max_id, bos):
+    """Order k's table against the header and the order below: keys strictly increasing rank keys whose
+    parent index is below `parents` (the size of order k-1; order 1 has parent 0), last ids <= max_id;
+    counts > 0, or 0 for the n-grams ending in bos_id; their sum within int64. ValueError naming the
+    table and the offence."""
     where = f"table of order {k}"
-    if keys.size and bits == 0:
-        raise ValueError(f"{where} holds {keys.size} n-grams but header bits = 0 (nothing counted)")
     if (keys[1:] <= keys[:-1]).any():  # (np.diff of uint64 keys would wrap around)
         j = int(np.argmax(keys[1:] <= keys[:-1]))
         raise ValueError(f"{where}: keys are not strictly increasing (keys[{j + 1}] = {int(keys[j + 1])} after "
                          f"{int(keys[j])})")
-    if (counts <= 0).any():
-        j = int(np.argmax(counts <= 0))
-        raise ValueError(f"{where}: counts[{j}] = {int(counts[j])} is not > 0")
-    if counts.size and float(counts.sum(dtype=np.float64)) >= 2.0**62 and sum(int(c) for c in counts) > INT64_MAX:
-        raise ValueError(f"{where}: the counts add up to more than 2^63 - 1")
     if not keys.size:
         return
-    if k * bits < 64 and int(keys[-1]) >> (k * bits):
-        raise ValueError(f"{where}: key {int(keys[-1])} does not fit in {k} id(s) of {bits} bits")
-    ids = _unpack(keys, k, bits)
-    if int(ids.max()) > max_id:
-        j = int(np.argmax(ids.max(axis=1) > max_id))
-        size = "" if vocab == -1 else f" (vocab_size = {vocab})"
-        raise ValueError(f"{where}: n-gram {ids[j].tolist()} holds an id above header max_id = {max_id}{size}")
-    if bos != -1 and (ids[:, -1] == bos).any():
-        j = int(np.argmax(ids[:, -1] == bos))
-        raise ValueError(f"{where}: n-gram {ids[j].tolist()} ends in header bos_id = {bos} (never counted)")
-
-
-def _merge_counts(k1, c1, k2, c2):
-    """Union of two sorted key tables, counts added."""
-    keys = np.concatenate([k1, k2])
-    counts = np.concatenate([c1, c2])
-    order = np.argsort(keys, kind="stable")
-    return _group_sum(keys[order], counts[order])
+    par, lw = tables.parent(keys), tables.last(keys)
+    if int(par[-1]) >= parents:
+        raise ValueError(f"{where}: key {int(keys[-1])} names prefix {int(par[-1])} of {parents} in the order below")
+    if int(lw.max()) > max_id:
+        j = int(np.argmax(lw > max_id))
+        raise ValueError(f"{where}: key {int(keys[j])} ends in id {int(lw[j])} above header max_id = {max_id}")
+    zero_ok = (lw == bos) if bos != -1 else np.zeros(keys.size, bool)
+    wrong = (counts < 0) | ((counts == 0) & ~zero_ok) | ((counts != 0) & zero_ok)
+    if wrong.any():
+        j = int(np.argmax(wrong))
+        rule = "0 (it ends in bos_id)" if zero_ok[j] else "> 0"
+        raise ValueError(f"{where}: counts[{j}] = {int(counts[j])} is not {rule}")
+    if float(counts.sum(dtype=np.float64)) >= 2.0**62 and sum(int(c) for c in counts) > INT64_MAX:
+        raise ValueError(f"{where}: the counts add up to more than 2^63 - 1")
 
 
 # ----------------------------------------------------------------------------------------- text helpers
@@ -583,6 +522,25 @@ def byte_tokens(text: str | bytes) -> NDArray[np.int64]:
     return np.frombuffer(data, np.uint8).astype(np.int64)
 
 
+class ByteVocab:
+    """UTF-8 bytes as ids 0..255, BOS 256, EOS 257 (byte_tokens)."""
+
+    BOS, EOS, UNK = BYTE_BOS, BYTE_EOS, None
+    joiner = ""
+
+    def __len__(self) -> int:
+        return BYTE_VOCAB
+
+    def encode(self, text: str | bytes) -> NDArray[np.int64]:
+        return byte_tokens(text)
+
+    def decode(self, ids: Iterable[SupportsInt]) -> str:
+        return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "bytes"}
+
+
 class WordVocab:
     """Whitespace words to ids: words seen fewer than min_count times map to UNK.
 
@@ -590,6 +548,7 @@ class WordVocab:
     """
 
     UNK, BOS, EOS = 0, 1, 2
+    joiner = " "
 
     def __init__(self, words: Iterable[str]) -> None:
         self.words = list(words)
@@ -599,6 +558,8 @@ class WordVocab:
     def build(cls, texts: Iterable[str], min_count: int = 1) -> WordVocab:
         min_count = integer(min_count, "min_count", lambda v: v >= 1, ">= 1")
         c = Counter(w for t in texts for w in t.split())
+        for special in ("<unk>", "<s>", "</s>"):
+            c.pop(special, None)  # lmplz reads them as whitespace
         kept = sorted((w for w, n in c.items() if n >= min_count), key=lambda w: (-c[w], w))
         return cls(["<unk>", "<s>", "</s>"] + kept)
 
@@ -606,7 +567,25 @@ class WordVocab:
         return len(self.words)
 
     def encode(self, text: str) -> NDArray[np.int64]:
-        return np.array([self.ids.get(w, self.UNK) for w in text.split()], np.int64)
+        get, unk = self.ids.get, self.UNK
+        specials = ("<s>", "</s>", "<unk>")
+        return np.array([get(w, unk) for w in text.split() if w not in specials], np.int64)
 
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return " ".join(self.words[int(i)] for i in ids)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "words", "words": self.words}
+
+
+def _vocab_from_json(v: Any) -> Any:
+    if v is None:
+        return None
+    if not isinstance(v, dict) or v.get("kind") not in ("bytes", "words"):
+        raise ValueError(f"vocabulary is not a saved vocabulary: {str(v)[:60]}")
+    if v["kind"] == "bytes":
+        return ByteVocab()
+    words = v.get("words")
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ValueError("vocabulary words are not a list of strings")
+    return WordVocab(words)

@@ -17,7 +17,7 @@ __all__ = [
     "softmax", "log_softmax", "logsumexp", "cross_entropy", "cross_entropy_with_grad", "token_logprobs",
     "top_k_filter", "top_p_filter", "min_p_filter", "typical_filter", "greedy", "sample_distribution",
     "apply_penalties", "apply_logit_bias", "mask_tokens", "cfg_mix", "beam_search", "beam_search_bruteforce",
-    "count_ngrams", "NgramLM", "entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per_byte",
+    "count_ngrams", "NgramLM", "kneser_ney", "backoff_logprob10", "entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per_byte",
     "byte_perplexity", "word_perplexity", "sequence_logprob", "choose", "rolling_windows", "reliability_bins",
     "expected_calibration_error", "calibration_from_logits", "mean_nll_at_temperature", "fit_temperature",
 ]
@@ -610,6 +610,86 @@ def bits_per_byte(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
 
 def byte_perplexity(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
     return _exp(-float(np.sum(total_logprob)) / float(np.sum(n_bytes)))
+
+
+def kneser_ney(sequences: Iterable[Iterable[SupportsInt]], order: int, *, vocab_size: int, bos_id: int | None,
+               eos_id: int | None, unk_id: int | None = None, discount_fallback: bool = False
+               ) -> tuple[dict[tuple[int, ...], tuple[float, float]], list[tuple[float, float, float]], float]:
+    """Interpolated modified Kneser-Ney, written out with dicts (fastlm.kneser_ney documents the rules).
+
+    Returns ({n-gram: (log10 p, log10 backoff)}, discounts per order, log10 p of a word with no unigram)."""
+    n, bos, eos, unk = order, bos_id, eos_id, unk_id
+    raw: dict[tuple[int, ...], int] = {}
+    for seq in sequences:
+        s = ([bos] * (n - 1) if bos is not None else []) + [int(v) for v in seq] + ([eos] if eos is not None else [])
+        for k in range(1, n + 1):
+            for i in range(len(s) - k + 1):
+                g = tuple(s[i:i + k])
+                if bos is not None and bos in g[1:] + g[-1:]:  # BOS is context only, padding collapses
+                    continue
+                raw[g] = raw.get(g, 0) + 1
+    for special in (bos, unk):
+        if special is not None:
+            raw.setdefault((special,), 0)
+    left: dict[tuple[int, ...], set[int]] = {}
+    for g in raw:
+        if len(g) > 1:
+            left.setdefault(g[1:], set()).add(g[0])
+    adj = {g: (c if len(g) == n or (bos is not None and g[0] == bos) else len(left.get(g, ()))) for g, c in raw.items()}
+    disc: list[tuple[float, float, float]] = []
+    for k in range(1, n + 1):
+        nk = [sum(1 for g, a in adj.items() if len(g) == k and a == j) for j in range(5)]
+        ok = all(nk[j] > 0 for j in (1, 2, 3))
+        d: tuple[float, float, float] = (0.5, 1.0, 1.5)
+        if ok:
+            y = nk[1] / (nk[1] + 2.0 * nk[2])
+            d1, d2, d3 = (j - (j + 1) * y * nk[j + 1] / nk[j] for j in (1, 2, 3))
+            d = (d1, d2, d3)
+            ok = all(0 <= d[j - 1] <= j for j in (1, 2, 3))
+        if not ok:
+            if not discount_fallback:
+                raise ValueError(f"order {k}: Kneser-Ney discounts undefined or out of range")
+            d = (0.5, 1.0, 1.5)
+        disc.append(d)
+    den: dict[tuple[int, ...], float] = {}
+    num: dict[tuple[int, ...], float] = {}
+    for g, a in adj.items():
+        h = g[:-1]
+        den[h] = den.get(h, 0.0) + a
+        if a > 0:
+            num[h] = num.get(h, 0.0) + disc[len(g) - 1][min(a, 3) - 1]
+    gamma = {h: (num.get(h, 0.0) / den[h] if den[h] > 0 else 0.0) for h in den}
+    V = vocab_size - (1 if bos is not None else 0)
+    prob: dict[tuple[int, ...], float] = {}
+    for g in sorted(adj, key=len):
+        a, h = adj[g], g[:-1]
+        u = (a - (disc[len(g) - 1][min(a, 3) - 1] if a > 0 else 0.0)) / den[h] if den[h] > 0 else 0.0
+        lower = 1.0 / V if len(g) == 1 else prob[g[1:]]
+        prob[g] = 1.0 if g == (bos,) else u + gamma[h] * lower
+    model = {}
+    for g, p in prob.items():
+        b = gamma[g] if len(g) < n and g in gamma and g[-1] not in (unk, eos) else 1.0
+        model[g] = (min(0.0, math.log10(p)) if p > 0 else -math.inf, math.log10(b) if b > 0 else -math.inf)
+    return model, disc, math.log10(gamma[()] / V)
+
+
+def backoff_logprob10(model: dict[tuple[int, ...], tuple[float, float]], context: Iterable[SupportsInt],
+                      word: int, *, unk_id: int | None = None, unseen: float = -100.0) -> float:
+    """log10 p(word | context) of a backoff model {n-gram: (log10 p, log10 backoff)} by KenLM's rule: the
+    longest n-gram of context + word present gives p, each longer context present adds its backoff; a
+    word with no unigram is unk_id's (or `unseen`)."""
+    w = int(word)
+    if (w,) not in model and unk_id is not None and (unk_id,) in model:
+        w = unk_id
+    h = tuple(int(v) for v in context)
+    total = 0.0
+    while True:
+        if h + (w,) in model:
+            return total + model[h + (w,)][0]
+        if not h:
+            return total + unseen
+        total += model[h][1] if h in model else 0.0
+        h = h[1:]
 
 
 def word_perplexity(total_logprob: ArrayLike, n_words: ArrayLike) -> float:

@@ -58,4 +58,4 @@ def test_public_api_is_covered():
     assert set(calibration.__all__) <= {"expected_calibration_error", "reliability_bins", "calibration_from_logits",
                                         "fit_temperature", "plot_reliability_diagram"}
     assert set(ngram.__all__) <= {"count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS",
-                                  "BYTE_VOCAB"}
+                                  "BYTE_VOCAB", "ArpaLM", "SequenceScores", "TokenScores", "ByteVocab", "MAX_ORDER"}

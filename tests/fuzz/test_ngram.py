@@ -34,15 +34,15 @@ def tokens_call(draw, min_n=0):
 
 
 def keys_fit(tokens, order):
-    """Documented limit of the packed keys: order * bits of the largest id <= 64 (when there is a k-gram)."""
-    return tokens.size < order or order * max(1, int(tokens.max()).bit_length()) <= 64
+    """Documented limits: any order up to MAX_ORDER, any id below 2^32 (rank keys)."""
+    return order <= ngram.MAX_ORDER and (tokens.size == 0 or int(tokens.max()) < 2**32)
 
 
 @pytest.mark.parametrize("kind", ["int64", "uint32", "uint8", "list"])
 @fuzz(20)
 @given(call=tokens_call())
 def test_count_ngrams_matches_reference(kind, call):
-    """uint32 k-grams and int64 counts, the reference's; an error exactly when the keys do not fit."""
+    """uint32 k-grams and int64 counts, the reference's, for every order and id the tables hold."""
     tokens, order = call
     tokens = tokens % 256 if kind == "uint8" else tokens
     t = {"int64": tokens, "uint32": tokens.astype(np.uint32), "uint8": tokens.astype(np.uint8),
@@ -274,3 +274,59 @@ def test_word_vocab(texts, min_count):
     for t in texts:
         assert vocab.decode(vocab.encode(t)) == " ".join(w if w in kept else "<unk>" for w in t.split())
     expect_errors(lambda bad: ngram.WordVocab.build(texts, bad), [0, -1, 1.5, True])
+
+
+@fuzz(20)
+@given(text=st.text(max_size=30))
+def test_byte_vocab(text):
+    """ByteVocab: byte_tokens, decoded back to the text; BOS / EOS ids are dropped by decode."""
+    v = ngram.ByteVocab()
+    ids = v.encode(text)
+    np.testing.assert_array_equal(ids, ngram.byte_tokens(text))
+    assert v.decode(list(ids) + [v.EOS]) == text and len(v) == ngram.BYTE_VOCAB
+
+
+@pytest.mark.filterwarnings("ignore:.*fallback discounts:UserWarning")
+@fuzz(15)
+@given(data=st.data())
+def test_kneser_ney_and_arpa(data):
+    """Kneser-Ney (any order, with or without BOS / EOS / UNK) equals the reference's estimate; its ARPA
+    file read back (ArpaLM) scores every sequence as the model does (8 digits); score_batch, full_scores
+    and perplexity agree with one another; a model of order MAX_ORDER counts."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    order = data.draw(st.integers(1, 6))
+    V = data.draw(st.integers(4, 9))
+    specials = data.draw(st.sampled_from([(1, 2, 0), (1, 2, None), (None, 2, None), (None, None, None)]))
+    seqs = [list(rng.integers(3, V, rng.integers(0, 10))) for _ in range(data.draw(st.integers(1, 30)))]
+    bos, eos, unk = specials
+    lm = ngram.NgramLM(order, smoothing="kneser-ney", vocab_size=V + 1, bos_id=bos, eos_id=eos, unk_id=unk,
+                       discount_fallback=True).fit(seqs)
+    want, disc, unseen = ref.kneser_ney(seqs, order, vocab_size=V + 1, bos_id=bos, eos_id=eos, unk_id=unk,
+                                        discount_fallback=True)
+    bm = lm.backoff_model()
+    got = {}
+    for k in range(1, order + 1):
+        for row, p, i in zip(bm.ngrams(k).tolist(), bm.prob[k - 1].tolist(), range(bm.keys[k - 1].size)):
+            got[tuple(row)] = (p, bm.backoff[k - 1][i] if k < order else 0.0)
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[g] for g in want], [want[g] for g in want], atol=1e-12)
+    np.testing.assert_allclose(lm.discounts, disc)
+    test = [list(rng.integers(0, V + 1, rng.integers(0, 8))) for _ in range(5)]
+    test = [[t for t in s if t not in (bos, eos)] for s in test]
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "m.arpa")
+        lm.to_arpa(path)
+        back = ngram.ArpaLM.from_arpa(path)
+    s = lm.score_batch(test, log10=True)
+    assert isinstance(s, ngram.SequenceScores)
+    words = {w: i for i, w in enumerate(back.words)}
+    names = lm._words()
+    mapped = [[words.get(names[t], words.get("<unk>", -1)) for t in seq] for seq in test]
+    if all(t >= 0 for seq in mapped for t in seq):  # (without <unk>, an unseen id has no word in the file)
+        np.testing.assert_allclose(back.score_batch(mapped, log10=True).logprob, s.logprob, atol=1e-6)
+    fs = lm.full_scores(test)
+    assert isinstance(fs, ngram.TokenScores)
+    for i in range(len(test)):
+        assert fs.logprob[fs.offsets[i]:fs.offsets[i + 1]].sum() == pytest.approx(s.logprob[i] * np.log(10),
+                                                                                  abs=1e-9)
+    assert ngram.count_ngrams(rng.integers(0, 3, ngram.MAX_ORDER + 2), ngram.MAX_ORDER)[1].sum() == 3

@@ -1,0 +1,189 @@
+"""N-gram tables with rank keys (csrc/README.md, "N-gram tables"), shared by the count models (ngram.py),
+Kneser-Ney estimation (kneser_ney.py) and backoff models (arpa.py).
+
+Order k is a sorted uint64 array of keys: the key of a k-gram is (the index of its (k-1)-prefix in order
+k-1) << 32 | its last id (order 1: the id). Sorting by key is the lexicographic order of the k-grams,
+key >> 32 is the parent's index, and every order holds the prefixes of the next (prefix-closed), so any
+order and any id below 2^32 fit in 64-bit keys. Counting packs whole k-grams into one key where
+k * bits <= 64 (the fast path) and converts; wider ones are counted rank by rank in C.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _kernels
+
+LOW = np.uint64(0xFFFFFFFF)
+S32 = np.uint64(32)
+
+
+def bits_for(vocab: int) -> int:
+    return max(1, int(vocab - 1).bit_length())
+
+
+def group_sum(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys with repeats -> (distinct keys, summed counts)."""
+    if keys.size == 0:
+        return keys, counts[:0]
+    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    return keys[first], np.add.reduceat(counts, first)
+
+
+def pack(rows: np.ndarray, bits: int) -> np.ndarray:
+    """(M, k) ids -> (M,) packed uint64 keys (k * bits <= 64)."""
+    keys = np.zeros(rows.shape[0], np.uint64)
+    for j in range(rows.shape[1]):
+        keys = (keys << np.uint64(bits)) | rows[:, j].astype(np.uint64)
+    return keys
+
+
+def parent(keys: np.ndarray) -> np.ndarray:
+    return (keys >> S32).astype(np.int64)
+
+
+def last(keys: np.ndarray) -> np.ndarray:
+    return (keys & LOW).astype(np.uint32)
+
+
+class Index:
+    """Hash index over one order's sorted keys, built on first use."""
+
+    __slots__ = ("keys", "_index")
+
+    def __init__(self, keys: np.ndarray) -> None:
+        self.keys = keys
+        self._index: tuple[int, np.ndarray] | None = None
+
+    def get(self) -> tuple[int, np.ndarray]:
+        if self._index is None:
+            self._index = _kernels.ngram_index(self.keys)
+        return self._index
+
+    def find(self, queries: np.ndarray) -> np.ndarray:
+        """Index of each query key, -1 where absent."""
+        log2cap, table = self.get()
+        return _kernels.ngram_find(self.keys, log2cap, table, np.ascontiguousarray(queries, np.uint64))
+
+    def c_order(self, **arrays: Any) -> tuple[Any, ...]:
+        """The tuple ngram_score reads for this order."""
+        log2cap, table = self.get()
+        return (self.keys, log2cap, table, arrays.get("prob"), arrays.get("backoff"), arrays.get("count"),
+                arrays.get("total"))
+
+
+def ids_of(keys: list[np.ndarray], k: int) -> np.ndarray:
+    """The (M, k) uint32 ids of order k (keys[j] holds order j + 1)."""
+    kk = keys[k - 1]
+    out = np.empty((kk.size, k), np.uint32)
+    out[:, k - 1] = last(kk)
+    p = parent(kk)
+    for j in range(k - 1, 0, -1):
+        up = keys[j - 1][p]
+        out[:, j - 1] = last(up)
+        p = parent(up)
+    return out
+
+
+def rank_keys(keys: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """Rank keys of (M, k) id rows against orders 1..k-1 in keys (every prefix must be there)."""
+    k = rows.shape[1]
+    r = np.zeros(rows.shape[0], np.uint64)
+    for j in range(k - 1):
+        q = (r << S32) | rows[:, j].astype(np.uint64)
+        pos = np.searchsorted(keys[j], q)
+        if pos.size and not (np.all(pos < keys[j].size) and np.array_equal(keys[j][np.minimum(pos, keys[j].size - 1)],
+                                                                            q)):
+            raise ValueError("internal: a prefix is missing from the n-gram tables")
+        r = pos.astype(np.uint64)
+    return (r << S32) | rows[:, k - 1].astype(np.uint64)
+
+
+def from_rows(rows: list[np.ndarray], values: list[np.ndarray], fill: Any = 0) -> tuple[list[np.ndarray],
+                                                                                        list[np.ndarray]]:
+    """Rank tables from per order k an (M_k, k) id array and per-row values (repeated rows summed).
+    Missing prefixes are added with value `fill` (an ARPA without some contexts, old count files)."""
+    n = len(rows)
+    rows = list(rows)
+    values = list(values)
+    for k in range(n, 1, -1):  # close under prefixes, top down
+        pre = rows[k - 1][:, : k - 1]
+        if pre.size == 0:
+            continue
+        have = rows[k - 2]
+        both = np.concatenate([have, pre])
+        uniq = np.unique(both, axis=0)
+        if uniq.shape[0] > np.unique(have, axis=0).shape[0]:
+            known = {tuple(r) for r in have.tolist()}
+            extra = np.array([r for r in uniq.tolist() if tuple(r) not in known], np.uint32).reshape(-1, k - 1)
+            rows[k - 2] = np.concatenate([have, extra])
+            values[k - 2] = np.concatenate([values[k - 2], np.full(extra.shape[0], fill, values[k - 2].dtype)])
+    keys: list[np.ndarray] = []
+    out: list[np.ndarray] = []
+    for k in range(1, n + 1):
+        kk = rank_keys(keys, rows[k - 1].astype(np.uint32)) if rows[k - 1].size else np.zeros(0, np.uint64)
+        order = np.argsort(kk, kind="stable")
+        u, v = group_sum(kk[order], values[k - 1][order])
+        keys.append(u)
+        out.append(v)
+    return keys, out
+
+
+def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: bool | None = None
+          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rank tables (keys, counts) of orders 1..order over the windows inside each sequence (uint32 tokens
+    split at starts). Packed keys when order * bits <= 64 (wide=None), else counting by ranks."""
+    if wide is None:
+        wide = order * bits > 64
+    keys: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    if wide:
+        rank = np.zeros(tokens.size, np.int64)
+        for k in range(1, order + 1):
+            u, c = _kernels.ngram_count_ranks(tokens, starts, k, rank)
+            keys.append(u)
+            counts.append(c)
+        return keys, counts
+    # the top order's keys, then each lower order as their prefixes plus the last window of each sequence
+    packed: list[Any] = [None] * order
+    packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, [order], bits, -1)[order]
+    lengths = np.diff(starts)
+    for k in range(order - 1, 0, -1):
+        pk, pc = group_sum(packed[k][0] >> np.uint64(bits), packed[k][1])
+        ends = starts[1:][lengths >= k]
+        if ends.size:
+            lk, lc = np.unique(pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), bits),
+                               return_counts=True)
+            kk = np.concatenate([pk, lk])
+            cc = np.concatenate([pc, lc.astype(np.int64)])
+            o = np.argsort(kk, kind="stable")
+            pk, pc = group_sum(kk[o], cc[o])
+        packed[k - 1] = (pk, pc)
+    mask = np.uint64((1 << bits) - 1)
+    for k in range(1, order + 1):
+        pk, pc = packed[k - 1]
+        if k == 1:
+            keys.append(pk)
+        else:
+            par = np.searchsorted(packed[k - 2][0], pk >> np.uint64(bits)).astype(np.uint64)
+            keys.append((par << S32) | (pk & mask))
+        counts.append(pc)
+    return keys, counts
+
+
+def merge(a: tuple[list[np.ndarray], list[np.ndarray]], b: tuple[list[np.ndarray], list[np.ndarray]]
+          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The union of two count tables of the same order, counts added."""
+    n = len(a[0])
+    keys: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for k in range(1, n + 1):
+        kk = np.concatenate([rank_keys(keys, ids_of(t[0], k)) for t in (a, b)])
+        cc = np.concatenate([a[1][k - 1], b[1][k - 1]])
+        o = np.argsort(kk, kind="stable")
+        u, c = group_sum(kk[o], cc[o])
+        keys.append(u)
+        counts.append(c)
+    return keys, counts

@@ -1,0 +1,378 @@
+"""Backoff n-gram models: ARPA files in and out, and scoring many sequences in one C call (csrc/README.md,
+"N-gram scoring").
+
+An ArpaLM holds, per order, the sorted rank keys of its n-grams (_ngram_tables.py), their log10
+probabilities and log10 backoffs, and the words; KenLM's query rule gives
+    log10 p(w | h) = log10 p(longest n-gram of h w in the model) + the backoffs of the longer contexts of h
+                     that are in the model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import _kernels
+from ._ngram_tables import Index, from_rows, ids_of
+
+__all__ = ["ArpaLM", "SequenceScores", "TokenScores"]
+
+LN10 = math.log(10.0)
+
+
+class SequenceScores(NamedTuple):
+    """Per sequence: log probability (natural log unless log10 was asked), predicted tokens, OOV tokens."""
+    logprob: NDArray[np.float64]
+    tokens: NDArray[np.int64]
+    oov: NDArray[np.int64]
+
+
+class TokenScores(NamedTuple):
+    """Per predicted token (KenLM's full_scores): log probability, the order of the n-gram that gave it,
+    whether the token is out of vocabulary; offsets[s]:offsets[s+1] are sequence s's tokens."""
+    logprob: NDArray[np.float64]
+    ngram_length: NDArray[np.int32]
+    oov: NDArray[np.bool_]
+    offsets: NDArray[np.int64]
+
+
+class Scoring:
+    """Scoring shared by the n-gram models. A subclass provides `order`, `vocab` (or None), `_padding()`
+    -> (left pad ids, eos id or None), `_c_args()` -> the model arguments of _kernels.ngram_score, and
+    `_check_ids(a, name)`."""
+
+    order: int
+    vocab: Any
+
+    def _padding(self) -> tuple[list[int], int | None]:
+        raise NotImplementedError
+
+    def _c_args(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def _check_ids(self, a: np.ndarray, name: str) -> None:
+        raise NotImplementedError
+
+    def _score(self, tokens: np.ndarray, starts: np.ndarray, skip: int, per_token: bool) -> tuple[Any, ...]:
+        orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk = self._c_args()
+        return _kernels.ngram_score(orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk, tokens, starts,
+                                    skip, per_token)
+
+    # ------------------------------------------------------------------ inputs
+    def _encode(self, seq: Any, name: str) -> np.ndarray:
+        if isinstance(seq, str):
+            if self.vocab is None:
+                raise TypeError(f"{name} is a str but this model has no vocabulary: pass token ids")
+            return np.asarray(self.vocab.encode(seq), np.int64)
+        from .ngram import _ids  # the id checks of the count models
+
+        a = _ids(seq, name)
+        self._check_ids(a, name)
+        return a
+
+    def _flat(self, sequences: Any, offsets: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """(padded uint32 tokens, starts) of many sequences: a list of str / id sequences, or a flat id
+        array with offsets (offsets[s]:offsets[s+1] is sequence s)."""
+        from ._arrays import int_array
+
+        pad, eos = self._padding()
+        if offsets is not None:
+            flat = self._encode(sequences, "tokens")
+            off = int_array(offsets, "offsets").reshape(-1)
+            if off.size == 0 or off[0] != 0 or off[-1] != flat.size or np.any(np.diff(off) < 0):
+                raise ValueError(f"offsets must run from 0 to len(tokens) = {flat.size}, non-decreasing; got "
+                                 f"{off[:4].tolist()}...{off[-2:].tolist() if off.size else []}")
+            seqs = [flat[off[s]:off[s + 1]] for s in range(off.size - 1)]
+        else:
+            if isinstance(sequences, (str, bytes)) or (isinstance(sequences, np.ndarray) and sequences.ndim == 1):
+                raise TypeError("sequences must be a list of sequences (use score() for one)")
+            seqs = [self._encode(s, f"sequences[{i}]") for i, s in enumerate(sequences)]
+        lengths = np.array([a.size + len(pad) + (eos is not None) for a in seqs], np.int64)
+        starts = np.zeros(len(seqs) + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        tokens = np.empty(int(starts[-1]), np.uint32)
+        body = np.ones(tokens.size, bool)
+        for s, a in enumerate(seqs):  # (one slice assignment per sequence; the scoring itself is one C call)
+            lo, hi = int(starts[s]), int(starts[s + 1])
+            tokens[lo:lo + len(pad)] = pad
+            body[lo:lo + len(pad)] = False
+            tokens[lo + len(pad):hi - (eos is not None)] = a
+            if eos is not None:
+                tokens[hi - 1] = eos
+        return tokens, starts
+
+    def _run(self, tokens: np.ndarray, starts: np.ndarray, per_token: bool) -> tuple[Any, ...]:
+        return self._score(tokens, starts, len(self._padding()[0]), per_token)
+
+    def _unit(self, logp: np.ndarray, log10: bool) -> np.ndarray:
+        """Convert the kernel's log (log10 for backoff models, natural for add-alpha) to the asked one."""
+        native10 = not self._c_args()[1]
+        if native10 == log10:
+            return logp
+        return logp * LN10 if native10 else logp / LN10
+
+    # ------------------------------------------------------------------ API
+    def score_batch(self, sequences: Any, offsets: ArrayLike | None = None, *, log10: bool = False) -> SequenceScores:
+        """Log probability of every sequence (BOS context and EOS as the model pads them), in one C call.
+
+        sequences: a list of str (with a vocabulary) or of id sequences, or a flat id array with
+        `offsets`. Returns SequenceScores(logprob, tokens, oov): natural logs unless log10=True (KenLM's
+        unit)."""
+        tokens, starts = self._flat(sequences, offsets)
+        lp, oov, *_ = self._run(tokens, starts, False)
+        pad, _ = self._padding()
+        return SequenceScores(self._unit(lp, log10), np.diff(starts) - len(pad), oov)
+
+    def score(self, sequence: Any, *, log10: bool = False) -> float:
+        """Log probability of one sequence (str or ids), natural log unless log10=True (kenlm's score)."""
+        return float(self.score_batch([sequence], log10=log10).logprob[0])
+
+    def perplexity(self, sequences: Any, offsets: ArrayLike | None = None) -> float:
+        """exp(-sum log p / predicted tokens) over sequences (EOS included when the model has one)."""
+        s = self.score_batch(sequences, offsets)
+        n = int(s.tokens.sum())
+        from .metrics import exp_or_inf
+
+        return exp_or_inf(-float(s.logprob.sum()) / n) if n else float("nan")
+
+    def full_scores(self, sequences: Any, offsets: ArrayLike | None = None, *, log10: bool = False) -> TokenScores:
+        """Per predicted token of every sequence (KenLM's full_scores, for many sequences in one call):
+        log probability, the order of the n-gram used, OOV flag. A single str or id sequence is one
+        sequence."""
+        if isinstance(sequences, str) or (isinstance(sequences, np.ndarray) and sequences.ndim == 1
+                                          and offsets is None):
+            sequences = [sequences]
+        tokens, starts = self._flat(sequences, offsets)
+        _, _, lp, matched, oov = self._run(tokens, starts, True)
+        pad, _ = self._padding()
+        keep = np.ones(tokens.size, bool)
+        for j in range(len(pad)):
+            keep[starts[:-1][np.diff(starts) > j] + j] = False
+        return TokenScores(self._unit(lp[keep], log10), matched[keep], oov[keep],
+                           np.concatenate([[0], np.cumsum(np.diff(starts) - len(pad))]).astype(np.int64))
+
+    def logprob_of(self, tokens: ArrayLike, contexts: ArrayLike, *, log10: bool = False) -> NDArray[np.float64]:
+        """log P(w | h) for M queries: tokens (M,) and contexts (M, c) of ids (the last n-1 are used; no
+        BOS is added)."""
+        from .ngram import _ids
+
+        w = _ids(tokens, "tokens")
+        h = np.asarray(contexts)
+        if h.ndim == 1 and w.size == 1:
+            h = h[None]
+        if h.dtype.kind not in "iu":
+            raise TypeError(f"contexts must hold integer ids, got dtype {h.dtype}")
+        if h.ndim != 2 or h.shape[0] != w.size:
+            raise ValueError(f"contexts has shape {h.shape}; expected ({w.size}, c)")
+        self._check_ids(w, "tokens")
+        self._check_ids(h.reshape(-1).astype(np.int64), "contexts")
+        c = min(h.shape[1], self.order - 1)
+        rows = np.concatenate([h[:, h.shape[1] - c:].astype(np.uint32), w[:, None].astype(np.uint32)], axis=1)
+        starts = np.arange(0, rows.size + 1, c + 1, dtype=np.int64)
+        lp, *_ = self._score(rows.reshape(-1), starts, c, False)
+        return self._unit(lp, log10)
+
+
+def _fmt(x: float) -> str:
+    return "%.8g" % x
+
+
+_HEADER = re.compile(r"^ngram\s+(\d+)\s*=\s*(\d+)\s*$")
+_SECTION = re.compile(r"^\\(\d+)-grams:\s*$")
+
+
+class ArpaLM(Scoring):
+    """A backoff n-gram model read from an ARPA file (KenLM's, SRILM's) or estimated by NgramLM
+    (Kneser-Ney). Scores as KenLM does: sequences get one BOS of context and an EOS; words outside the
+    vocabulary are <unk> (its probability; -100 when the file has no <unk>, as KenLM).
+
+    Attributes: order, words (id -> word), keys / prob / backoff per order (rank keys, log10 values).
+    """
+
+    def __init__(self, words: list[str], keys: list[np.ndarray], prob: list[np.ndarray],
+                 backoff: list[np.ndarray], *, unseen: float | None = None,
+                 specials: tuple[int | None, int | None, int | None] | None = None, vocab: Any = None,
+                 discounts: list[tuple[float, float, float]] | None = None) -> None:
+        from .ngram import WordVocab
+
+        self.order = len(keys)
+        self.words = list(words)
+        self.vocab = vocab if vocab is not None else WordVocab(self.words)
+        self.keys, self.prob = keys, [np.ascontiguousarray(p, np.float64) for p in prob]
+        self.backoff = [np.ascontiguousarray(b, np.float64) for b in backoff]
+        self.discounts = discounts
+        self._index = [Index(k) for k in keys]
+        if specials is None:
+            ids = {w: i for i, w in enumerate(self.words)}
+            specials = (ids.get("<s>"), ids.get("</s>"), ids.get("<unk>"))
+        self.bos_id, self.eos_id, self.unk_id = specials
+        self._unk_at = -1
+        if self.unk_id is not None:
+            self._unk_at = int(self._index[0].find(np.array([self.unk_id], np.uint64))[0])
+        self._unseen = -100.0 if unseen is None else unseen
+        self._args: Any = None
+
+    # --------------------------------------------------------------- Scoring hooks
+    def _padding(self):
+        return ([self.bos_id] if self.bos_id is not None else []), self.eos_id
+
+    def _check_ids(self, a: np.ndarray, name: str) -> None:
+        bad = (a < 0) | (a >= len(self.words))
+        if bad.any():
+            j = int(np.argmax(bad))
+            raise ValueError(f"{name}[{j}] = {int(a[j])} is not a word id in [0, {len(self.words)})")
+
+    def _c_args(self):
+        if self._args is None:
+            n = self.order
+            orders = [self._index[k].c_order(prob=self.prob[k], backoff=self.backoff[k] if k < n - 1 else None)
+                      for k in range(n)]
+            self._args = (orders, False, 0.0, 0.0, 0.0, self._unseen, self._unk_at,
+                          -1 if self.unk_id is None else self.unk_id)
+        return self._args
+
+    # --------------------------------------------------------------- ARPA
+    def counts(self) -> list[int]:
+        """Number of n-grams of each order (NaN-probability context entries excluded)."""
+        return [int(np.count_nonzero(~np.isnan(p))) for p in self.prob]
+
+    def ngrams(self, k: int) -> NDArray[np.uint32]:
+        """(M, k) word ids of order k, lexicographically sorted (context-only entries included)."""
+        return ids_of(self.keys, k)
+
+    def to_arpa(self, path: str | os.PathLike[str]) -> None:
+        """Write a standard ARPA file: \\data\\ counts, then per order `log10 p<TAB>words[<TAB>log10 backoff]`
+        (the backoff column omitted at the top order), lexicographic by word id, 8 significant digits (as lmplz)."""
+        n = self.order
+        words = np.array(self.words, dtype=object)
+        with open(path, "w", encoding="utf-8", newline="\n") as f:
+            f.write("\\data\\\n")
+            for k, c in enumerate(self.counts(), 1):
+                f.write(f"ngram {k}={c}\n")
+            for k in range(1, n + 1):
+                f.write(f"\n\\{k}-grams:\n")
+                ids = ids_of(self.keys, k)
+                real = ~np.isnan(self.prob[k - 1])
+                text = words[ids[real]]
+                names = text[:, 0] if k == 1 else np.array([" ".join(r) for r in text.tolist()], dtype=object)
+                probs = self.prob[k - 1][real]
+                if k < n:
+                    bo = self.backoff[k - 1][real]
+                    lines = [f"{_fmt(p)}\t{w}\t{_fmt(b)}\n" for p, w, b in zip(probs.tolist(), names.tolist(),
+                                                                                 bo.tolist())]
+                else:
+                    lines = [f"{_fmt(p)}\t{w}\n" for p, w in zip(probs.tolist(), names.tolist())]
+                f.writelines(lines)
+            f.write("\n\\end\\\n")
+
+    @classmethod
+    def from_arpa(cls, path: str | os.PathLike[str]) -> ArpaLM:
+        """Read an ARPA file. ValueError naming the file and line for anything malformed: a missing or
+        inconsistent \\data\\ header, a section out of order, a line that is not `log10p words [backoff]`
+        with the section's number of words, a count that does not match the header, a duplicate n-gram."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+        lines = text.splitlines()
+        return _parse(lines, str(path))
+
+
+def _parse(lines: list[str], name: str) -> ArpaLM:
+    def bad(i: int, msg: str) -> ValueError:
+        return ValueError(f"{name}:{i + 1}: {msg}")
+
+    i = 0
+    while i < len(lines) and lines[i].strip() != "\\data\\":
+        i += 1
+    if i == len(lines):
+        raise ValueError(f"{name}: not an ARPA file (no \\data\\ line)")
+    i += 1
+    declared: list[int] = []
+    while i < len(lines) and lines[i].strip():
+        m = _HEADER.match(lines[i].strip())
+        if not m:
+            raise bad(i, f"expected 'ngram N=count' in the \\data\\ header, got {lines[i]!r}")
+        if int(m.group(1)) != len(declared) + 1:
+            raise bad(i, f"expected the count of order {len(declared) + 1}, got order {m.group(1)}")
+        declared.append(int(m.group(2)))
+        i += 1
+    if not declared:
+        raise bad(i, "the \\data\\ header declares no n-gram counts")
+    n = len(declared)
+    words: dict[str, int] = {}
+    word_list: list[str] = []
+    rows: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    backs: list[np.ndarray] = []
+    for k in range(1, n + 1):
+        while i < len(lines) and not lines[i].strip():
+            i += 1
+        sec = _SECTION.match(lines[i].strip()) if i < len(lines) else None
+        if sec is None or int(sec.group(1)) != k:
+            raise bad(min(i, len(lines) - 1), f"expected the \\{k}-grams: section")
+        i += 1
+        size = declared[k - 1]
+        ids = np.empty((size, k), np.uint32)
+        p = np.empty(size, np.float64)
+        b = np.zeros(size, np.float64)
+        for j in range(size):
+            if i >= len(lines) or not lines[i].strip():
+                raise bad(min(i, len(lines) - 1), f"the \\{k}-grams: section has {j} entries; the header declares "
+                                                  f"{size}")
+            parts = lines[i].split()
+            if len(parts) not in (k + 1, k + 2) or (k == n and len(parts) != k + 1):
+                raise bad(i, f"expected log10p, {k} word(s){', [backoff]' if k < n else ''}; got {lines[i]!r}")
+            try:
+                p[j] = float(parts[0])
+                if len(parts) == k + 2:
+                    b[j] = float(parts[-1])
+            except ValueError:
+                raise bad(i, f"not a number in {lines[i]!r}") from None
+            if not (p[j] <= 0 and b[j] < math.inf):  # -inf (log10 0) is allowed, as lmplz writes it
+                raise bad(i, f"log10 probability must be <= 0 and the backoff a number below +inf, got {lines[i]!r}")
+            for c, w in enumerate(parts[1:k + 1]):
+                wid = words.get(w)
+                if wid is None:
+                    if k > 1:
+                        raise bad(i, f"word {w!r} has no unigram")
+                    wid = words[w] = len(word_list)
+                    word_list.append(w)
+                ids[j, c] = wid
+            i += 1
+        if i < len(lines) and lines[i].strip() and not lines[i].strip().startswith("\\"):
+            raise bad(i, f"the \\{k}-grams: section has more entries than the {size} the header declares")
+        uniq = np.unique(ids, axis=0).shape[0] if size else 0
+        if uniq != size:
+            raise bad(i - 1, f"the \\{k}-grams: section repeats an n-gram")
+        rows.append(ids)
+        probs.append(p)
+        backs.append(b)
+    while i < len(lines) and not lines[i].strip():
+        i += 1
+    if i == len(lines) or lines[i].strip() != "\\end\\":
+        raise bad(min(i, len(lines) - 1), "expected \\end\\ after the last section")
+    # Build rank tables; contexts missing from the file become entries with no probability (NaN) and
+    # backoff 0, so lookups pass through them (KenLM does the same).
+    idx = [np.arange(r.shape[0], dtype=np.float64) for r in rows]
+    keys, where = from_rows(rows, idx, fill=np.nan)
+    prob = []
+    back = []
+    for k in range(n):
+        at = where[k]
+        real = ~np.isnan(at)
+        pk = np.full(at.size, np.nan)
+        bk = np.zeros(at.size)
+        pk[real] = probs[k][at[real].astype(np.int64)]
+        bk[real] = backs[k][at[real].astype(np.int64)]
+        prob.append(pk)
+        back.append(bk)
+    return ArpaLM(word_list, keys, prob, back)
+

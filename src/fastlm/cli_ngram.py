@@ -1,0 +1,230 @@
+"""`fastlm ngram fit | eval | generate`: n-gram models from text files (one sentence per line), as KenLM's
+lmplz and query are used. Files may be `-` (stdin); CRLF line ends are read as LF."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any, Iterator
+
+SMOOTHING = {"kn": "kneser-ney", "add-alpha": "add-alpha"}
+
+
+def _open(path: str):
+    return sys.stdin.buffer if path == "-" else open(path, "rb")
+
+
+def _lines(paths: list[str]) -> Iterator[bytes]:
+    for path in paths:
+        f = _open(path)
+        try:
+            for line in f:
+                yield line.rstrip(b"\n").rstrip(b"\r")
+        finally:
+            if f is not sys.stdin.buffer:
+                f.close()
+
+
+def _progress(total: int | None, desc: str, unit: str, enabled: bool):
+    """A progress bar on stderr (tqdm when installed, else a percentage line); a no-op when disabled."""
+    if not enabled:
+        return None
+    try:
+        import importlib
+
+        tqdm = importlib.import_module("tqdm").tqdm
+        return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, leave=True)
+    except ImportError:
+        return _Plain(total, desc)
+
+
+class _Plain:
+    def __init__(self, total: int | None, desc: str) -> None:
+        self.total, self.desc, self.n, self.shown = total, desc, 0, -1
+
+    def update(self, n: int) -> None:
+        self.n += n
+        pct = int(100 * self.n / self.total) if self.total else -1
+        if pct != self.shown:
+            self.shown = pct
+            print(f"\r{self.desc}: {pct:3d}%", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr)
+
+
+def _size(paths: list[str]) -> int | None:
+    import os
+
+    if "-" in paths:
+        return None
+    return sum(os.path.getsize(p) for p in paths)
+
+
+def _show(args) -> bool:
+    return args.progress or (sys.stderr.isatty() and (_size(args.files) or 0) > (1 << 20))
+
+
+def cmd_fit(args) -> int:
+    from . import ngram
+
+    if args.output is None and args.arpa is None:
+        raise ValueError("give -o/--output (fastlm model) or --arpa (ARPA file), or both")
+    smoothing = SMOOTHING[args.smoothing]
+    if args.unit == "words":
+        texts = [line.decode("utf-8", errors="replace") for line in _lines(args.files)]
+        vocab: Any = ngram.WordVocab.build(texts, min_count=args.min_count)
+        lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=len(vocab), bos_id=vocab.BOS,
+                           eos_id=vocab.EOS, unk_id=vocab.UNK, discount_fallback=args.discount_fallback, vocab=vocab)
+        source: Any = texts
+    else:
+        vocab = ngram.ByteVocab()
+        lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=ngram.BYTE_VOCAB,
+                           bos_id=ngram.BYTE_BOS, eos_id=ngram.BYTE_EOS, discount_fallback=args.discount_fallback,
+                           vocab=vocab)
+        source = _lines(args.files)
+    lm.metadata = {"unit": args.unit}
+    bar = _progress(_size(args.files) if args.unit == "bytes" else None, "counting", "B" if args.unit == "bytes"
+                    else "line", _show(args))
+    batch: list[Any] = []
+    for item in source:
+        batch.append(item)
+        if len(batch) == 100_000:
+            lm.update(batch)
+            if bar:
+                bar.update(sum(len(b) + 1 for b in batch) if args.unit == "bytes" else len(batch))
+            batch = []
+    lm.update(batch)
+    if bar:
+        bar.update(sum(len(b) + 1 for b in batch) if args.unit == "bytes" else len(batch))
+        bar.close()
+    if args.output:
+        lm.save(args.output)
+    if args.arpa:
+        lm.to_arpa(args.arpa)
+    where = " and ".join(p for p in (args.output, args.arpa) if p)
+    print(f"{where}: order {lm.order}, {smoothing}{'' if smoothing == 'kneser-ney' else f' alpha {lm.alpha:g}'}, "
+          f"|V| {lm.vocab_size}, unit {args.unit}, n-grams " +
+          ", ".join(f"{k}: {c}" for k, c in enumerate(lm.num_ngrams(), 1)))
+    return 0
+
+
+def _load(path: str):
+    """A fastlm model or an ARPA file (by its first bytes)."""
+    from . import ngram
+
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head.startswith(b"FASTLM-NGRAM"):
+        return ngram.NgramLM.load(path)
+    return ngram.ArpaLM.from_arpa(path)
+
+
+def _encode_line(lm, line: bytes):
+    from . import ngram
+
+    if isinstance(lm.vocab, ngram.ByteVocab):
+        return lm.vocab.encode(line)
+    return lm.vocab.encode(line.decode("utf-8", errors="replace"))
+
+
+def cmd_eval(args) -> int:
+    from . import metrics
+
+    lm = _load(args.model)
+    if lm.vocab is None:
+        raise ValueError(f"{args.model}: the model has no vocabulary to read text with")
+    total, n, oov, nbytes, sent = 0.0, 0, 0, 0, 0
+    bar = _progress(_size(args.files), "scoring", "B", _show(args))
+    batch: list[Any] = []
+    texts: list[bytes] = []
+
+    def flush():
+        nonlocal total, n, oov, sent
+        s = lm.score_batch(batch)
+        total += float(s.logprob.sum())
+        n += int(s.tokens.sum())
+        oov += int(s.oov.sum())
+        if args.per_sentence:
+            out = sys.stdout
+            for t, lp, k, o in zip(texts, s.logprob.tolist(), s.tokens.tolist(), s.oov.tolist()):
+                out.write(f"{lp / math.log(10):.6f}\t{k}\t{o}\t{t.decode('utf-8', errors='replace')}\n")
+        sent += len(batch)
+        if bar:
+            bar.update(sum(len(t) + 1 for t in texts))
+        batch.clear()
+        texts.clear()
+
+    for line in _lines(args.files):
+        batch.append(_encode_line(lm, line))
+        texts.append(line)
+        nbytes += len(line) + 1  # the newline ends the line as EOS does
+        if len(batch) == 100_000:
+            flush()
+    flush()
+    if bar:
+        bar.close()
+    ce = -total / n if n else float("nan")
+    print(f"sentences       {sent}")
+    print(f"tokens          {n}")
+    print(f"oov             {oov}")
+    print(f"cross-entropy   {ce:.6f} nats/token")
+    print(f"perplexity      {metrics.word_perplexity(total, n) if n else float('nan'):.6f}")
+    print(f"bits per token  {ce / math.log(2):.6f}")
+    print(f"bits per byte   {metrics.bits_per_byte(total, nbytes) if nbytes else float('nan'):.6f}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from . import ngram
+
+    lm = _load(args.model)
+    if not isinstance(lm, ngram.NgramLM):
+        raise ValueError(f"{args.model}: generate needs a fastlm model (fit one with --smoothing kn)")
+    if lm.vocab is None:
+        raise ValueError(f"{args.model}: the model has no vocabulary to write text with")
+    print(lm.generate(args.prompt, args.n, seed=args.seed, temperature=args.temperature, top_k=args.top_k,
+                      top_p=args.top_p))
+    return 0
+
+
+def add_parsers(sub, formatter) -> None:
+    ng = sub.add_parser("ngram", help="n-gram models (modified Kneser-Ney or add-alpha): fit, eval, generate",
+                        formatter_class=formatter).add_subparsers(dest="ngram_command", required=True)
+    p = ng.add_parser("fit", help="estimate a model from text files (one sentence per line; - is stdin)",
+                      formatter_class=formatter)
+    p.add_argument("files", nargs="+", help="text files, - for stdin")
+    p.add_argument("--order", type=int, default=3, help="n")
+    p.add_argument("--smoothing", choices=sorted(SMOOTHING), default="kn",
+                   help="kn: interpolated modified Kneser-Ney as lmplz; add-alpha: Lidstone")
+    p.add_argument("--alpha", type=float, default=1.0, help="add-alpha's alpha (the API's default too)")
+    p.add_argument("--unit", choices=["bytes", "words"], default="words", help="what a token is")
+    p.add_argument("--min-count", type=int, default=1, help="words seen fewer times map to <unk>")
+    p.add_argument("--discount-fallback", action="store_true",
+                   help="use lmplz's fallback discounts (0.5, 1, 1.5) where the counts leave them undefined")
+    p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    p.add_argument("-o", "--output", default=None, help="write the fastlm model here")
+    p.add_argument("--arpa", default=None, help="write an ARPA file here (kn only)")
+    p.set_defaults(fn=cmd_fit)
+    p = ng.add_parser("eval", help="log probability, OOVs, perplexity, bits per token and per byte",
+                      formatter_class=formatter)
+    p.add_argument("model", help="a fastlm model or an ARPA file")
+    p.add_argument("files", nargs="+", help="text files, - for stdin")
+    p.add_argument("--per-sentence", action="store_true",
+                   help="print log10 probability, tokens, OOVs and the text of each sentence")
+    p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    p.set_defaults(fn=cmd_eval)
+    p = ng.add_parser("generate", help="continue a prompt", formatter_class=formatter)
+    p.add_argument("model")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("-n", type=int, default=50, help="tokens to draw at most")
+    p.add_argument("--seed", type=int, default=None, help="integer seed (reproducible draws)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus mass (1: all)")
+    p.set_defaults(fn=cmd_generate)
+
+
+__all__ = ["add_parsers"]
+_ = argparse

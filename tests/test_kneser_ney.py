@@ -1,0 +1,300 @@
+"""Modified Kneser-Ney, ARPA files, wide keys and batch scoring: against the dict-based reference, and
+against KenLM's lmplz and kenlm module on the King James Bible (anchors.py)."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import warnings
+
+import numpy as np
+import pytest
+
+import fastlm.ngram as ng
+from fastlm import _ngram_tables as tables
+from fastlm import reference as ref
+
+import anchors
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*fallback discounts:UserWarning")
+
+
+def corpus(rng, n=60, V=10, max_len=12, a=1.3):
+    """Zipf-ish sentences over ids 3..V+2 (0 <unk>, 1 <s>, 2 </s> as WordVocab; vocab_size 15)."""
+    return [list(np.minimum(rng.zipf(a, rng.integers(0, max_len)), V) + 2) for _ in range(n)]
+
+
+def kn_model(seqs, order, **kw):
+    opts = dict(vocab_size=15, bos_id=1, eos_id=2, unk_id=0)
+    opts.update(kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ng.NgramLM(order, smoothing="kneser-ney", discount_fallback=True, **opts).fit(seqs)
+
+
+def as_dict(bm):
+    """{n-gram: (log10 p, log10 backoff)} of an ArpaLM (context-only entries left out)."""
+    out = {}
+    for k in range(1, bm.order + 1):
+        ids = bm.ngrams(k)
+        b = bm.backoff[k - 1] if k < bm.order else np.zeros(ids.shape[0])
+        for row, p, bo in zip(ids.tolist(), bm.prob[k - 1].tolist(), b.tolist()):
+            if p == p:
+                out[tuple(row)] = (p, bo)
+    return out
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("special", ["all", "no-unk", "no-bos", "none"])
+def test_estimate_matches_reference(order, special):
+    rng = np.random.default_rng(order * 10 + len(special))
+    seqs = corpus(rng, n=80)
+    kw = {"all": {}, "no-unk": {"unk_id": None}, "no-bos": {"bos_id": None},
+          "none": {"bos_id": None, "eos_id": None, "unk_id": None}}[special]
+    lm = kn_model(seqs, order, **kw)
+    opts = dict(vocab_size=15, bos_id=1, eos_id=2, unk_id=0)
+    opts.update(kw)
+    want, disc, unseen = ref.kneser_ney(seqs, order, discount_fallback=True, **opts)
+    got = as_dict(lm.backoff_model())
+    assert got.keys() == want.keys()
+    for g in want:
+        np.testing.assert_allclose(got[g], want[g], rtol=0, atol=1e-12, err_msg=str(g))
+    np.testing.assert_allclose(lm.discounts, disc, rtol=1e-15)
+    # scores: every prefix of every sentence against the reference's backoff rule
+    bm = lm.backoff_model()
+    assert bm._unseen == pytest.approx(unseen, abs=1e-12)
+    test = corpus(np.random.default_rng(99), n=20, V=12)  # ids 13 and 14 never seen
+    ts = lm.full_scores(test, log10=True)
+    pad = [opts["bos_id"]] if opts["bos_id"] is not None else []
+    eos = [opts["eos_id"]] if opts["eos_id"] is not None else []
+    j = 0
+    for s in test:
+        full = pad + s + eos
+        for i in range(len(pad), len(full)):
+            ctx = full[max(0, i - order + 1):i]
+            w = ref.backoff_logprob10(want, ctx, full[i], unk_id=opts["unk_id"], unseen=unseen)
+            assert ts.logprob[j] == pytest.approx(w, abs=1e-12), (s, i)
+            j += 1
+    assert j == ts.logprob.size
+
+
+def test_distributions_sum_to_one():
+    rng = np.random.default_rng(3)
+    lm = kn_model(corpus(rng, n=200), 4)
+    for ctx in ([], [5], [3, 4], [1, 3, 4], [14, 14, 14], [1]):
+        p = lm.next_token_distribution(ctx)
+        assert p[1] == 0.0  # BOS is never predicted
+        assert p.sum() == pytest.approx(1.0, abs=1e-12), ctx
+
+
+def test_discounts_degenerate_data_errors_or_falls_back():
+    seqs = [[3, 4, 5], [3, 4]]
+    with pytest.raises(ValueError, match="adjusted count 3.*discount_fallback=True"):
+        ng.NgramLM(2, smoothing="kneser-ney", vocab_size=6, bos_id=1, eos_id=2, unk_id=0).fit(seqs).backoff_model()
+    with pytest.warns(UserWarning, match="fallback discounts"):
+        lm = ng.NgramLM(2, smoothing="kneser-ney", vocab_size=6, bos_id=1, eos_id=2, unk_id=0,
+                        discount_fallback=True).fit(seqs)
+        assert lm.discounts == [(0.5, 1.0, 1.5)] * 2
+    with pytest.raises(ValueError, match="add-alpha is not a backoff model"):
+        ng.NgramLM(2).fit(seqs).to_arpa("x.arpa")
+    with pytest.raises(ValueError, match="smoothing must be one of"):
+        ng.NgramLM(2, smoothing="kn")
+
+
+@pytest.mark.parametrize("order", [2, 5, 10])
+def test_wide_keys_match_packed_and_reference(order):
+    """Counting by ranks (any width) gives the tables the packed path gives, and the reference's counts,
+    for ids up to 2^32 - 1 and orders whose packed keys would need up to 320 bits."""
+    rng = np.random.default_rng(order)
+    t = (np.minimum(rng.zipf(1.4, 3000), 50) - 1).astype(np.int64)
+    starts = np.array([0, 1000, 1000, 2999, 3000], np.int64)
+    u32 = t.astype(np.uint32)
+    packed = tables.count(u32, starts, order, 6, wide=False)
+    wide = tables.count(u32, starts, order, 6, wide=True)
+    for k in range(order):
+        np.testing.assert_array_equal(packed[0][k], wide[0][k])
+        np.testing.assert_array_equal(packed[1][k], wide[1][k])
+    big = np.where(t % 3 == 0, 2**32 - 1 - t, t)  # ids spread over the whole uint32 range
+    g, c = ng.count_ngrams(big, order)
+    rg, rc = ref.count_ngrams(big, order)
+    np.testing.assert_array_equal(g.astype(np.int64), rg)
+    np.testing.assert_array_equal(c, rc)
+    lm = ng.NgramLM(order, alpha=0.5, bos_id=2**32 - 2, eos_id=2**32 - 3).fit([big[:500], big[500:520], []])
+    want = ref.NgramLM(order, alpha=0.5, bos_id=2**32 - 2, eos_id=2**32 - 3).fit([big[:500], big[500:520], []])
+    for k in range(1, order + 1):
+        for x, y in zip(lm.counts(k), want.counts(k)):
+            np.testing.assert_array_equal(np.asarray(x, np.int64), y)
+    assert lm.score(big[100:140]) == pytest.approx(want.score(big[100:140]), rel=1e-12)
+
+
+def test_batch_scoring_forms_agree():
+    rng = np.random.default_rng(5)
+    seqs = corpus(rng, n=100)
+    for lm in (kn_model(seqs, 3), ng.NgramLM(3, alpha=0.2, vocab_size=15, bos_id=1, eos_id=2).fit(seqs)):
+        test = corpus(np.random.default_rng(6), n=30, V=12)
+        a = lm.score_batch(test)
+        flat = np.concatenate([np.asarray(s, np.int64) for s in test])
+        offsets = np.concatenate([[0], np.cumsum([len(s) for s in test])])
+        b = lm.score_batch(flat, offsets)
+        np.testing.assert_array_equal(a.logprob, b.logprob)
+        np.testing.assert_array_equal(a.oov, b.oov)
+        np.testing.assert_array_equal(a.tokens, [len(s) + 1 for s in test])
+        for i, s in enumerate(test[:5]):
+            assert lm.score(s) == pytest.approx(a.logprob[i], abs=1e-12)
+        fs = lm.full_scores(test)
+        assert fs.logprob.size == fs.offsets[-1] == a.tokens.sum()
+        np.testing.assert_allclose(np.add.reduceat(fs.logprob, fs.offsets[:-1]), a.logprob, atol=1e-12)
+        np.testing.assert_array_equal(np.add.reduceat(fs.oov.astype(int), fs.offsets[:-1]), a.oov)
+        assert lm.perplexity(test) == pytest.approx(math.exp(-a.logprob.sum() / a.tokens.sum()))
+        assert lm.score(test[0], log10=True) == pytest.approx(a.logprob[0] / math.log(10))
+    with pytest.raises(ValueError, match="offsets must run from 0"):
+        lm.score_batch(flat, [0, 3])
+    with pytest.raises(ValueError, match=r"sequences\[1\]\[0\] = 15"):
+        lm.score_batch([[3], [15]])
+    with pytest.raises(TypeError, match="has no vocab"):
+        lm.score("a b")
+
+
+def test_arpa_round_trip_and_strings(tmp_path):
+    texts = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the mat and the log"] * 5
+    texts += ["the cat ate the fish", "a dog ate a bone", "a bird sat"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = ng.NgramLM.for_words(texts, 3, smoothing="kneser-ney", discount_fallback=True)
+    path = tmp_path / "m.arpa"
+    lm.to_arpa(path)
+    back = ng.NgramLM.from_arpa(path)
+    assert isinstance(back, ng.ArpaLM) and back.counts() == lm.backoff_model().counts()
+    held = ["the cat sat on the log", "a zebra sat on the mat", "the the the"]
+    a = lm.full_scores(held, log10=True)
+    b = back.full_scores(held, log10=True)
+    np.testing.assert_allclose(a.logprob, b.logprob, atol=1e-7)  # 8 significant digits in the file
+    np.testing.assert_array_equal(a.ngram_length, b.ngram_length)
+    np.testing.assert_array_equal(a.oov, b.oov)
+    assert a.oov.sum() == 1  # zebra
+    assert lm.score("the cat sat") == pytest.approx(lm.score(lm.vocab.encode("the cat sat")))
+    out = lm.generate("the cat", 20, seed=4)
+    assert isinstance(out, str) and out.startswith("the cat")
+    assert lm.generate("the cat", 20, seed=4) == out
+    # save / load keeps smoothing and vocabulary
+    lm.save(tmp_path / "m.bin")
+    again = ng.NgramLM.load(tmp_path / "m.bin")
+    assert again.smoothing == "kneser-ney" and again.vocab.words == lm.vocab.words
+    np.testing.assert_array_equal(again.score_batch(held).logprob, lm.score_batch(held).logprob)
+
+
+MALFORMED = [
+    ("", "no \\\\data\\\\ line"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\ta\n\n\\end\\\n", None),  # valid
+    ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n\n\\end\\\n", ":6: .*has 1 entries; the header declares 2"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\nx\ta\n\n\\end\\\n", ":5: not a number"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\ta\tb\tc\n\n\\end\\\n", ":5: expected log10p"),
+    ("\\data\\\nngram 2=1\n", ":2: expected the count of order 1"),
+    ("\\data\\\nngram 1=1\nngram 2=1\n\n\\1-grams:\n-1\ta\n\n\\2-grams:\n-1\ta b\n\n\\end\\\n",
+     ":9: word 'b' has no unigram"),
+    ("\\data\\\nngram 1=1\n\n\\2-grams:\n-1\ta\n\n\\end\\\n", ":4: expected the \\\\1-grams: section"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n-1\ta\n", "expected \\\\end\\\\"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\n0.5\ta\n\n\\end\\\n", ":5: log10 probability must be <= 0"),
+    ("\\data\\\nngram 1=2\n\n\\1-grams:\n-1\ta\n-1\ta\n\n\\end\\\n", "repeats an n-gram"),
+    ("\\data\\\nngram 1=1\n\n\\1-grams:\nnan\ta\n\n\\end\\\n", ":5: log10 probability must be <= 0"),
+    ("\\data\\\nngram x\n", ":2: expected 'ngram N=count'"),
+]
+
+
+@pytest.mark.parametrize("text,error", MALFORMED)
+def test_malformed_arpa_names_the_line(tmp_path, text, error):
+    path = tmp_path / "x.arpa"
+    path.write_text(text)
+    if error is None:
+        assert ng.ArpaLM.from_arpa(path).counts() == [1]
+    else:
+        with pytest.raises(ValueError, match=error):
+            ng.ArpaLM.from_arpa(path)
+    path.write_bytes(b"\\data\\\nngram 1=1\n\n\\1-grams:\n-1\t\xff\n\n\\end\\\n")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        ng.ArpaLM.from_arpa(path)
+
+
+def test_arpa_missing_contexts_pass_through(tmp_path):
+    """An ARPA whose trigram's context bigram is absent (pruned files): the context becomes an entry
+    with no probability, so that the trigram is still found (KenLM does the same)."""
+    path = tmp_path / "p.arpa"
+    path.write_text("\\data\\\nngram 1=4\nngram 2=1\nngram 3=1\n\n\\1-grams:\n-1\t<unk>\n-0.5\t<s>\t-0.2\n-0.4\ta\t-0.1\n"
+                    "-0.6\tb\n\n\\2-grams:\n-0.3\t<s> a\t-0.05\n\n\\3-grams:\n-0.01\ta b a\n\n\\end\\\n")
+    m = ng.ArpaLM.from_arpa(path)
+    assert m.counts() == [4, 1, 1]
+    model = {("<unk>",): (-1, 0), ("<s>",): (-0.5, -0.2), ("a",): (-0.4, -0.1), ("b",): (-0.6, 0),
+             ("<s>", "a"): (-0.3, -0.05), ("a", "b", "a"): (-0.01, 0)}
+    ids = {w: i for i, w in enumerate(m.words)}
+    model = {tuple(ids[w] for w in g): v for g, v in model.items()}
+    fs = m.full_scores([[ids["a"], ids["b"], ids["a"], ids["b"]]], log10=True)
+    full = [ids["a"], ids["b"], ids["a"], ids["b"]]
+    want = [ref.backoff_logprob10(model, ([ids["<s>"]] + full)[max(0, i - 2):i], w, unk_id=ids["<unk>"])
+            for i, w in enumerate(full, 1)]
+    np.testing.assert_allclose(fs.logprob, want, atol=1e-12)
+    assert fs.ngram_length.tolist() == [2, 1, 3, 1]
+
+
+# ------------------------------------------------------------------------------------- KenLM's anchors
+
+@pytest.fixture(scope="module")
+def kjv_models(tmp_path_factory):
+    verses = anchors.kjv_verses()
+    exe = anchors.lmplz()
+    d = tmp_path_factory.mktemp("kjv")
+    text = d / "kjv.txt"
+    text.write_text("\n".join(verses) + "\n", encoding="utf-8")
+    out = {}
+    for order in (3, 5):
+        arpa = d / f"lmplz{order}.arpa"
+        with open(text, "rb") as src, open(arpa, "wb") as dst:
+            subprocess.run([exe, "-o", str(order), "-S", "1G", "-T", str(d)], stdin=src, stdout=dst,
+                           stderr=subprocess.DEVNULL, check=True)
+        out[order] = arpa
+    return verses, out, d
+
+
+def _read_arpa(path):
+    d = {}
+    for line in open(path, encoding="utf-8"):
+        p = line.rstrip("\n").split("\t")
+        if len(p) >= 2 and not line.startswith("ngram "):
+            d[p[1]] = (float(p[0]), float(p[2]) if len(p) > 2 else 0.0)
+    return d
+
+
+@pytest.mark.parametrize("order", [3, 5])
+def test_kneser_ney_matches_lmplz_on_kjv(kjv_models, order):
+    verses, arpas, d = kjv_models
+    lm = ng.NgramLM.for_words(verses, order, smoothing="kneser-ney")
+    ours = d / f"fastlm{order}.arpa"
+    lm.to_arpa(ours)
+    a, b = _read_arpa(ours), _read_arpa(arpas[order])
+    assert a.keys() == b.keys()  # the same n-gram set, <s>, </s> and <unk> included
+    dp = max(abs(a[g][0] - b[g][0]) for g in a)
+    db = max(abs(a[g][1] - b[g][1]) for g in a)
+    assert dp <= 1e-6 and db <= 1e-6, (dp, db)
+
+
+def test_full_scores_match_kenlm(kjv_models):
+    kenlm = anchors.kenlm()
+    verses, arpas, d = kjv_models
+    lm = ng.NgramLM.for_words(verses[:25000], 5, smoothing="kneser-ney")
+    ours = d / "fastlm5-train.arpa"
+    lm.to_arpa(ours)
+    model = kenlm.Model(str(ours))
+    held = verses[25000:26000] + ["And the zebra said unto Moses , Behold the quasar", "Xyzzy plugh"]
+    fs = lm.full_scores(held, log10=True)
+    for i, s in enumerate(held):
+        want = list(model.full_scores(s))
+        lo, hi = fs.offsets[i], fs.offsets[i + 1]
+        assert hi - lo == len(want)
+        np.testing.assert_allclose(fs.logprob[lo:hi], [w[0] for w in want], atol=1e-6, err_msg=s)
+        assert fs.ngram_length[lo:hi].tolist() == [w[1] for w in want], s
+        assert fs.oov[lo:hi].tolist() == [w[2] for w in want], s
+    assert fs.oov.sum() >= 4
+    # the ARPA read back scores the same as the model that wrote it
+    back = ng.ArpaLM.from_arpa(ours)
+    np.testing.assert_allclose(back.score_batch(held, log10=True).logprob, lm.score_batch(held, log10=True).logprob,
+                               atol=1e-5)
+    assert back.score(held[0], log10=True) == pytest.approx(model.score(held[0]), abs=1e-5)
