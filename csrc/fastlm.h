@@ -187,17 +187,17 @@ int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, in
                                int64_t skip_last, uint64_t *keys, uint64_t *tmp);
 int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
                              uint64_t *keys, uint64_t *tmp);
-void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table);
-void fl_ngram_find(const uint64_t *keys, int log2cap, const int32_t *table, const uint64_t *queries, int64_t nq,
+void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key);
+void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries, int64_t nq,
                    int64_t *out);
 
-/* Scoring against rank-key tables (ngram_score.c). Per order: sorted keys and their hash index, and
+/* Scoring against rank-key tables (ngram_score.c). Per order: the hash index of the keys, and
  * either log10 prob / backoff (NaN prob: a context-only entry) or counts and, for order k > 1, total[j]
  * = the sum of the counts of the k-grams whose prefix is entry j of order k-1. */
 #define FL_NGRAM_MAX_ORDER 64
 typedef struct {
-    const uint64_t *keys;
-    const int32_t *table;
+    const int32_t *table;     /* fl_ngram_index's slots */
+    const uint64_t *slot_key;
     int log2cap;
     const double *prob, *backoff;
     const int64_t *count, *total;
@@ -209,6 +209,9 @@ typedef struct {
     int64_t unk_index, unk_word;        /* backoff: <unk>'s unigram entry and id, or -1 */
     fl_ngram_order t[FL_NGRAM_MAX_ORDER];
 } fl_ngram_model;
+/* ARPA text (arpa.c): the lines of one order's entries, numbers as %.8g. Returns bytes written or -1. */
+int64_t fl_arpa_lines(int k, int64_t m, const uint32_t *ids, const double *prob, const double *backoff,
+                      const uint8_t *real, const char *words, const int64_t *word_off, char *out, int64_t cap);
 int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
                    int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
                    int64_t *seq_unseen);

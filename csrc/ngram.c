@@ -7,8 +7,8 @@
  * bucket) and run-length encoded; small key spaces are counted directly.
  * Rank keys (any order): a k-gram is (rank of its (k-1)-prefix among the sorted (k-1)-grams) << 32 | its
  * last id; order k is counted from the ranks of order k-1 at every window start (fl_ngram_count_ranks).
- * Lookup: an open-addressing hash index (multiplicative hash, linear probing) over sorted keys, probed in
- * batches with the next slots prefetched, so that the cache misses of many queries overlap.
+ * Lookup: an open-addressing hash index (multiplicative hash, linear probing) over sorted keys, each slot
+ * holding the entry's index and its key, probed in batches with the next slots prefetched.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -122,33 +122,35 @@ static inline uint64_t slot_of(uint64_t key, int log2cap) {
     return (key * 0x9e3779b97f4a7c15ULL) >> (64 - log2cap);
 }
 
-/* table[0 .. 2^log2cap): -1 or an index into keys; m < 2^log2cap, m < 2^31. */
-void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table) {
+/* The hash index of keys[0..m) (m < 2^log2cap, m < 2^31): table[s] = -1 or the index of the key in slot s,
+ * slot_key[s] = that key (stored with the slot, so that a probe's two loads are independent). */
+void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key) {
     const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
     memset(table, 0xff, sizeof(int32_t) << log2cap);
+    memset(slot_key, 0, sizeof(uint64_t) << log2cap);
     for (int64_t i = 0; i < m; i++) {
         uint64_t s = slot_of(keys[i], log2cap);
         while (table[s] >= 0) s = (s + 1) & mask;
         table[s] = (int32_t)i;
+        slot_key[s] = keys[i];
     }
 }
 
-/* out[q] = i where keys[i] == queries[q], else -1. Two prefetch stages: the slot of query q + 16, then the
- * key its slot points to for query q + 8. */
-void fl_ngram_find(const uint64_t *keys, int log2cap, const int32_t *table, const uint64_t *queries, int64_t nq,
+/* out[q] = the index of queries[q] in the indexed keys, else -1. The slots of query q + 8 are prefetched,
+ * so that the cache misses of many queries overlap. */
+void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries, int64_t nq,
                    int64_t *out) {
     const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
     for (int64_t q = 0; q < nq; q++) {
-        if (q + 16 < nq) __builtin_prefetch(&table[slot_of(queries[q + 16], log2cap)]);
         if (q + 8 < nq) {
-            int32_t i = table[slot_of(queries[q + 8], log2cap)];
-            if (i >= 0) __builtin_prefetch(&keys[i]);
+            const uint64_t s = slot_of(queries[q + 8], log2cap);
+            __builtin_prefetch(&table[s]);
+            __builtin_prefetch(&slot_key[s]);
         }
-        uint64_t s = slot_of(queries[q], log2cap);
         int64_t found = -1;
-        for (int32_t i; (i = table[s]) >= 0; s = (s + 1) & mask)
-            if (keys[i] == queries[q]) {
-                found = i;
+        for (uint64_t s = slot_of(queries[q], log2cap); table[s] >= 0; s = (s + 1) & mask)
+            if (slot_key[s] == queries[q]) {
+                found = table[s];
                 break;
             }
         out[q] = found;

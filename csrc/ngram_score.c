@@ -4,33 +4,59 @@
  * Tables use rank keys (ngram.c): the k-gram ending at position i has the key
  * E_{k-1}(i-1) << 32 | t_i, where E_{k-1}(i-1) is the index of the (k-1)-gram ending at i-1, so the
  * indices of every order ending at i follow from those ending at i-1 with one hash probe each:
- *     E_1(i) = find_1(t_i),   E_k(i) = find_k(E_{k-1}(i-1) << 32 | t_i)   (-1 once a link is missing).
+ *     E_1(i) = find_1(t_i),   E_k(i) = find_k(E_{k-1}(i-1) << 32 | t_i),
+ * stopping at the first order that is missing (KenLM's rule: a longer n-gram whose shorter suffix is
+ * absent is not looked for; in count tables and lmplz's models it cannot exist).
  * Two models read them:
  *   backoff (ARPA, Kneser-Ney): log10 p(w | h) = prob_L[E_L(i)] + sum_{m=L}^{o-1} backoff_m[E_m(i-1)],
- *     with o = min(n, the tokens of the sequence up to i) and L the longest order <= o whose entry
- *     exists with a probability (NaN marks a context-only entry); a word without a unigram is read as
- *     <unk> (unk_index) when the model has one, else L = 0 gives the unseen-word value. A word is
- *     out of vocabulary when it has no unigram or is <unk> itself (KenLM's full_scores);
+ *     with o = min(n, the tokens of the sequence up to i) and L the longest order found with a
+ *     probability (NaN marks a context-only entry); a word without a unigram is read as <unk>
+ *     (unk_index) when the model has one, else L = 0 gives the unseen-word value. A word is out of
+ *     vocabulary when it has no unigram or is <unk> itself (KenLM's full_scores);
  *   add-alpha: ln p(w | h) = ln(c_o(h w) + alpha) - ln(c(h) + alpha V) with c(h) the total of the
- *     o-grams extending h (order 1: every unigram).
- * Per token it writes the log probability, the matched order L (longest counted n-gram ending at i for
- * add-alpha, where a word is unseen when L = 0) and the unseen flag; per sequence the sum and the
- * unseen count.
+ *     o-grams extending h (order 1: every unigram); a word is unseen when it has no counted unigram.
+ * Per token it writes the log probability, the matched order L (add-alpha: the longest counted n-gram
+ * ending at i) and the unseen flag; per sequence the sum and the unseen count.
+ *
+ * Latency: each probe is a cache miss on a large model, and the probes of one token depend on one
+ * another. STREAMS groups of sequences are scored in lockstep: each round starts one probe per stream
+ * (prefetching its slot) before finishing any, so the misses of different streams overlap.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include "fastlm.h"
 
-static inline int64_t find(const fl_ngram_order *t, uint64_t key) {
-    const uint64_t mask = ((uint64_t)1 << t->log2cap) - 1;
-    uint64_t s = (key * 0x9e3779b97f4a7c15ULL) >> (64 - t->log2cap);
-    for (int32_t i; (i = t->table[s]) >= 0; s = (s + 1) & mask)
-        if (t->keys[i] == key) return i;
-    return -1;
+#define STREAMS 16
+
+typedef struct {
+    int64_t seq, seq_end; /* current sequence; one past the stream's last */
+    int64_t i;            /* current token */
+    int avail, go, oov;   /* orders with a full window at i; whether the chain goes on; word unseen */
+    uint32_t w;           /* the word as looked up (<unk> for an unseen one) */
+    uint64_t key, slot;   /* the pending probe */
+    double sum;
+    int64_t unseen;
+    int64_t *e, *prev; /* E_k(i) and E_k(i-1), k = 1..n at [k-1] */
+} stream;
+
+static inline void probe_start(const fl_ngram_order *t, stream *st, uint64_t key) {
+    st->key = key;
+    st->slot = (key * 0x9e3779b97f4a7c15ULL) >> (64 - t->log2cap);
+    __builtin_prefetch(&t->table[st->slot]);
+    __builtin_prefetch(&t->slot_key[st->slot]);
 }
 
-/* log p of token i given the entries e (ending at i) and prev (ending at i-1) of orders 1..o. */
+static inline int64_t probe_finish(const fl_ngram_order *t, const stream *st) {
+    const uint64_t mask = ((uint64_t)1 << t->log2cap) - 1;
+    for (uint64_t s = st->slot;; s = (s + 1) & mask) {
+        const int32_t i = t->table[s];
+        if (i < 0) return -1;
+        if (t->slot_key[s] == st->key) return i;
+    }
+}
+
+/* log10 p of the token given its entries e and the previous token's prev, orders 1..o. */
 static double backoff_logp(const fl_ngram_model *m, const int64_t *e, const int64_t *prev, int o, int *matched) {
     int L = o;
     while (L > 0 && (e[L - 1] < 0 || isnan(m->t[L - 1].prob[e[L - 1]]))) L--;
@@ -51,6 +77,19 @@ static double add_alpha_logp(const fl_ngram_model *m, const int64_t *e, const in
     return log(c + m->alpha) - log(ch + m->alpha * m->vocab);
 }
 
+/* Moves st to the first token of sequence st->seq or a later one (sequences with no token score 0). */
+static void enter(stream *st, const int64_t *starts, int n, double *seq_logp, int64_t *seq_unseen) {
+    while (st->seq < st->seq_end && starts[st->seq] == starts[st->seq + 1]) {
+        seq_logp[st->seq] = 0.0;
+        seq_unseen[st->seq] = 0;
+        st->seq++;
+    }
+    if (st->seq < st->seq_end) st->i = starts[st->seq];
+    st->sum = 0.0;
+    st->unseen = 0;
+    for (int k = 0; k < n; k++) st->prev[k] = -1;
+}
+
 /* Scores tokens[starts[s] + skip .. starts[s+1]) of every sequence s (the first `skip` are context only).
  * logp/matched/unseen (per token of tokens, NULL to skip; positions not scored get 0) and seq_logp /
  * seq_unseen (per sequence). Returns 0, or -1 without memory. */
@@ -58,29 +97,73 @@ int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_
                    int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
                    int64_t *seq_unseen) {
     const int n = m->order;
-    int64_t *e = malloc(2 * (size_t)n * sizeof *e);
-    if (!e) return -1;
-    int64_t *prev = e + n;
-    for (int64_t s = 0; s < nseq; s++) {
-        double sum = 0.0;
-        int64_t n_unseen = 0;
-        for (int k = 0; k < n; k++) prev[k] = -1;
-        for (int64_t i = starts[s]; i < starts[s + 1]; i++) {
-            const uint32_t w = tokens[i];
-            e[0] = find(&m->t[0], w);
-            const int oov = e[0] < 0 || (int64_t)w == m->unk_word;
-            if (e[0] < 0) e[0] = m->unk_index;
-            const int avail = (int)(i - starts[s] + 1 < n ? i - starts[s] + 1 : n);
-            for (int k = 1; k < avail; k++)
-                e[k] = prev[k - 1] >= 0 ? find(&m->t[k], (uint64_t)prev[k - 1] << 32 | w) : -1;
-            for (int k = avail; k < n; k++) e[k] = -1;
-            if (i - starts[s] >= skip) {
+    int64_t *mem = malloc(2 * STREAMS * (size_t)n * sizeof *mem);
+    if (!mem) return -1;
+    stream st[STREAMS];
+    int live = 0;
+    const int64_t total = starts[nseq];
+    int64_t s = 0;
+    for (int g = 0; g < STREAMS; g++) { /* contiguous groups of about total / STREAMS tokens */
+        const int64_t lo = s;
+        while (s < nseq && starts[s] < (total * (g + 1)) / STREAMS) s++;
+        if (g == STREAMS - 1) s = nseq;
+        stream *q = &st[live];
+        q->seq = lo;
+        q->seq_end = s;
+        q->e = mem + 2 * (size_t)live * n;
+        q->prev = q->e + n;
+        enter(q, starts, n, seq_logp, seq_unseen);
+        if (q->seq < q->seq_end) live++;
+    }
+    while (live) {
+        for (int g = 0; g < live; g++) {
+            stream *q = &st[g];
+            const int64_t pos = q->i - starts[q->seq];
+            q->avail = (int)(pos + 1 < n ? pos + 1 : n);
+            q->w = tokens[q->i];
+            q->go = 1;
+            probe_start(&m->t[0], q, q->w);
+        }
+        for (int k = 0; k < n; k++) { /* round k: finish every stream's probe of order k + 1, start the next */
+            int any = 0;
+            for (int g = 0; g < live; g++) {
+                stream *q = &st[g];
+                if (!q->go) continue;
+                int64_t x = probe_finish(&m->t[k], q);
+                if (k == 0) {
+                    q->oov = x < 0 || (int64_t)q->w == m->unk_word;
+                    if (x < 0 && m->unk_index >= 0) {
+                        x = m->unk_index;
+                        q->w = (uint32_t)m->unk_word;
+                    }
+                }
+                q->e[k] = x;
+                if (x >= 0) { /* the values this token (and, as a context, the next) reads */
+                    const fl_ngram_order *t = &m->t[k];
+                    __builtin_prefetch(t->prob ? (const void *)&t->prob[x] : (const void *)&t->count[x]);
+                    if (t->backoff) __builtin_prefetch(&t->backoff[x]);
+                    if (k + 1 < n && t[1].total) __builtin_prefetch(&t[1].total[x]);
+                }
+                q->go = x >= 0 && k + 1 < q->avail && q->prev[k] >= 0;
+                if (q->go) {
+                    probe_start(&m->t[k + 1], q, (uint64_t)q->prev[k] << 32 | q->w);
+                    any = 1;
+                } else {
+                    for (int j = k + 1; j < n; j++) q->e[j] = -1;
+                }
+            }
+            if (!any) break;
+        }
+        for (int g = 0; g < live;) {
+            stream *q = &st[g];
+            const int64_t i = q->i;
+            if (i - starts[q->seq] >= skip) {
                 int L;
-                const double lp = m->add_alpha ? add_alpha_logp(m, e, prev, avail, &L)
-                                               : backoff_logp(m, e, prev, avail, &L);
-                const int miss = m->add_alpha ? L == 0 : oov;
-                sum += lp;
-                n_unseen += miss;
+                const double lp = m->add_alpha ? add_alpha_logp(m, q->e, q->prev, q->avail, &L)
+                                               : backoff_logp(m, q->e, q->prev, q->avail, &L);
+                const int miss = m->add_alpha ? L == 0 : q->oov;
+                q->sum += lp;
+                q->unseen += miss;
                 if (logp) logp[i] = lp;
                 if (matched) matched[i] = L;
                 if (unseen) unseen[i] = (uint8_t)miss;
@@ -89,11 +172,25 @@ int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_
                 if (matched) matched[i] = 0;
                 if (unseen) unseen[i] = 0;
             }
-            int64_t *t = prev; prev = e; e = t;
+            int64_t *t = q->prev;
+            q->prev = q->e;
+            q->e = t;
+            if (++q->i == starts[q->seq + 1]) { /* the sequence ends */
+                seq_logp[q->seq] = q->sum;
+                seq_unseen[q->seq] = q->unseen;
+                q->seq++;
+                enter(q, starts, n, seq_logp, seq_unseen);
+                if (q->seq == q->seq_end) { /* the stream ends: the last live one takes its place */
+                    stream done = *q;
+                    st[g] = st[live - 1];
+                    st[live - 1] = done;
+                    live--;
+                    continue;
+                }
+            }
+            g++;
         }
-        seq_logp[s] = sum;
-        seq_unseen[s] = n_unseen;
     }
-    free(e < prev ? e : prev);
+    free(mem);
     return 0;
 }

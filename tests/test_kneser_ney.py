@@ -217,22 +217,25 @@ def test_malformed_arpa_names_the_line(tmp_path, text, error):
 
 def test_arpa_missing_contexts_pass_through(tmp_path):
     """An ARPA whose trigram's context bigram is absent (pruned files): the context becomes an entry
-    with no probability, so that the trigram is still found (KenLM does the same)."""
+    with no probability and no backoff, so that the trigram is still found (KenLM does the same); a
+    suffix missing stops the search (KenLM's rule)."""
     path = tmp_path / "p.arpa"
-    path.write_text("\\data\\\nngram 1=4\nngram 2=1\nngram 3=1\n\n\\1-grams:\n-1\t<unk>\n-0.5\t<s>\t-0.2\n-0.4\ta\t-0.1\n"
-                    "-0.6\tb\n\n\\2-grams:\n-0.3\t<s> a\t-0.05\n\n\\3-grams:\n-0.01\ta b a\n\n\\end\\\n")
+    path.write_text("\\data\\\nngram 1=4\nngram 2=2\nngram 3=1\n\n\\1-grams:\n-1\t<unk>\n-0.5\t<s>\t-0.2\n"
+                    "-0.4\ta\t-0.1\n-0.6\tb\t-0.3\n\n\\2-grams:\n-0.3\t<s> a\t-0.05\n-0.25\tb a\t-0.02\n\n"
+                    "\\3-grams:\n-0.01\ta b a\n\n\\end\\\n")
     m = ng.ArpaLM.from_arpa(path)
-    assert m.counts() == [4, 1, 1]
-    model = {("<unk>",): (-1, 0), ("<s>",): (-0.5, -0.2), ("a",): (-0.4, -0.1), ("b",): (-0.6, 0),
-             ("<s>", "a"): (-0.3, -0.05), ("a", "b", "a"): (-0.01, 0)}
+    assert m.counts() == [4, 2, 1]
+    model = {("<unk>",): (-1, 0), ("<s>",): (-0.5, -0.2), ("a",): (-0.4, -0.1), ("b",): (-0.6, -0.3),
+             ("<s>", "a"): (-0.3, -0.05), ("b", "a"): (-0.25, -0.02), ("a", "b", "a"): (-0.01, 0)}
     ids = {w: i for i, w in enumerate(m.words)}
     model = {tuple(ids[w] for w in g): v for g, v in model.items()}
-    fs = m.full_scores([[ids["a"], ids["b"], ids["a"], ids["b"]]], log10=True)
-    full = [ids["a"], ids["b"], ids["a"], ids["b"]]
+    full = [ids[w] for w in ("a", "b", "a", "b", "b", "a")]
+    fs = m.full_scores([full], log10=True)
     want = [ref.backoff_logprob10(model, ([ids["<s>"]] + full)[max(0, i - 2):i], w, unk_id=ids["<unk>"])
             for i, w in enumerate(full, 1)]
-    np.testing.assert_allclose(fs.logprob, want, atol=1e-12)
-    assert fs.ngram_length.tolist() == [2, 1, 3, 1]
+    np.testing.assert_allclose(fs.logprob, want, atol=1e-12)  # (no </s> in the file: nothing appended)
+    assert fs.ngram_length.tolist() == [2, 1, 3, 1, 1, 2]
+    assert want[2] == pytest.approx(-0.01) and want[4] == pytest.approx(-0.6 - 0.3) and want[5] == -0.25
 
 
 # ------------------------------------------------------------------------------------- KenLM's anchors

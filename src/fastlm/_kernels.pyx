@@ -96,14 +96,14 @@ cdef extern from "fastlm.h" nogil:
     int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                    int64_t skip_last, uint64_t *keys, uint64_t *tmp)
-    void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table)
+    void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key)
     int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
                                  int64_t *rank, uint64_t *keys, uint64_t *tmp)
-    void fl_ngram_find(const uint64_t *keys, int log2cap, const int32_t *table, const uint64_t *queries,
+    void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries,
                        int64_t nq, int64_t *out)
     ctypedef struct fl_ngram_order:
-        const uint64_t *keys
         const int32_t *table
+        const uint64_t *slot_key
         int log2cap
         const double *prob
         const double *backoff
@@ -114,6 +114,8 @@ cdef extern from "fastlm.h" nogil:
         double alpha, vocab, unigram_total, unseen
         int64_t unk_index, unk_word
         fl_ngram_order t[64]
+    int64_t fl_arpa_lines(int k, int64_t m, const uint32_t *ids, const double *prob, const double *backoff,
+                          const uint8_t *real, const char *words, const int64_t *word_off, char *out, int64_t cap)
     int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
                        int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
                        int64_t *seq_unseen)
@@ -491,7 +493,7 @@ def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray
 
 
 def ngram_index(cnp.ndarray keys):
-    """(log2 capacity, int32 hash table) over distinct keys."""
+    """(log2 capacity, int32 slot table, uint64 slot keys): the hash index of distinct keys."""
     cdef int64_t m = keys.shape[0]
     if m >= 2**30:
         raise ValueError("more than 2^30 distinct n-grams of one order")
@@ -499,31 +501,61 @@ def ngram_index(cnp.ndarray keys):
     while (1 << log2cap) < 2 * m:
         log2cap += 1
     cdef cnp.ndarray table = np.empty(1 << log2cap, np.int32)
+    cdef cnp.ndarray slot_key = np.empty(1 << log2cap, np.uint64)
     cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
     with nogil:
-        fl_ngram_index(kp, m, log2cap, <int32_t *>cnp.PyArray_DATA(table))
-    return log2cap, table
+        fl_ngram_index(kp, m, log2cap, <int32_t *>cnp.PyArray_DATA(table), <uint64_t *>cnp.PyArray_DATA(slot_key))
+    return log2cap, table, slot_key
 
 
-def ngram_find(cnp.ndarray keys, int log2cap, cnp.ndarray table, cnp.ndarray queries):
-    """Indices of the queried keys in keys (-1 where absent)."""
-    if table.shape[0] != (1 << log2cap):
+def ngram_find(int log2cap, cnp.ndarray table, cnp.ndarray slot_key, cnp.ndarray queries):
+    """Indices of the queried keys in the indexed keys (-1 where absent)."""
+    if table.shape[0] != (1 << log2cap) or slot_key.shape[0] != (1 << log2cap):
         raise ValueError("internal: ngram_find arguments")
-    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
     cdef const int32_t *tp = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
+    cdef const uint64_t *sp = <const uint64_t *>_data(slot_key, cnp.NPY_UINT64, "slot_key")
     cdef const uint64_t *qp = <const uint64_t *>_data(queries, cnp.NPY_UINT64, "queries")
     cdef int64_t nq = queries.shape[0]
     cdef cnp.ndarray out = np.empty(max(nq, 1), np.int64)
     with nogil:
-        fl_ngram_find(kp, log2cap, tp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
+        fl_ngram_find(log2cap, tp, sp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
     return out[:nq]
+
+
+def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cnp.ndarray word_off):
+    """The ARPA lines (a memoryview of bytes) of one order: ids (m, k) uint32, prob (m,), backoff (m,) or None, real (m,)
+    bool or None; words: the UTF-8 words concatenated, word_off: their m + 1 offsets."""
+    cdef int64_t m = ids.shape[0]
+    cdef int k = ids.shape[1]
+    if ids.ndim != 2 or not ids.flags.c_contiguous or ids.dtype != np.uint32 or prob.shape[0] != m \
+            or (backoff is not None and backoff.shape[0] != m) or (real is not None and real.shape[0] != m):
+        raise ValueError("internal: arpa_lines arguments")
+    if m and int(ids.max()) + 1 >= word_off.shape[0]:
+        raise ValueError("internal: arpa_lines word id beyond the words")
+    wlen = np.diff(word_off)
+    cdef int64_t cap = 64 * m + 32 + (int(wlen[ids].sum()) + k * m if m else 0)
+    out = bytearray(cap)
+    cdef char *op = out
+    cdef const uint32_t *ip = <const uint32_t *>cnp.PyArray_DATA(ids) if m else <const uint32_t *>1
+    cdef const double *pp = <const double *>_data(prob, cnp.NPY_FLOAT64, "prob")
+    cdef const double *bp = NULL if backoff is None else <const double *>_data(backoff, cnp.NPY_FLOAT64, "backoff")
+    cdef const uint8_t *rp = NULL if real is None else <const uint8_t *>_data(real.view(np.uint8), cnp.NPY_UINT8,
+                                                                              "real")
+    cdef const char *wp = words
+    cdef const int64_t *op_ = <const int64_t *>_data(word_off, cnp.NPY_INT64, "word_off")
+    cdef int64_t n
+    with nogil:
+        n = fl_arpa_lines(k, m, ip, pp, bp, rp, wp, op_, op, cap)
+    if n < 0:
+        raise ValueError("internal: arpa_lines buffer")
+    return memoryview(out)[:n]
 
 
 def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigram_total, double unseen,
                 int64_t unk_index, int64_t unk_word, cnp.ndarray tokens, cnp.ndarray starts, int64_t skip,
                 bint per_token):
     """Scores every sequence of tokens (uint32) split at starts against the tables in `orders` (per order a
-    tuple keys, log2cap, table, prob, backoff, count, total; None where the model has none). Returns
+    tuple log2cap, table, slot_key, prob, backoff, count, total; None where the model has none). Returns
     (seq_logp, seq_unseen, logp, matched, unseen), the last three None unless per_token."""
     cdef fl_ngram_model m
     cdef int64_t nseq = _nseq(tokens, starts)
@@ -533,12 +565,12 @@ def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigr
     m.order, m.add_alpha, m.alpha, m.vocab, m.unigram_total, m.unseen = n, add_alpha, alpha, vocab, unigram_total, unseen
     m.unk_index, m.unk_word = unk_index, unk_word
     for k in range(n):
-        keys, log2cap, table, prob, backoff, count, total = orders[k]
-        if table.shape[0] != (1 << log2cap) or (add_alpha and (count is None or (k and total is None))) or \
+        log2cap, table, slot_key, prob, backoff, count, total = orders[k]
+        if table.shape[0] != (1 << log2cap) or slot_key.shape[0] != (1 << log2cap) or (add_alpha and (count is None or (k and total is None))) or \
                 (not add_alpha and (prob is None or (k < n - 1 and backoff is None))):
             raise ValueError("internal: ngram_score tables")
-        m.t[k].keys = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
         m.t[k].table = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
+        m.t[k].slot_key = <const uint64_t *>_data(slot_key, cnp.NPY_UINT64, "slot_key")
         m.t[k].log2cap = log2cap
         m.t[k].prob = NULL if prob is None else <const double *>_data(prob, cnp.NPY_FLOAT64, "prob")
         m.t[k].backoff = NULL if backoff is None else <const double *>_data(backoff, cnp.NPY_FLOAT64, "backoff")

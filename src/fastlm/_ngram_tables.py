@@ -55,28 +55,25 @@ class Index:
 
     def __init__(self, keys: np.ndarray) -> None:
         self.keys = keys
-        self._index: tuple[int, np.ndarray] | None = None
+        self._index: tuple[int, np.ndarray, np.ndarray] | None = None
 
-    def get(self) -> tuple[int, np.ndarray]:
+    def get(self) -> tuple[int, np.ndarray, np.ndarray]:
         if self._index is None:
             self._index = _kernels.ngram_index(self.keys)
         return self._index
 
     def find(self, queries: np.ndarray) -> np.ndarray:
         """Index of each query key, -1 where absent."""
-        log2cap, table = self.get()
-        return _kernels.ngram_find(self.keys, log2cap, table, np.ascontiguousarray(queries, np.uint64))
+        return _kernels.ngram_find(*self.get(), np.ascontiguousarray(queries, np.uint64))
 
     def c_order(self, **arrays: Any) -> tuple[Any, ...]:
         """The tuple ngram_score reads for this order."""
-        log2cap, table = self.get()
-        return (self.keys, log2cap, table, arrays.get("prob"), arrays.get("backoff"), arrays.get("count"),
-                arrays.get("total"))
+        return (*self.get(), arrays.get("prob"), arrays.get("backoff"), arrays.get("count"), arrays.get("total"))
 
 
-def ids_of(keys: list[np.ndarray], k: int) -> np.ndarray:
-    """The (M, k) uint32 ids of order k (keys[j] holds order j + 1)."""
-    kk = keys[k - 1]
+def ids_of(keys: list[np.ndarray], k: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
+    """The (M, k) uint32 ids of entries lo:hi of order k (keys[j] holds order j + 1)."""
+    kk = keys[k - 1][lo:hi]
     out = np.empty((kk.size, k), np.uint32)
     out[:, k - 1] = last(kk)
     p = parent(kk)
@@ -87,48 +84,60 @@ def ids_of(keys: list[np.ndarray], k: int) -> np.ndarray:
     return out
 
 
-def rank_keys(keys: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
-    """Rank keys of (M, k) id rows against orders 1..k-1 in keys (every prefix must be there)."""
+def rank_keys(keys: list[np.ndarray], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank keys of (M, k) id rows against orders 1..k-1 in keys, whether every prefix was found)."""
     k = rows.shape[1]
     r = np.zeros(rows.shape[0], np.uint64)
+    ok = np.ones(rows.shape[0], bool)
     for j in range(k - 1):
         q = (r << S32) | rows[:, j].astype(np.uint64)
         pos = np.searchsorted(keys[j], q)
-        if pos.size and not (np.all(pos < keys[j].size) and np.array_equal(keys[j][np.minimum(pos, keys[j].size - 1)],
-                                                                            q)):
-            raise ValueError("internal: a prefix is missing from the n-gram tables")
+        if keys[j].size:
+            ok &= (pos < keys[j].size) & (keys[j][np.minimum(pos, keys[j].size - 1)] == q)
+        else:
+            ok[:] = False
         r = pos.astype(np.uint64)
-    return (r << S32) | rows[:, k - 1].astype(np.uint64)
+    return (r << S32) | rows[:, k - 1].astype(np.uint64), ok
 
 
-def from_rows(rows: list[np.ndarray], values: list[np.ndarray], fill: Any = 0) -> tuple[list[np.ndarray],
-                                                                                        list[np.ndarray]]:
-    """Rank tables from per order k an (M_k, k) id array and per-row values (repeated rows summed).
-    Missing prefixes are added with value `fill` (an ARPA without some contexts, old count files)."""
+class Duplicate(ValueError):
+    """build(): order k holds row `row` twice."""
+
+    def __init__(self, k: int, row: int) -> None:
+        super().__init__(f"order {k} repeats an n-gram (row {row})")
+        self.k, self.row = k, row
+
+
+def build(rows: list[np.ndarray], values: list[np.ndarray], fill: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Rank tables from per order k an (M_k, k) array of distinct id rows and per-row values (sorted with
+    them). A prefix missing from the order below is added there with value `fill` (an ARPA file without
+    some contexts). Duplicate rows raise Duplicate."""
     n = len(rows)
-    rows = list(rows)
-    values = list(values)
-    for k in range(n, 1, -1):  # close under prefixes, top down
-        pre = rows[k - 1][:, : k - 1]
-        if pre.size == 0:
-            continue
-        have = rows[k - 2]
-        both = np.concatenate([have, pre])
-        uniq = np.unique(both, axis=0)
-        if uniq.shape[0] > np.unique(have, axis=0).shape[0]:
-            known = {tuple(r) for r in have.tolist()}
-            extra = np.array([r for r in uniq.tolist() if tuple(r) not in known], np.uint32).reshape(-1, k - 1)
-            rows[k - 2] = np.concatenate([have, extra])
-            values[k - 2] = np.concatenate([values[k - 2], np.full(extra.shape[0], fill, values[k - 2].dtype)])
+    rows, values = list(rows), list(values)
     keys: list[np.ndarray] = []
-    out: list[np.ndarray] = []
-    for k in range(1, n + 1):
-        kk = rank_keys(keys, rows[k - 1].astype(np.uint32)) if rows[k - 1].size else np.zeros(0, np.uint64)
+    vals: list[np.ndarray] = []
+    k = 1
+    while k <= n:
+        if k == 1:
+            kk = rows[0][:, 0].astype(np.uint64)
+        else:
+            kk, ok = rank_keys(keys, rows[k - 1])
+            if not ok.all():  # add the missing prefixes to order k-1 and build it again
+                missing = np.unique(rows[k - 1][~ok][:, : k - 1], axis=0)
+                rows[k - 2] = np.concatenate([rows[k - 2], missing])
+                values[k - 2] = np.concatenate([values[k - 2], np.full(missing.shape[0], fill, values[k - 2].dtype)])
+                del keys[k - 2:], vals[k - 2:]
+                k -= 1
+                continue
         order = np.argsort(kk, kind="stable")
-        u, v = group_sum(kk[order], values[k - 1][order])
-        keys.append(u)
-        out.append(v)
-    return keys, out
+        kk = kk[order]
+        dup = kk[1:] == kk[:-1]
+        if dup.any():
+            raise Duplicate(k, int(order[int(np.argmax(dup)) + 1]))
+        keys.append(kk)
+        vals.append(values[k - 1][order])
+        k += 1
+    return keys, vals
 
 
 def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: bool | None = None
@@ -180,7 +189,7 @@ def merge(a: tuple[list[np.ndarray], list[np.ndarray]], b: tuple[list[np.ndarray
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for k in range(1, n + 1):
-        kk = np.concatenate([rank_keys(keys, ids_of(t[0], k)) for t in (a, b)])
+        kk = np.concatenate([rank_keys(keys, ids_of(t[0], k))[0] for t in (a, b)])
         cc = np.concatenate([a[1][k - 1], b[1][k - 1]])
         o = np.argsort(kk, kind="stable")
         u, c = group_sum(kk[o], cc[o])

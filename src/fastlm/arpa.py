@@ -9,16 +9,18 @@ probabilities and log10 backoffs, and the words; KenLM's query rule gives
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import re
+from itertools import chain, repeat
 from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
-from ._ngram_tables import Index, from_rows, ids_of
+from ._ngram_tables import Duplicate, Index, build, ids_of
 
 __all__ = ["ArpaLM", "SequenceScores", "TokenScores"]
 
@@ -39,6 +41,54 @@ class TokenScores(NamedTuple):
     ngram_length: NDArray[np.int32]
     oov: NDArray[np.bool_]
     offsets: NDArray[np.int64]
+
+
+def gather(sequences: Any, vocab: Any, check: Any, name_of: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """(all ids as one int64 array, length of each sequence) of a list of str (through vocab, in bulk) or id
+    sequences (each checked: integer dtype, 1-D; then check(flat, name) with errors naming the sequence)."""
+    from .ngram import _ids  # the id checks of the count models
+
+    seqs = sequences if isinstance(sequences, list) else list(sequences)
+    name_of = name_of or (lambda s: f"sequences[{s}]")
+    if seqs and all(isinstance(q, (str, bytes)) for q in seqs):
+        if vocab is None:
+            raise TypeError(f"{name_of(0)} is text but the model has no vocab: pass token ids")
+        return vocab.encode_many(seqs)
+    arrays = []
+    for s, q in enumerate(seqs):
+        if isinstance(q, (str, bytes)):
+            if vocab is None:
+                raise TypeError(f"{name_of(s)} is text but the model has no vocab: pass token ids")
+            arrays.append(np.asarray(vocab.encode(q), np.int64))
+        else:
+            arrays.append(_ids(q, name_of(s)))
+    lengths = np.fromiter(map(len, arrays), np.int64, len(arrays))
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+    if check is not None and flat.size:
+        try:
+            check(flat, "x")
+        except ValueError:  # name the sequence and position
+            for s, q in enumerate(arrays):
+                check(q, name_of(s))
+            raise
+    return flat.astype(np.int64, copy=False), lengths
+
+
+def layout(flat: np.ndarray, lengths: np.ndarray, pad: list[int], eos: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences (flat ids split by lengths) with the pad ids before and eos after each, as one uint32
+    array and the starts of each padded sequence."""
+    p, e = len(pad), int(eos is not None)
+    starts = np.zeros(lengths.size + 1, np.int64)
+    np.cumsum(lengths + p + e, out=starts[1:])
+    tokens = np.empty(int(starts[-1]), np.uint32)
+    first = starts[:-1]
+    for j, v in enumerate(pad):
+        tokens[first + j] = v
+    if eos is not None:
+        tokens[starts[1:] - 1] = eos
+    body = np.repeat(first + p - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(flat.size)
+    tokens[body] = flat
+    return tokens, starts
 
 
 class Scoring:
@@ -65,46 +115,28 @@ class Scoring:
 
     # ------------------------------------------------------------------ inputs
     def _encode(self, seq: Any, name: str) -> np.ndarray:
-        if isinstance(seq, str):
-            if self.vocab is None:
-                raise TypeError(f"{name} is a str but this model has no vocabulary: pass token ids")
-            return np.asarray(self.vocab.encode(seq), np.int64)
-        from .ngram import _ids  # the id checks of the count models
-
-        a = _ids(seq, name)
-        self._check_ids(a, name)
-        return a
+        flat, _ = gather([seq], self.vocab, None, name_of=lambda s: name)
+        self._check_ids(flat, name)
+        return flat
 
     def _flat(self, sequences: Any, offsets: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """(padded uint32 tokens, starts) of many sequences: a list of str / id sequences, or a flat id
         array with offsets (offsets[s]:offsets[s+1] is sequence s)."""
         from ._arrays import int_array
 
-        pad, eos = self._padding()
         if offsets is not None:
             flat = self._encode(sequences, "tokens")
             off = int_array(offsets, "offsets").reshape(-1)
             if off.size == 0 or off[0] != 0 or off[-1] != flat.size or np.any(np.diff(off) < 0):
                 raise ValueError(f"offsets must run from 0 to len(tokens) = {flat.size}, non-decreasing; got "
                                  f"{off[:4].tolist()}...{off[-2:].tolist() if off.size else []}")
-            seqs = [flat[off[s]:off[s + 1]] for s in range(off.size - 1)]
+            lengths = np.diff(off)
         else:
             if isinstance(sequences, (str, bytes)) or (isinstance(sequences, np.ndarray) and sequences.ndim == 1):
                 raise TypeError("sequences must be a list of sequences (use score() for one)")
-            seqs = [self._encode(s, f"sequences[{i}]") for i, s in enumerate(sequences)]
-        lengths = np.array([a.size + len(pad) + (eos is not None) for a in seqs], np.int64)
-        starts = np.zeros(len(seqs) + 1, np.int64)
-        np.cumsum(lengths, out=starts[1:])
-        tokens = np.empty(int(starts[-1]), np.uint32)
-        body = np.ones(tokens.size, bool)
-        for s, a in enumerate(seqs):  # (one slice assignment per sequence; the scoring itself is one C call)
-            lo, hi = int(starts[s]), int(starts[s + 1])
-            tokens[lo:lo + len(pad)] = pad
-            body[lo:lo + len(pad)] = False
-            tokens[lo + len(pad):hi - (eos is not None)] = a
-            if eos is not None:
-                tokens[hi - 1] = eos
-        return tokens, starts
+            flat, lengths = gather(sequences, self.vocab, self._check_ids)
+        pad, eos = self._padding()
+        return layout(flat, lengths, pad, eos)
 
     def _run(self, tokens: np.ndarray, starts: np.ndarray, per_token: bool) -> tuple[Any, ...]:
         return self._score(tokens, starts, len(self._padding()[0]), per_token)
@@ -178,10 +210,6 @@ class Scoring:
         return self._unit(lp, log10)
 
 
-def _fmt(x: float) -> str:
-    return "%.8g" % x
-
-
 _HEADER = re.compile(r"^ngram\s+(\d+)\s*=\s*(\d+)\s*$")
 _SECTION = re.compile(r"^\\(\d+)-grams:\s*$")
 
@@ -247,28 +275,26 @@ class ArpaLM(Scoring):
 
     def to_arpa(self, path: str | os.PathLike[str]) -> None:
         """Write a standard ARPA file: \\data\\ counts, then per order `log10 p<TAB>words[<TAB>log10 backoff]`
-        (the backoff column omitted at the top order), lexicographic by word id, 8 significant digits (as lmplz)."""
+        (no backoff column at the top order), lexicographic by word id, numbers with 8 significant digits
+        (as lmplz; csrc/README.md, "ARPA files"); the lines are formatted in C."""
         n = self.order
-        words = np.array(self.words, dtype=object)
-        with open(path, "w", encoding="utf-8", newline="\n") as f:
-            f.write("\\data\\\n")
-            for k, c in enumerate(self.counts(), 1):
-                f.write(f"ngram {k}={c}\n")
+        data = [w.encode("utf-8") for w in self.words]
+        words = b"".join(data)
+        off = np.zeros(len(data) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=off[1:])
+        with open(path, "wb") as f:
+            f.write(b"\\data\\\n" + "".join(f"ngram {k}={c}\n" for k, c in enumerate(self.counts(), 1)).encode())
             for k in range(1, n + 1):
-                f.write(f"\n\\{k}-grams:\n")
-                ids = ids_of(self.keys, k)
-                real = ~np.isnan(self.prob[k - 1])
-                text = words[ids[real]]
-                names = text[:, 0] if k == 1 else np.array([" ".join(r) for r in text.tolist()], dtype=object)
-                probs = self.prob[k - 1][real]
-                if k < n:
-                    bo = self.backoff[k - 1][real]
-                    lines = [f"{_fmt(p)}\t{w}\t{_fmt(b)}\n" for p, w, b in zip(probs.tolist(), names.tolist(),
-                                                                                 bo.tolist())]
-                else:
-                    lines = [f"{_fmt(p)}\t{w}\n" for p, w in zip(probs.tolist(), names.tolist())]
-                f.writelines(lines)
-            f.write("\n\\end\\\n")
+                f.write(f"\n\\{k}-grams:\n".encode())
+                prob = self.prob[k - 1]
+                real = ~np.isnan(prob)
+                for lo in range(0, prob.size, 1 << 20):  # in blocks: the text of one block at a time
+                    hi = min(prob.size, lo + (1 << 20))
+                    r = real[lo:hi]
+                    f.write(_kernels.arpa_lines(ids_of(self.keys, k, lo, hi), prob[lo:hi],
+                                                self.backoff[k - 1][lo:hi] if k < n else None,
+                                                None if r.all() else r, words, off))
+            f.write(b"\n\\end\\\n")
 
     @classmethod
     def from_arpa(cls, path: str | os.PathLike[str]) -> ArpaLM:
@@ -282,7 +308,13 @@ class ArpaLM(Scoring):
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: not UTF-8 text ({e})") from None
         lines = text.splitlines()
-        return _parse(lines, str(path))
+        collect = gc.isenabled()
+        gc.disable()  # millions of short-lived lists: the collector's passes would cost more than the parse
+        try:
+            return _parse(lines, str(path))
+        finally:
+            if collect:
+                gc.enable()
 
 
 def _parse(lines: list[str], name: str) -> ArpaLM:
@@ -312,6 +344,7 @@ def _parse(lines: list[str], name: str) -> ArpaLM:
     rows: list[np.ndarray] = []
     probs: list[np.ndarray] = []
     backs: list[np.ndarray] = []
+    first_line: list[int] = []
     for k in range(1, n + 1):
         while i < len(lines) and not lines[i].strip():
             i += 1
@@ -320,38 +353,14 @@ def _parse(lines: list[str], name: str) -> ArpaLM:
             raise bad(min(i, len(lines) - 1), f"expected the \\{k}-grams: section")
         i += 1
         size = declared[k - 1]
-        ids = np.empty((size, k), np.uint32)
-        p = np.empty(size, np.float64)
-        b = np.zeros(size, np.float64)
-        for j in range(size):
-            if i >= len(lines) or not lines[i].strip():
-                raise bad(min(i, len(lines) - 1), f"the \\{k}-grams: section has {j} entries; the header declares "
-                                                  f"{size}")
-            parts = lines[i].split()
-            if len(parts) not in (k + 1, k + 2) or (k == n and len(parts) != k + 1):
-                raise bad(i, f"expected log10p, {k} word(s){', [backoff]' if k < n else ''}; got {lines[i]!r}")
-            try:
-                p[j] = float(parts[0])
-                if len(parts) == k + 2:
-                    b[j] = float(parts[-1])
-            except ValueError:
-                raise bad(i, f"not a number in {lines[i]!r}") from None
-            if not (p[j] <= 0 and b[j] < math.inf):  # -inf (log10 0) is allowed, as lmplz writes it
-                raise bad(i, f"log10 probability must be <= 0 and the backoff a number below +inf, got {lines[i]!r}")
-            for c, w in enumerate(parts[1:k + 1]):
-                wid = words.get(w)
-                if wid is None:
-                    if k > 1:
-                        raise bad(i, f"word {w!r} has no unigram")
-                    wid = words[w] = len(word_list)
-                    word_list.append(w)
-                ids[j, c] = wid
-            i += 1
+        try:
+            ids, p, b = _section_fast(lines[i:i + size], k, k == n, size, words, word_list)
+        except (ValueError, KeyError, IndexError):
+            ids, p, b = _section_checked(lines, i, k, n, size, words, word_list, bad)
+        first_line.append(i)
+        i += size
         if i < len(lines) and lines[i].strip() and not lines[i].strip().startswith("\\"):
             raise bad(i, f"the \\{k}-grams: section has more entries than the {size} the header declares")
-        uniq = np.unique(ids, axis=0).shape[0] if size else 0
-        if uniq != size:
-            raise bad(i - 1, f"the \\{k}-grams: section repeats an n-gram")
         rows.append(ids)
         probs.append(p)
         backs.append(b)
@@ -362,7 +371,10 @@ def _parse(lines: list[str], name: str) -> ArpaLM:
     # Build rank tables; contexts missing from the file become entries with no probability (NaN) and
     # backoff 0, so lookups pass through them (KenLM does the same).
     idx = [np.arange(r.shape[0], dtype=np.float64) for r in rows]
-    keys, where = from_rows(rows, idx, fill=np.nan)
+    try:
+        keys, where = build(rows, idx, fill=np.nan)
+    except Duplicate as e:
+        raise bad(first_line[e.k - 1] + e.row, f"the \\{e.k}-grams: section repeats an n-gram") from None
     prob = []
     back = []
     for k in range(n):
@@ -376,3 +388,71 @@ def _parse(lines: list[str], name: str) -> ArpaLM:
         back.append(bk)
     return ArpaLM(word_list, keys, prob, back)
 
+
+
+def _section_fast(body: list[str], k: int, top: bool, size: int, words: dict[str, int],
+                  word_list: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One section in bulk: (ids (size, k), log10 p, log10 backoff). Any irregularity raises, and the
+    caller reads the section line by line for the error message."""
+    if len(body) != size:
+        raise ValueError
+    rows = [line.split() for line in body]
+    widths = set(map(len, rows))
+    if not widths <= ({k + 1} if top else {k + 1, k + 2}):
+        raise ValueError
+    p = np.array([r[0] for r in rows], np.float64)
+    b = np.array([r[k + 1] for r in rows] if widths == {k + 2} else
+                 [r[k + 1] if len(r) == k + 2 else "0" for r in rows], np.float64) if not top else np.zeros(size)
+    if not (np.all(p <= 0) and np.all(b < math.inf)):
+        raise ValueError
+    if k == 1:
+        names = [r[1] for r in rows]
+        start = len(word_list)
+        words.update(zip(names, range(start, start + size)))
+        word_list.extend(names)
+        if len(words) != len(word_list):
+            raise ValueError  # a repeated unigram: the line-by-line reader names it
+        return np.arange(start, start + size, dtype=np.uint32)[:, None], p, b
+    flat = np.fromiter(map(words.get, chain.from_iterable(r[1:k + 1] for r in rows), repeat(-1)), np.int64,
+                       size * k)
+    if flat.size and flat.min() < 0:
+        raise ValueError
+    return flat.astype(np.uint32).reshape(size, k), p, b
+
+
+def _section_checked(lines: list[str], i: int, k: int, n: int, size: int, words: dict[str, int],
+                     word_list: list[str], bad: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One section line by line, every error naming its line."""
+    if k == 1:  # the bulk reader may have added some words
+        words.clear()
+        word_list.clear()
+    ids = np.empty((size, k), np.uint32)
+    p = np.empty(size, np.float64)
+    b = np.zeros(size, np.float64)
+    for j in range(size):
+        if i >= len(lines) or not lines[i].strip():
+            raise bad(min(i, len(lines) - 1), f"the \\{k}-grams: section has {j} entries; the header declares "
+                                              f"{size}")
+        parts = lines[i].split()
+        if len(parts) not in (k + 1, k + 2) or (k == n and len(parts) != k + 1):
+            raise bad(i, f"expected log10p, {k} word(s){', [backoff]' if k < n else ''}; got {lines[i]!r}")
+        try:
+            p[j] = float(parts[0])
+            if len(parts) == k + 2:
+                b[j] = float(parts[-1])
+        except ValueError:
+            raise bad(i, f"not a number in {lines[i]!r}") from None
+        if not (p[j] <= 0 and b[j] < math.inf):  # -inf (log10 0) is allowed, as lmplz writes it
+            raise bad(i, f"log10 probability must be <= 0 and the backoff a number below +inf, got {lines[i]!r}")
+        for c, w in enumerate(parts[1:k + 1]):
+            wid = words.get(w)
+            if wid is None:
+                if k > 1:
+                    raise bad(i, f"word {w!r} has no unigram")
+                wid = words[w] = len(word_list)
+                word_list.append(w)
+            elif k == 1:
+                raise bad(i, "the \\1-grams: section repeats an n-gram")
+            ids[j, c] = wid
+        i += 1
+    return ids, p, b

@@ -66,6 +66,19 @@ def _show(args) -> bool:
     return args.progress or (sys.stderr.isatty() and (_size(args.files) or 0) > (1 << 20))
 
 
+def _read(lines: Iterator[bytes], args) -> list[bytes]:
+    """All lines, with a progress bar over the bytes read (counting is then one C call)."""
+    bar = _progress(_size(args.files), "reading", "B", _show(args))
+    out = []
+    for line in lines:
+        out.append(line)
+        if bar:
+            bar.update(len(line) + 1)
+    if bar:
+        bar.close()
+    return out
+
+
 def cmd_fit(args) -> int:
     from . import ngram
 
@@ -73,7 +86,7 @@ def cmd_fit(args) -> int:
         raise ValueError("give -o/--output (fastlm model) or --arpa (ARPA file), or both")
     smoothing = SMOOTHING[args.smoothing]
     if args.unit == "words":
-        texts = [line.decode("utf-8", errors="replace") for line in _lines(args.files)]
+        texts = [line.decode("utf-8", errors="replace") for line in _read(_lines(args.files), args)]
         vocab: Any = ngram.WordVocab.build(texts, min_count=args.min_count)
         lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=len(vocab), bos_id=vocab.BOS,
                            eos_id=vocab.EOS, unk_id=vocab.UNK, discount_fallback=args.discount_fallback, vocab=vocab)
@@ -85,20 +98,7 @@ def cmd_fit(args) -> int:
                            vocab=vocab)
         source = _lines(args.files)
     lm.metadata = {"unit": args.unit}
-    bar = _progress(_size(args.files) if args.unit == "bytes" else None, "counting", "B" if args.unit == "bytes"
-                    else "line", _show(args))
-    batch: list[Any] = []
-    for item in source:
-        batch.append(item)
-        if len(batch) == 100_000:
-            lm.update(batch)
-            if bar:
-                bar.update(sum(len(b) + 1 for b in batch) if args.unit == "bytes" else len(batch))
-            batch = []
-    lm.update(batch)
-    if bar:
-        bar.update(sum(len(b) + 1 for b in batch) if args.unit == "bytes" else len(batch))
-        bar.close()
+    lm.fit(source if isinstance(source, list) else _read(source, args))
     if args.output:
         lm.save(args.output)
     if args.arpa:
@@ -106,7 +106,8 @@ def cmd_fit(args) -> int:
     where = " and ".join(p for p in (args.output, args.arpa) if p)
     print(f"{where}: order {lm.order}, {smoothing}{'' if smoothing == 'kneser-ney' else f' alpha {lm.alpha:g}'}, "
           f"|V| {lm.vocab_size}, unit {args.unit}, n-grams " +
-          ", ".join(f"{k}: {c}" for k, c in enumerate(lm.num_ngrams(), 1)))
+          ", ".join(f"{k}: {c}" for k, c in enumerate(
+              lm.backoff_model().counts() if smoothing == "kneser-ney" else lm.num_ngrams(), 1)))
     return 0
 
 

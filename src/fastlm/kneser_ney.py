@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ._ngram_tables import S32, last, parent
+from ._ngram_tables import S32, Index, last, parent
 
 FALLBACK = (0.5, 1.0, 1.5)
 
@@ -78,7 +78,7 @@ def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: in
             q = w
         else:
             q = (suf[k - 1][par[k]].astype(np.uint64) << S32) | w
-        suf[k] = np.searchsorted(keys[k - 1], q)
+        suf[k] = Index(keys[k - 1]).find(q)  # (hash probes: a binary search costs a cache miss per step)
     # adjusted counts
     adj = []
     for k in range(n):

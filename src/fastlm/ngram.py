@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections import Counter
 from collections.abc import Iterable
+from itertools import chain, repeat
 from typing import Any, NoReturn, SupportsInt
 
 import numpy as np
@@ -23,7 +24,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _ngram_tables as tables
 from . import kneser_ney
 from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
-from .arpa import ArpaLM, Scoring, SequenceScores, TokenScores
+from .arpa import ArpaLM, Scoring, SequenceScores, TokenScores, gather, layout
 
 __all__ = ["count_ngrams", "NgramLM", "ArpaLM", "byte_tokens", "WordVocab", "ByteVocab", "SequenceScores",
            "TokenScores", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB", "MAX_ORDER"]
@@ -171,31 +172,11 @@ class NgramLM(Scoring):
         if isinstance(sequences, (str, bytes)) or (
                 isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu"):
             raise TypeError("sequences must be an iterable of sequences (wrap a single sequence in a list)")
-        pad = self.order - 1 if self.bos_id is not None else 0
-        end = 1 if self.eos_id is not None else 0
-        seqs = []
-        max_id = self.max_id
         limit = ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given
-        for s, seq in enumerate(sequences):
-            if isinstance(seq, (str, bytes)):
-                if self.vocab is None:
-                    raise TypeError(f"sequences[{s}] is text but the model has no vocab: pass token ids")
-                a = np.asarray(self.vocab.encode(seq), np.int64)
-            else:
-                a = _ids(seq, f"sequences[{s}]")
-            _check_range(a, limit, f"sequences[{s}]")
-            if a.size:
-                max_id = max(max_id, int(a.max()))
-            seqs.append(a)
-        lengths = np.array([a.size + pad + end for a in seqs], np.int64)
-        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tokens = np.empty(int(starts[-1]), np.uint32)
-        for a, lo, hi in zip(seqs, starts[:-1], starts[1:]):
-            tokens[lo:lo + pad] = self.bos_id if pad else 0
-            tokens[lo + pad:hi - end] = a
-            if end:
-                tokens[hi - 1] = self.eos_id
-        return tokens, starts, max_id
+        flat, lengths = gather(sequences, self.vocab, lambda a, name: _check_range(a, limit, name))
+        pad = [self.bos_id] * (self.order - 1) if self.bos_id is not None else []
+        tokens, starts = layout(flat, lengths, pad, self.eos_id)
+        return tokens, starts, max(self.max_id, int(flat.max()) if flat.size else -1)
 
     def fit(self, sequences: Iterable[Any]) -> NgramLM:
         """Count every order 1..n over `sequences` (an iterable of 1-D int arrays or lists, or of str with a
@@ -534,6 +515,12 @@ class ByteVocab:
     def encode(self, text: str | bytes) -> NDArray[np.int64]:
         return byte_tokens(text)
 
+    def encode_many(self, texts: list[str | bytes]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(all ids, length of each text) in one pass."""
+        data = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
+        return (np.frombuffer(b"".join(data), np.uint8).astype(np.int64),
+                np.fromiter(map(len, data), np.int64, len(data)))
+
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
 
@@ -553,11 +540,12 @@ class WordVocab:
     def __init__(self, words: Iterable[str]) -> None:
         self.words = list(words)
         self.ids = {w: i for i, w in enumerate(self.words)}
+        self._skip: dict[str, int] | None = None
 
     @classmethod
     def build(cls, texts: Iterable[str], min_count: int = 1) -> WordVocab:
         min_count = integer(min_count, "min_count", lambda v: v >= 1, ">= 1")
-        c = Counter(w for t in texts for w in t.split())
+        c = Counter(chain.from_iterable(t.split() for t in texts))
         for special in ("<unk>", "<s>", "</s>"):
             c.pop(special, None)  # lmplz reads them as whitespace
         kept = sorted((w for w, n in c.items() if n >= min_count), key=lambda w: (-c[w], w))
@@ -567,9 +555,28 @@ class WordVocab:
         return len(self.words)
 
     def encode(self, text: str) -> NDArray[np.int64]:
-        get, unk = self.ids.get, self.UNK
-        specials = ("<s>", "</s>", "<unk>")
-        return np.array([get(w, unk) for w in text.split() if w not in specials], np.int64)
+        return self.encode_many([text])[0]
+
+    def encode_many(self, texts: list[str | bytes]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(all ids, length of each text) in one pass; <s>, </s> and <unk> in the text are whitespace
+        (lmplz --skip_symbols), other unknown words UNK."""
+        split = [(t.decode("utf-8", errors="replace") if isinstance(t, bytes) else t).split() for t in texts]
+        lengths = np.fromiter(map(len, split), np.int64, len(split))
+        lookup = self._lookup()
+        flat = np.fromiter(map(lookup.get, chain.from_iterable(split), repeat(self.UNK)), np.int64,
+                           int(lengths.sum()))
+        drop = flat < 0
+        if drop.any():
+            lengths = lengths - np.bincount(np.repeat(np.arange(lengths.size), lengths)[drop], minlength=lengths.size)
+            flat = flat[~drop]
+        return flat, lengths
+
+    def _lookup(self) -> dict[str, int]:
+        if self._skip is None:
+            self._skip = dict(self.ids)
+            for special in ("<s>", "</s>", "<unk>"):
+                self._skip[special] = -1
+        return self._skip
 
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return " ".join(self.words[int(i)] for i in ids)

@@ -676,20 +676,20 @@ def kneser_ney(sequences: Iterable[Iterable[SupportsInt]], order: int, *, vocab_
 def backoff_logprob10(model: dict[tuple[int, ...], tuple[float, float]], context: Iterable[SupportsInt],
                       word: int, *, unk_id: int | None = None, unseen: float = -100.0) -> float:
     """log10 p(word | context) of a backoff model {n-gram: (log10 p, log10 backoff)} by KenLM's rule: the
-    longest n-gram of context + word present gives p, each longer context present adds its backoff; a
-    word with no unigram is unk_id's (or `unseen`)."""
+    n-grams ending in word are looked for from the unigram up, stopping at the first one absent; the
+    longest found gives p, and each context longer than it that is present adds its backoff; a word with
+    no unigram is unk_id's (or gets `unseen`)."""
     w = int(word)
     if (w,) not in model and unk_id is not None and (unk_id,) in model:
         w = unk_id
     h = tuple(int(v) for v in context)
-    total = 0.0
-    while True:
-        if h + (w,) in model:
-            return total + model[h + (w,)][0]
-        if not h:
-            return total + unseen
-        total += model[h][1] if h in model else 0.0
-        h = h[1:]
+    L = 0
+    while L <= len(h) and (h[len(h) - L:] + (w,)) in model:
+        L += 1
+    lp = model[h[len(h) - L + 1:] + (w,)][0] if L else unseen
+    for m in range(max(L, 1), len(h) + 1):  # the contexts of length L .. len(h)
+        lp += model.get(h[len(h) - m:], (0.0, 0.0))[1]
+    return lp
 
 
 def word_perplexity(total_logprob: ArrayLike, n_words: ArrayLike) -> float:
