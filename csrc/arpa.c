@@ -25,21 +25,25 @@ static int printf_g8(double x, char *out) {
 
 static int format_g8(double x, char *out) {
     const double a = fabs(x);
-    if (!(a >= 1e-4 && a < 1e8)) return printf_g8(x, out); /* zero, tiny, huge, inf, NaN */
-    int e = (int)floor(log10(a)); /* the decimal exponent, corrected where log10 rounds across a power */
-    e = e < -4 ? -4 : e > 7 ? 7 : e;
-    while (e < 7 && a >= EXP10[e + 5]) e++;
-    while (e > -4 && a < EXP10[e + 4]) e--;
+    if (a == 0.0) { /* log10 1: the most common backoff */
+        int n = 0;
+        if (signbit(x)) out[n++] = '-';
+        out[n++] = '0';
+        return n;
+    }
+    if (!(a >= 1e-4 && a < 1e8)) return printf_g8(x, out); /* tiny, huge, inf, NaN */
+    int e = -4; /* the decimal exponent: EXP10[e + 4] <= a < EXP10[e + 5] */
+    while (a >= EXP10[e + 5]) e++;
     int d = 7 - e; /* decimals: 0 .. 11 */
     double scaled = a * P10[d];
     if (fabs(scaled - floor(scaled) - 0.5) < 1e-6) return printf_g8(x, out); /* a near-half: exact rounding */
-    uint64_t v = (uint64_t)llround(scaled);
+    uint64_t v = (uint64_t)(scaled + 0.5);
     if (v >= 100000000u) { /* rounding carried into a 9th digit: one decimal less, or %g's exponent form */
         if (d == 0) return printf_g8(x, out);
         d--;
         scaled = a * P10[d];
         if (fabs(scaled - floor(scaled) - 0.5) < 1e-6) return printf_g8(x, out);
-        v = (uint64_t)llround(scaled);
+        v = (uint64_t)(scaled + 0.5);
     }
     char *p = out;
     if (x < 0) *p++ = '-';

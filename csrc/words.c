@@ -1,0 +1,173 @@
+/* words.c: whitespace-separated words of UTF-8 text to ids (csrc/README.md, "Words").
+ *
+ * A word is a maximal run of bytes other than the ASCII spaces " \t\n\r\v\f" (KenLM's separators). The
+ * table maps each distinct word (its bytes) to an id through an open-addressing hash (FNV-1a of the
+ * bytes, linear probing, load <= 1/2) and keeps the words' bytes, offsets and occurrence counts. Text is
+ * given as one buffer with the byte offsets of its items (sequences); each item's words become its ids.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fastlm.h"
+
+struct fl_words {
+    char *bytes;            /* the words, back to back */
+    int64_t nbytes, capbytes;
+    int64_t *off;           /* word w is bytes[off[w] .. off[w+1]) */
+    int64_t *count;         /* occurrences seen by fl_words_encode with grow */
+    int64_t *id;            /* the id a word encodes to (fl_words_set_id), initially its index */
+    int64_t n, capn;
+    int64_t *slot;          /* word index or -1 */
+    uint64_t *slot_hash;
+    int log2cap;
+};
+
+static uint64_t hash_bytes(const char *p, int64_t len) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (int64_t i = 0; i < len; i++) h = (h ^ (uint8_t)p[i]) * 0x100000001b3ULL;
+    return h ^ (h >> 29);
+}
+
+static int rehash(fl_words *v, int log2cap) {
+    int64_t *slot = malloc(sizeof *slot << log2cap);
+    uint64_t *sh = malloc(sizeof *sh << log2cap);
+    if (!slot || !sh) {
+        free(slot);
+        free(sh);
+        return -1;
+    }
+    memset(slot, 0xff, sizeof *slot << log2cap);
+    const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
+    for (int64_t w = 0; w < v->n; w++) {
+        const uint64_t h = hash_bytes(v->bytes + v->off[w], v->off[w + 1] - v->off[w]);
+        uint64_t s = h & mask;
+        while (slot[s] >= 0) s = (s + 1) & mask;
+        slot[s] = w;
+        sh[s] = h;
+    }
+    free(v->slot);
+    free(v->slot_hash);
+    v->slot = slot;
+    v->slot_hash = sh;
+    v->log2cap = log2cap;
+    return 0;
+}
+
+fl_words *fl_words_new(void) {
+    fl_words *v = calloc(1, sizeof *v);
+    if (!v) return NULL;
+    v->capn = 1024;
+    v->capbytes = 1 << 16;
+    v->bytes = malloc((size_t)v->capbytes);
+    v->off = malloc(sizeof *v->off * (size_t)(v->capn + 1));
+    v->count = malloc(sizeof *v->count * (size_t)v->capn);
+    v->id = malloc(sizeof *v->id * (size_t)v->capn);
+    if (!v->bytes || !v->off || !v->count || !v->id || rehash(v, 11)) {
+        fl_words_free(v);
+        return NULL;
+    }
+    v->off[0] = 0;
+    return v;
+}
+
+void fl_words_free(fl_words *v) {
+    if (!v) return;
+    free(v->bytes);
+    free(v->off);
+    free(v->count);
+    free(v->id);
+    free(v->slot);
+    free(v->slot_hash);
+    free(v);
+}
+
+/* The index of word p[0..len), added when absent and grow is set; -1 when absent (or out of memory, -2). */
+static int64_t lookup(fl_words *v, const char *p, int64_t len, int grow) {
+    const uint64_t h = hash_bytes(p, len), mask = ((uint64_t)1 << v->log2cap) - 1;
+    uint64_t s = h & mask;
+    for (int64_t w; (w = v->slot[s]) >= 0; s = (s + 1) & mask)
+        if (v->slot_hash[s] == h && v->off[w + 1] - v->off[w] == len && !memcmp(v->bytes + v->off[w], p, (size_t)len))
+            return w;
+    if (!grow) return -1;
+    if (v->n + 1 > v->capn) {
+        const int64_t cap = 2 * v->capn;
+        int64_t *off = realloc(v->off, sizeof *off * (size_t)(cap + 1));
+        if (off) v->off = off;
+        int64_t *count = realloc(v->count, sizeof *count * (size_t)cap);
+        if (count) v->count = count;
+        int64_t *id = realloc(v->id, sizeof *id * (size_t)cap);
+        if (id) v->id = id;
+        if (!off || !count || !id) return -2;
+        v->capn = cap;
+    }
+    if (v->nbytes + len > v->capbytes) {
+        int64_t cap = 2 * v->capbytes;
+        while (cap < v->nbytes + len) cap *= 2;
+        char *b = realloc(v->bytes, (size_t)cap);
+        if (!b) return -2;
+        v->bytes = b;
+        v->capbytes = cap;
+    }
+    const int64_t w = v->n++;
+    memcpy(v->bytes + v->nbytes, p, (size_t)len);
+    v->nbytes += len;
+    v->off[w + 1] = v->nbytes;
+    v->count[w] = 0;
+    v->id[w] = w;
+    v->slot[s] = w;
+    v->slot_hash[s] = h;
+    if (2 * v->n > ((int64_t)1 << v->log2cap) && rehash(v, v->log2cap + 1)) return -2;
+    return w;
+}
+
+static inline int is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* The words of items text[item_off[j] .. item_off[j+1]), j < nitems: ids[] gets each word's id (words
+ * whose id is negative are left out), lengths[j] the number written for item j. A word not in the table is
+ * added (grow; its count incremented with every occurrence) or gets `unknown`. ids needs room for one id
+ * per word: at most (item_off[nitems] + 1) / 2 + nitems. Returns the number of ids, or -2 out of memory. */
+int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
+                        int64_t unknown, int64_t *ids, int64_t *lengths) {
+    int64_t n = 0;
+    for (int64_t j = 0; j < nitems; j++) {
+        const int64_t before = n;
+        int64_t i = item_off[j];
+        const int64_t end = item_off[j + 1];
+        while (i < end) {
+            while (i < end && is_space(text[i])) i++;
+            const int64_t start = i;
+            while (i < end && !is_space(text[i])) i++;
+            if (i == start) break;
+            const int64_t w = lookup(v, text + start, i - start, grow);
+            if (w == -2) return -2;
+            if (w >= 0 && grow) v->count[w]++;
+            const int64_t id = w >= 0 ? v->id[w] : unknown;
+            if (id >= 0) ids[n++] = id;
+        }
+        lengths[j] = n - before;
+    }
+    return n;
+}
+
+/* Adds words (bytes[off[i] .. off[i+1]), i < n) in order; returns 0, -2 out of memory. */
+int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (lookup(v, bytes + off[i], off[i + 1] - off[i], 1) == -2) return -2;
+    return 0;
+}
+
+int64_t fl_words_size(const fl_words *v) { return v->n; }
+
+/* The table's words (bytes, or NULL to ask the offsets first; n + 1 offsets) and counts, into caller arrays. */
+void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count) {
+    if (bytes) memcpy(bytes, v->bytes, (size_t)v->nbytes);
+    memcpy(off, v->off, sizeof *off * (size_t)(v->n + 1));
+    memcpy(count, v->count, sizeof *count * (size_t)v->n);
+}
+
+/* id[w] = ids[w] for every word w of the table (negative: left out of encodings). */
+void fl_words_set_ids(fl_words *v, const int64_t *ids) {
+    memcpy(v->id, ids, sizeof *ids * (size_t)v->n);
+}
