@@ -115,6 +115,8 @@ cdef extern from "fastlm.h" nogil:
         double alpha, vocab, unigram_total, unseen
         int64_t unk_index, unk_word
         fl_ngram_order t[64]
+    void fl_kn_order(const uint64_t *keys, int ctx_shift, const int64_t *a, int64_t m, const double d[4],
+                     const int64_t *suffix, const double *lower, double lower_uniform, double *p, double *gamma)
     ctypedef struct fl_words:
         pass
     fl_words *fl_words_new()
@@ -533,6 +535,33 @@ def ngram_find(int log2cap, cnp.ndarray table, cnp.ndarray slot_key, cnp.ndarray
     return out[:nq]
 
 
+def kn_order(cnp.ndarray keys, bint unigrams, cnp.ndarray a, d, suffix, lower, double lower_uniform,
+             int64_t contexts):
+    """(p per entry, gamma per context) of one order of modified Kneser-Ney (csrc/kneser_ney.c)."""
+    cdef int64_t m = keys.shape[0]
+    if a.shape[0] != m or (lower is not None and (suffix is None or suffix.shape[0] != m)) or contexts < 1:
+        raise ValueError("internal: kn_order arguments")
+    if m and not unigrams and int(keys[m - 1] >> np.uint64(32)) >= contexts:
+        raise ValueError("internal: kn_order contexts")
+    cdef double dd[4]
+    for i in range(4):
+        dd[i] = d[i]
+    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    cdef const int64_t *ap = <const int64_t *>_data(a, cnp.NPY_INT64, "a")
+    cdef const int64_t *sp = NULL if suffix is None else <const int64_t *>_data(suffix, cnp.NPY_INT64, "suffix")
+    cdef const double *lp = NULL if lower is None else <const double *>_data(lower, cnp.NPY_FLOAT64, "lower")
+    if lower is not None and m and (int(suffix.min()) < 0 or int(suffix.max()) >= lower.shape[0]):
+        raise ValueError("internal: kn_order suffix")
+    p = np.empty(max(m, 1), np.float64)
+    gamma = np.zeros(contexts, np.float64)
+    cdef double *pp = <double *>cnp.PyArray_DATA(p)
+    cdef double *gp = <double *>cnp.PyArray_DATA(gamma)
+    cdef int shift = 0 if unigrams else 32
+    with nogil:
+        fl_kn_order(kp, shift, ap, m, dd, sp, lp, lower_uniform, pp, gp)
+    return p[:m], gamma
+
+
 cdef void _words_free(object capsule) noexcept:
     fl_words_free(<fl_words *>PyCapsule_GetPointer(capsule, "fastlm.words"))
 
@@ -619,8 +648,8 @@ def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cn
     if m and int(ids.max()) + 1 >= word_off.shape[0]:
         raise ValueError("internal: arpa_lines word id beyond the words")
     cdef int64_t cap = 64 * m + 32 + (int(np.diff(word_off).max(initial=0)) + 1) * k * m
-    out = bytearray(cap)
-    cdef char *op = out
+    cdef cnp.ndarray out = np.empty(cap, np.uint8)  # (not zero-filled)
+    cdef char *op = <char *>cnp.PyArray_DATA(out)
     cdef const uint32_t *ip = <const uint32_t *>cnp.PyArray_DATA(ids) if m else <const uint32_t *>1
     cdef const double *pp = <const double *>_data(prob, cnp.NPY_FLOAT64, "prob")
     cdef const double *bp = NULL if backoff is None else <const double *>_data(backoff, cnp.NPY_FLOAT64, "backoff")
@@ -633,7 +662,7 @@ def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cn
         n = fl_arpa_lines(k, m, ip, pp, bp, rp, wp, op_, op, cap)
     if n < 0:
         raise ValueError("internal: arpa_lines buffer")
-    return memoryview(out)[:n]
+    return memoryview(out[:n])
 
 
 def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigram_total, double unseen,

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _kernels
 from ._ngram_tables import S32, Index, last, parent
 
 FALLBACK = (0.5, 1.0, 1.5)
@@ -95,22 +96,14 @@ def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: in
     probs: list[np.ndarray] = []
     gammas: list[np.ndarray] = []  # gamma of each context of order k, indexed by the context's index
     V = vocab_size - (1 if bos is not None else 0)
-    for k in range(n):
-        a = adj[k]
-        d = np.array((0.0,) + disc[k])[np.minimum(a, 3)]
-        groups = np.zeros(a.size, np.int64) if k == 0 else par[k]
-        m = 1 if k == 0 else keys[k - 1].size
-        den = np.bincount(groups, a, minlength=m)
-        num = np.bincount(groups, d * (a > 0), minlength=m)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            gamma = np.where(den > 0, num / den, 0.0)
-            u = np.where(den[groups] > 0, (a - d) / den[groups], 0.0)
+    for k in range(n):  # steps 4 and 5, one order at a time in C
+        d = (0.0, disc[k][0], disc[k][1], disc[k][2])
         if k == 0:
-            p = u + gamma[0] / V
+            p, gamma = _kernels.kn_order(keys[0], True, adj[0], d, None, None, 1.0 / V, 1)
             if bos is not None:
                 p[ids1 == bos] = 1.0
         else:
-            p = u + gamma[groups] * probs[k - 1][suf[k]]
+            p, gamma = _kernels.kn_order(keys[k], False, adj[k], d, suf[k], probs[k - 1], 0.0, keys[k - 1].size)
         probs.append(p)
         gammas.append(gamma)
     # backoffs: gamma of the n-grams that are contexts, 1 otherwise (and for those ending in UNK or EOS)
