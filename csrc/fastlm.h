@@ -229,7 +229,7 @@ int64_t fl_arpa_lines(int k, int64_t m, const uint32_t *ids, const double *prob,
                       const uint8_t *real, const char *words, const int64_t *word_off, char *out, int64_t cap);
 int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
                    int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
-                   int64_t *seq_unseen);
+                   int64_t *seq_unseen, int num_threads);
 
 #ifdef __cplusplus
 }

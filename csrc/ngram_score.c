@@ -28,6 +28,7 @@
 #include "fastlm.h"
 
 #define STREAMS 16
+#define FL_NGRAM_PARALLEL_MIN (1 << 15) /* tokens: below, one thread */
 
 typedef struct {
     int64_t seq, seq_end; /* current sequence; one past the stream's last */
@@ -90,23 +91,25 @@ static void enter(stream *st, const int64_t *starts, int n, double *seq_logp, in
     for (int k = 0; k < n; k++) st->prev[k] = -1;
 }
 
-/* Scores tokens[starts[s] + skip .. starts[s+1]) of every sequence s (the first `skip` are context only).
- * logp/matched/unseen (per token of tokens, NULL to skip; positions not scored get 0) and seq_logp /
- * seq_unseen (per sequence). Returns 0, or -1 without memory. */
-int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
-                   int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
-                   int64_t *seq_unseen) {
+/* The first sequence of part g of `parts` with about equal tokens among sequences [lo, hi). */
+static int64_t split(const int64_t *starts, int64_t lo, int64_t hi, int g, int parts) {
+    const int64_t t0 = starts[lo], target = t0 + (starts[hi] - t0) * g / parts;
+    int64_t s = lo;
+    while (s < hi && starts[s] < target) s++;
+    return g >= parts ? hi : s;
+}
+
+/* Sequences [s_lo, s_hi) in STREAMS lockstep groups (one thread). */
+static int score_range(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t s_lo,
+                       int64_t s_hi, int64_t skip, double *logp, int32_t *matched, uint8_t *unseen,
+                       double *seq_logp, int64_t *seq_unseen) {
     const int n = m->order;
     int64_t *mem = malloc(2 * STREAMS * (size_t)n * sizeof *mem);
     if (!mem) return -1;
     stream st[STREAMS];
     int live = 0;
-    const int64_t total = starts[nseq];
-    int64_t s = 0;
-    for (int g = 0; g < STREAMS; g++) { /* contiguous groups of about total / STREAMS tokens */
-        const int64_t lo = s;
-        while (s < nseq && starts[s] < (total * (g + 1)) / STREAMS) s++;
-        if (g == STREAMS - 1) s = nseq;
+    for (int g = 0; g < STREAMS; g++) { /* contiguous groups of about equal tokens */
+        const int64_t lo = split(starts, s_lo, s_hi, g, STREAMS), s = split(starts, s_lo, s_hi, g + 1, STREAMS);
         stream *q = &st[live];
         q->seq = lo;
         q->seq_end = s;
@@ -193,4 +196,20 @@ int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_
     }
     free(mem);
     return 0;
+}
+
+/* Scores tokens[starts[s] + skip .. starts[s+1]) of every sequence s (the first `skip` are context only).
+ * logp/matched/unseen (per token of tokens, NULL to skip; positions not scored get 0) and seq_logp /
+ * seq_unseen (per sequence). num_threads threads take contiguous shares of the sequences (the results do
+ * not depend on it). Returns 0, or -1 without memory. */
+int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
+                   int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
+                   int64_t *seq_unseen, int num_threads) {
+    const int nt = num_threads > 1 && starts[nseq] >= FL_NGRAM_PARALLEL_MIN ? num_threads : 1;
+    int rc = 0;
+#pragma omp parallel for num_threads(nt) schedule(static) reduction(| : rc) if (nt > 1)
+    for (int t = 0; t < nt; t++)
+        rc |= score_range(m, tokens, starts, split(starts, 0, nseq, t, nt), split(starts, 0, nseq, t + 1, nt), skip,
+                          logp, matched, unseen, seq_logp, seq_unseen);
+    return rc ? -1 : 0;
 }

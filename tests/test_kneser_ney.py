@@ -332,3 +332,81 @@ def test_arpa_numbers_are_printf_g8():
     out = _kernels.arpa_lines(np.zeros((x.size, 1), np.uint32), x, x[::-1].copy(), None, b"w",
                               np.array([0, 1], np.int64)).tobytes().decode().splitlines()
     assert out == ["%.8g\tw\t%.8g" % (a, b) for a, b in zip(x, x[::-1])]
+
+
+def _fastlm(*args, stdin=None):
+    """The installed `fastlm` command: (exit status, stdout, stderr)."""
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "fastlm.cli", *args], input=stdin, capture_output=True)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def test_cli_kenlm_workflow(tmp_path):
+    """fit --smoothing kn writes a model and an ARPA file; eval reads either (stdin with -, CRLF lines)
+    with OOV counts and per-sentence output; generate continues a prompt; --version; defaults in --help."""
+    text = tmp_path / "t.txt"
+    lines = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the mat and the log",
+             "the cat ate the fish", "a dog ate a bone", "a bird sat", "the bird ate"] * 3
+    text.write_text("\n".join(lines) + "\n")
+    rc, out, err = _fastlm("ngram", "fit", str(text), "--order", "3", "--discount-fallback", "--arpa",
+                           str(tmp_path / "m.arpa"), "-o", str(tmp_path / "m.bin"))
+    assert rc == 0, err
+    assert "kneser-ney" in out and (tmp_path / "m.arpa").read_text().startswith("\\data\\")
+    held = "the cat sat on the zebra\r\nthe dog ate\r\n"
+    rc1, out1, _ = _fastlm("ngram", "eval", str(tmp_path / "m.bin"), "-", "--per-sentence", stdin=held.encode())
+    rc2, out2, _ = _fastlm("ngram", "eval", str(tmp_path / "m.arpa"), "-", "--per-sentence", stdin=held.encode())
+    assert rc1 == rc2 == 0
+    assert "oov             1" in out1 and "sentences       2" in out1
+    lm = ng.NgramLM.load(tmp_path / "m.bin")
+    s = lm.score_batch(["the cat sat on the zebra", "the dog ate"], log10=True)
+    rows = [line.split("\t") for line in out1.splitlines()[:2]]
+    np.testing.assert_allclose([float(r[0]) for r in rows], s.logprob, atol=1e-6)
+    assert [r[3] for r in rows] == ["the cat sat on the zebra", "the dog ate"]  # the \r is gone
+    ppl = [line for line in out1.splitlines() if line.startswith("perplexity")]
+    assert ppl == [line for line in out2.splitlines() if line.startswith("perplexity")]
+    rc, out, _ = _fastlm("ngram", "generate", str(tmp_path / "m.bin"), "--prompt", "the cat", "-n", "8", "--seed", "1")
+    assert rc == 0 and out.startswith("the cat")
+    rc, out, _ = _fastlm("--version")
+    assert rc == 0 and out.startswith("fastlm ")
+    rc, out, _ = _fastlm("ngram", "fit", "--help")
+    assert rc == 0 and "(default: 3)" in out and "(default: kn)" in out
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["ngram", "eval", "missing.bin", "x.txt"], "missing.bin: No such file"),
+    (["ngram", "eval", "BAD", "x.txt"], "not an ARPA file"),
+    (["ngram", "fit", "x.txt", "--order", "99", "-o", "m.bin"], "order = 99"),
+    (["ngram", "fit", "x.txt"], "give -o/--output"),
+    (["ngram", "fit", "x.txt", "--order", "2", "--smoothing", "add-alpha", "--arpa", "m.arpa"], "not a backoff model"),
+    (["ngram", "fit", "x.txt", "--order", "2", "-o", "m.bin"], "discount_fallback"),
+])
+def test_cli_user_errors_are_one_line(tmp_path, args, needle, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.txt").write_text("a b c\na b\n")
+    (tmp_path / "BAD").write_text("hello\n")
+    rc, out, err = _fastlm(*args)
+    assert rc == 2, (out, err)
+    assert err.count("\n") == 1 and err.startswith("fastlm: error:") and needle in err, err
+    rc, _, err = _fastlm("ngram", "fit", "--no-such-flag")
+    assert rc == 2 and "Traceback" not in err
+
+
+def test_scoring_threads_give_identical_results():
+    """Threads take contiguous shares of the sequences: every output is bitwise the same for 1 and 2."""
+    import fastlm
+
+    rng = np.random.default_rng(11)
+    seqs = corpus(rng, n=400)
+    test = corpus(np.random.default_rng(12), n=6000, V=12)  # > 2^15 tokens: the parallel path
+    for lm in (kn_model(seqs, 4), ng.NgramLM(3, alpha=0.5, vocab_size=15, bos_id=1, eos_id=2).fit(seqs)):
+        out = []
+        for nt in (1, 2):
+            previous = fastlm.get_num_threads()
+            fastlm.set_num_threads(nt)
+            try:
+                out.append((lm.score_batch(test), lm.full_scores(test)))
+            finally:
+                fastlm.set_num_threads(previous)
+        for a, b in zip(out[0][0] + out[0][1], out[1][0] + out[1][1]):
+            np.testing.assert_array_equal(a, b)

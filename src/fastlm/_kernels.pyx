@@ -131,7 +131,7 @@ cdef extern from "fastlm.h" nogil:
                           const uint8_t *real, const char *words, const int64_t *word_off, char *out, int64_t cap)
     int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
                        int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
-                       int64_t *seq_unseen)
+                       int64_t *seq_unseen, int num_threads)
     int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
                          int64_t *out_token, double *out_score, fl_decode *d)
     int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
@@ -667,7 +667,7 @@ def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cn
 
 def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigram_total, double unseen,
                 int64_t unk_index, int64_t unk_word, cnp.ndarray tokens, cnp.ndarray starts, int64_t skip,
-                bint per_token):
+                bint per_token, int num_threads):
     """Scores every sequence of tokens (uint32) split at starts against the tables in `orders` (per order a
     tuple log2cap, table, slot_key, prob, backoff, count, total; None where the model has none). Returns
     (seq_logp, seq_unseen, logp, matched, unseen), the last three None unless per_token."""
@@ -705,7 +705,7 @@ def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigr
     cdef int64_t *sup = <int64_t *>cnp.PyArray_DATA(seq_unseen)
     cdef int rc
     with nogil:
-        rc = fl_ngram_score(&m, tp, sp, nseq, skip, lp, mp, up, slp, sup)
+        rc = fl_ngram_score(&m, tp, sp, nseq, skip, lp, mp, up, slp, sup, num_threads)
     if rc:
         raise MemoryError("fastlm: n-gram scoring")
     if per_token:

@@ -155,12 +155,22 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
             keys.append(u)
             counts.append(c)
         return keys, counts
-    # the top order's keys, then each lower order as their prefixes plus the last window of each sequence
+    # the top order's keys, then each lower order as their prefixes plus the last window of each sequence;
+    # the parent of every key of order k + 1 is the run of its prefix, moved past the inserted last windows
     packed: list[Any] = [None] * order
+    parents: list[Any] = [None] * order
     packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, [order], bits, -1)[order]
     lengths = np.diff(starts)
     for k in range(order - 1, 0, -1):
-        pk, pc = group_sum(packed[k][0] >> np.uint64(bits), packed[k][1])
+        upper = packed[k][0] >> np.uint64(bits)
+        if upper.size == 0:
+            packed[k - 1], parents[k] = (upper, packed[k][1][:0]), np.zeros(0, np.int64)
+            first = np.zeros(0, np.int64)
+        else:
+            first = np.flatnonzero(np.concatenate([[True], upper[1:] != upper[:-1]]))
+        pk, pc = upper[first], np.add.reduceat(packed[k][1], first) if first.size else packed[k][1][:0]
+        runs = np.diff(np.append(first, upper.size))
+        new = np.zeros(0, np.uint64)
         ends = starts[1:][lengths >= k]
         if ends.size:  # few (one per sequence): added in place, new keys inserted
             lk, lc = np.unique(pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), bits),
@@ -170,17 +180,16 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
             hit[hit] = pk[pos[hit]] == lk[hit]
             pc = pc.copy()
             np.add.at(pc, pos[hit], lc[hit])
-            pk = np.insert(pk, pos[~hit], lk[~hit])
+            new = lk[~hit]
+            pk = np.insert(pk, pos[~hit], new)
             pc = np.insert(pc, pos[~hit], lc[~hit])
+        run_at = np.arange(first.size) + np.searchsorted(new, upper[first]) if new.size else np.arange(first.size)
+        parents[k] = np.repeat(run_at, runs)
         packed[k - 1] = (pk, pc)
     mask = np.uint64((1 << bits) - 1)
     for k in range(1, order + 1):
         pk, pc = packed[k - 1]
-        if k == 1:
-            keys.append(pk)
-        else:
-            par = np.searchsorted(packed[k - 2][0], pk >> np.uint64(bits)).astype(np.uint64)
-            keys.append((par << S32) | (pk & mask))
+        keys.append(pk if k == 1 else (parents[k - 1].astype(np.uint64) << S32) | (pk & mask))
         counts.append(pc)
     return keys, counts
 

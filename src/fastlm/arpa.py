@@ -20,6 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
+from ._config import resolve_threads
 from ._ngram_tables import Duplicate, Index, build, ids_of
 
 __all__ = ["ArpaLM", "SequenceScores", "TokenScores"]
@@ -80,24 +81,30 @@ def layout(flat: np.ndarray, lengths: np.ndarray, pad: list[int], eos: int | Non
     p, e = len(pad), int(eos is not None)
     starts = np.zeros(lengths.size + 1, np.int64)
     np.cumsum(lengths + p + e, out=starts[1:])
+    if p == 0 and e == 0:
+        return flat.astype(np.uint32), starts
     tokens = np.empty(int(starts[-1]), np.uint32)
+    body = np.ones(tokens.size, bool)
     first = starts[:-1]
     for j, v in enumerate(pad):
         tokens[first + j] = v
+        body[first + j] = False
     if eos is not None:
         tokens[starts[1:] - 1] = eos
-    body = np.repeat(first + p - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) + np.arange(flat.size)
+        body[starts[1:] - 1] = False
     tokens[body] = flat
     return tokens, starts
 
 
 class Scoring:
-    """Scoring shared by the n-gram models. A subclass provides `order`, `vocab` (or None), `_padding()`
+    """Scoring shared by the n-gram models (threads: fastlm.get_num_threads(), or the attribute num_threads
+    when set; results do not depend on it). A subclass provides `order`, `vocab` (or None), `_padding()`
     -> (left pad ids, eos id or None), `_c_args()` -> the model arguments of _kernels.ngram_score, and
     `_check_ids(a, name)`."""
 
     order: int
     vocab: Any
+    num_threads: int | None = None
 
     def _padding(self) -> tuple[list[int], int | None]:
         raise NotImplementedError
@@ -111,7 +118,7 @@ class Scoring:
     def _score(self, tokens: np.ndarray, starts: np.ndarray, skip: int, per_token: bool) -> tuple[Any, ...]:
         orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk = self._c_args()
         return _kernels.ngram_score(orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk, tokens, starts,
-                                    skip, per_token)
+                                    skip, per_token, resolve_threads(self.num_threads))
 
     # ------------------------------------------------------------------ inputs
     def _encode(self, seq: Any, name: str) -> np.ndarray:
