@@ -220,6 +220,8 @@ void fl_words_free(fl_words *v);
 int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n);
 int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
                         int64_t unknown, int64_t *ids, int64_t *lengths);
+int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems,
+                               int64_t unknown, int64_t *ids, int64_t *lengths, int num_threads);
 int64_t fl_words_size(const fl_words *v);
 void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count);
 void fl_words_set_ids(fl_words *v, const int64_t *ids);

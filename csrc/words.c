@@ -10,6 +10,8 @@
 #include <string.h>
 #include "fastlm.h"
 
+#define FL_WORDS_PARALLEL_MIN (1 << 16) /* bytes of text: below, one thread */
+
 struct fl_words {
     char *bytes;            /* the words, back to back */
     int64_t nbytes, capbytes;
@@ -147,6 +149,34 @@ int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, 
             if (id >= 0) ids[n++] = id;
         }
         lengths[j] = n - before;
+    }
+    return n;
+}
+
+/* fl_words_encode without growing the table (so threads can share it), over num_threads contiguous
+ * shares of the items; the ids come out in item order as one call would write them. */
+int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems,
+                               int64_t unknown, int64_t *ids, int64_t *lengths, int num_threads) {
+    const int want = num_threads < 64 ? num_threads : 64;
+    const int nt = want > 1 && item_off[nitems] >= FL_WORDS_PARALLEL_MIN && nitems >= want ? want : 1;
+    int64_t first[65], base[65], done[64];
+    for (int t = 0; t <= nt; t++) { /* item shares of about equal bytes, and where each writes its ids */
+        const int64_t target = item_off[nitems] / nt * t;
+        int64_t j = t ? first[t - 1] : 0;
+        while (t && t < nt && j < nitems && item_off[j] < target) j++;
+        first[t] = t == nt ? nitems : j;
+        base[t] = t ? base[t - 1] + (item_off[first[t]] - item_off[first[t - 1]] + 1) / 2 + (first[t] - first[t - 1])
+                    : 0;
+    }
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int t = 0; t < nt; t++)
+        done[t] = fl_words_encode(v, text, item_off + first[t], first[t + 1] - first[t], 0, unknown, ids + base[t],
+                                  lengths + first[t]);
+    int64_t n = 0;
+    for (int t = 0; t < nt; t++) { /* the shares' ids back to back */
+        if (done[t] < 0) return done[t];
+        memmove(ids + n, ids + base[t], sizeof *ids * (size_t)done[t]);
+        n += done[t];
     }
     return n;
 }

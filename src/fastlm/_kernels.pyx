@@ -124,6 +124,8 @@ cdef extern from "fastlm.h" nogil:
     int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n)
     int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
                             int64_t unknown, int64_t *ids, int64_t *lengths)
+    int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems,
+                                   int64_t unknown, int64_t *ids, int64_t *lengths, int num_threads)
     int64_t fl_words_size(const fl_words *v)
     void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count)
     void fl_words_set_ids(fl_words *v, const int64_t *ids)
@@ -597,19 +599,25 @@ def words_add(table, list words):
         raise MemoryError("fastlm: word table")
 
 
-def words_encode(table, bytes text, cnp.ndarray item_off, bint grow, int64_t unknown):
-    """(ids int64, words per item int64) of the items text[item_off[j]:item_off[j+1]]."""
+def words_encode(table, bytes text, cnp.ndarray item_off, bint grow, int64_t unknown, int num_threads=1):
+    """(ids int64, words per item int64) of the items text[item_off[j]:item_off[j+1]]; without grow, on
+    num_threads threads."""
     cdef fl_words *v = _words(table)
     cdef int64_t nitems = item_off.shape[0] - 1
     if nitems < 0 or item_off[0] != 0 or item_off[nitems] != len(text) or np.any(np.diff(item_off) < 0):
         raise ValueError("internal: words_encode offsets")
-    cdef cnp.ndarray ids = np.empty((len(text) + 1) // 2 + nitems + 1, np.int64)
+    cdef cnp.ndarray ids = np.empty((len(text) + 1) // 2 + nitems + 65, np.int64)
     cdef cnp.ndarray lengths = np.empty(max(nitems, 1), np.int64)
     cdef const char *tp = text
     cdef int64_t n
     with nogil:
-        n = fl_words_encode(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, grow, unknown,
-                            <int64_t *>cnp.PyArray_DATA(ids), <int64_t *>cnp.PyArray_DATA(lengths))
+        if grow:
+            n = fl_words_encode(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, grow, unknown,
+                                <int64_t *>cnp.PyArray_DATA(ids), <int64_t *>cnp.PyArray_DATA(lengths))
+        else:
+            n = fl_words_encode_frozen(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, unknown,
+                                       <int64_t *>cnp.PyArray_DATA(ids), <int64_t *>cnp.PyArray_DATA(lengths),
+                                       num_threads)
     if n < 0:
         raise MemoryError("fastlm: word table")
     return ids[:n].copy(), lengths[:nitems]

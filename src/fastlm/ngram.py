@@ -22,6 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _kernels
 from . import _ngram_tables as tables
 from . import kneser_ney
+from ._config import resolve_threads
 from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
 from .arpa import ArpaLM, Scoring, SequenceScores, TokenScores, gather, layout
 
@@ -594,7 +595,7 @@ class WordVocab:
             _kernels.words_set_ids(table, ids)
             self._table = table
         buf, off = _joined(texts)
-        return _kernels.words_encode(self._table, buf, off, False, self.UNK)
+        return _kernels.words_encode(self._table, buf, off, False, self.UNK, resolve_threads(None))
 
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return " ".join(self.words[int(i)] for i in ids)
