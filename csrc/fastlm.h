@@ -187,6 +187,8 @@ int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, in
                                int64_t skip_last, uint64_t *keys, uint64_t *tmp);
 int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
                              uint64_t *keys, uint64_t *tmp);
+int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
+                          int64_t *prefix_count, uint64_t *rank);
 void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key);
 void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries, int64_t nq,
                    int64_t *out);

@@ -226,3 +226,22 @@ int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int6
     free(pos);
     return m;
 }
+
+/* One step down from packed keys of order k + 1 (sorted keys[0..m) of ids below 2^bits, with counts):
+ * their distinct prefixes key >> bits with the summed counts (returned: how many), and each key's rank
+ * key run << 32 | last id, run being the index of its prefix among the distinct ones. */
+int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
+                          int64_t *prefix_count, uint64_t *rank) {
+    const uint64_t low = ((uint64_t)1 << bits) - 1;
+    int64_t r = -1;
+    for (int64_t i = 0; i < m; i++) {
+        const uint64_t p = keys[i] >> bits;
+        if (r < 0 || prefix[r] != p) {
+            prefix[++r] = p;
+            prefix_count[r] = 0;
+        }
+        prefix_count[r] += counts[i];
+        rank[i] = (uint64_t)r << 32 | (keys[i] & low);
+    }
+    return r + 1;
+}

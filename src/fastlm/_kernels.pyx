@@ -97,6 +97,8 @@ cdef extern from "fastlm.h" nogil:
     int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                    int64_t skip_last, uint64_t *keys, uint64_t *tmp)
+    int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
+                              int64_t *prefix_count, uint64_t *rank)
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key)
     int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
                                  int64_t *rank, uint64_t *keys, uint64_t *tmp)
@@ -505,6 +507,23 @@ def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray
     if m < 0:
         raise MemoryError("fastlm: n-gram counting")
     return keys[:m].copy(), tmp[:m].view(np.int64).copy()
+
+
+def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
+    """(distinct prefixes key >> bits, their summed counts, rank keys run << 32 | last id) of sorted packed keys."""
+    cdef int64_t m = keys.shape[0]
+    if counts.shape[0] != m or not 1 <= bits <= 32:
+        raise ValueError("internal: ngram_prefixes arguments")
+    cdef cnp.ndarray prefix = np.empty(max(m, 1), np.uint64)
+    cdef cnp.ndarray total = np.empty(max(m, 1), np.int64)
+    cdef cnp.ndarray rank = np.empty(max(m, 1), np.uint64)
+    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    cdef const int64_t *cp = <const int64_t *>_data(counts, cnp.NPY_INT64, "counts")
+    cdef int64_t r
+    with nogil:
+        r = fl_ngram_prefixes(kp, cp, m, bits, <uint64_t *>cnp.PyArray_DATA(prefix), <int64_t *>cnp.PyArray_DATA(total),
+                              <uint64_t *>cnp.PyArray_DATA(rank))
+    return prefix[:r].copy(), total[:r].copy(), rank[:m]
 
 
 def ngram_index(cnp.ndarray keys):

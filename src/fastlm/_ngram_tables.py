@@ -158,19 +158,11 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
     # the top order's keys, then each lower order as their prefixes plus the last window of each sequence;
     # the parent of every key of order k + 1 is the run of its prefix, moved past the inserted last windows
     packed: list[Any] = [None] * order
-    parents: list[Any] = [None] * order
+    ranked: list[Any] = [None] * order
     packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, [order], bits, -1)[order]
     lengths = np.diff(starts)
     for k in range(order - 1, 0, -1):
-        upper = packed[k][0] >> np.uint64(bits)
-        if upper.size == 0:
-            packed[k - 1], parents[k] = (upper, packed[k][1][:0]), np.zeros(0, np.int64)
-            first = np.zeros(0, np.int64)
-        else:
-            first = np.flatnonzero(np.concatenate([[True], upper[1:] != upper[:-1]]))
-        pk, pc = upper[first], np.add.reduceat(packed[k][1], first) if first.size else packed[k][1][:0]
-        runs = np.diff(np.append(first, upper.size))
-        new = np.zeros(0, np.uint64)
+        pk, pc, ranked[k] = _kernels.ngram_prefixes(packed[k][0], packed[k][1], bits)
         ends = starts[1:][lengths >= k]
         if ends.size:  # few (one per sequence): added in place, new keys inserted
             lk, lc = np.unique(pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), bits),
@@ -178,19 +170,17 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
             pos = np.searchsorted(pk, lk)
             hit = pos < pk.size
             hit[hit] = pk[pos[hit]] == lk[hit]
-            pc = pc.copy()
             np.add.at(pc, pos[hit], lc[hit])
             new = lk[~hit]
-            pk = np.insert(pk, pos[~hit], new)
-            pc = np.insert(pc, pos[~hit], lc[~hit])
-        run_at = np.arange(first.size) + np.searchsorted(new, upper[first]) if new.size else np.arange(first.size)
-        parents[k] = np.repeat(run_at, runs)
+            if new.size:  # runs after an inserted key move up
+                run = parent(ranked[k])
+                ranked[k] = ((run + np.searchsorted(new, pk)[run]).astype(np.uint64) << S32) | (ranked[k] & LOW)
+                pk = np.insert(pk, pos[~hit], new)
+                pc = np.insert(pc, pos[~hit], lc[~hit])
         packed[k - 1] = (pk, pc)
-    mask = np.uint64((1 << bits) - 1)
     for k in range(1, order + 1):
-        pk, pc = packed[k - 1]
-        keys.append(pk if k == 1 else (parents[k - 1].astype(np.uint64) << S32) | (pk & mask))
-        counts.append(pc)
+        keys.append(packed[0][0] if k == 1 else ranked[k - 1])
+        counts.append(packed[k - 1][1])
     return keys, counts
 
 

@@ -115,6 +115,11 @@ class Scoring:
     def _check_ids(self, a: np.ndarray, name: str) -> None:
         raise NotImplementedError
 
+    def _query(self, w: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+        """The kernel's log of w after each context row h (already cut to n-1), where a model has a faster
+        path than scoring each row as a sequence; None otherwise."""
+        return None
+
     def _score(self, tokens: np.ndarray, starts: np.ndarray, skip: int, per_token: bool) -> tuple[Any, ...]:
         orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk = self._c_args()
         return _kernels.ngram_score(orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk, tokens, starts,
@@ -211,6 +216,9 @@ class Scoring:
         self._check_ids(w, "tokens")
         self._check_ids(h.reshape(-1).astype(np.int64), "contexts")
         c = min(h.shape[1], self.order - 1)
+        fast = self._query(w, h[:, h.shape[1] - c:])
+        if fast is not None:
+            return self._unit(fast, log10)
         rows = np.concatenate([h[:, h.shape[1] - c:].astype(np.uint32), w[:, None].astype(np.uint32)], axis=1)
         starts = np.arange(0, rows.size + 1, c + 1, dtype=np.int64)
         lp, *_ = self._score(rows.reshape(-1), starts, c, False)

@@ -309,6 +309,30 @@ class NgramLM(Scoring):
                                 -1, -1)
         return self._cache["c"]
 
+    def _query(self, w: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+        """Add-alpha: the n-gram h w and its context h found along their prefixes (one probe per id), then
+        ln (c(h w) + a) - ln (c(h) + a |V|)."""
+        if self.smoothing != "add-alpha":
+            return None
+        orders = self._c_args()[0]
+        c = h.shape[1]
+        r = np.zeros(w.size, np.uint64)
+        ok = np.ones(w.size, bool)
+        for j in range(c):
+            idx = self._index(j).find((r << tables.S32) | h[:, j].astype(np.uint64))
+            ok &= idx >= 0
+            r = np.where(idx >= 0, idx, 0).astype(np.uint64)
+        full = self._index(c).find((r << tables.S32) | w.astype(np.uint64))
+        full[~ok] = -1
+        def at(values: np.ndarray, i: np.ndarray, found: np.ndarray) -> np.ndarray:
+            out = np.zeros(i.size, np.float64)
+            out[found] = values[i[found]]
+            return out
+
+        chw = at(self._counts[c], full, full >= 0)
+        ch = np.full(w.size, float(self._counts[0].sum())) if c == 0 else at(orders[c][6], r.astype(np.int64), ok)
+        return np.log(chw + self.alpha) - np.log(ch + self.alpha * self.vocab_size)
+
     def prob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
         """P(w | h) for M queries: tokens (M,) and contexts (M, k); the last n-1 context ids are used."""
         return np.exp(self.logprob(tokens, contexts))
