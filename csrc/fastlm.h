@@ -212,8 +212,9 @@ typedef struct {
     fl_ngram_order t[FL_NGRAM_MAX_ORDER];
 } fl_ngram_model;
 /* One order of modified Kneser-Ney (kneser_ney.c): p of every entry and gamma of every context. */
-void fl_kn_order(const uint64_t *keys, int ctx_shift, const int64_t *a, int64_t m, const double d[4],
-                 const int64_t *suffix, const double *lower, double lower_uniform, double *p, double *gamma);
+void fl_kn_order(const uint64_t *keys, int ctx_shift, const int64_t *a, const uint8_t *pruned, int64_t m,
+                 const double d[4], const int64_t *suffix, const double *lower, double lower_uniform, double *p,
+                 double *gamma);
 
 /* Words of UTF-8 text to ids (words.c): a table of distinct words, grown or frozen while encoding. */
 typedef struct fl_words fl_words;

@@ -45,15 +45,18 @@ def as_dict(bm):
 
 
 @pytest.mark.parametrize("order", [1, 2, 3, 4, 5])
-@pytest.mark.parametrize("special", ["all", "no-unk", "no-bos", "none"])
+@pytest.mark.parametrize("special", ["all", "no-unk", "no-bos", "none", "pruned"])
 def test_estimate_matches_reference(order, special):
     rng = np.random.default_rng(order * 10 + len(special))
     seqs = corpus(rng, n=80)
     kw = {"all": {}, "no-unk": {"unk_id": None}, "no-bos": {"bos_id": None},
-          "none": {"bos_id": None, "eos_id": None, "unk_id": None}}[special]
+          "none": {"bos_id": None, "eos_id": None, "unk_id": None},
+          "pruned": {"prune": [0, 1, 1, 2, 2][:order]}}[special]
     lm = kn_model(seqs, order, **kw)
     opts = dict(vocab_size=15, bos_id=1, eos_id=2, unk_id=0)
     opts.update(kw)
+    if "prune" in opts:
+        opts["prune"] = lm.prune
     want, disc, unseen = ref.kneser_ney(seqs, order, discount_fallback=True, **opts)
     got = as_dict(lm.backoff_model())
     assert got.keys() == want.keys()
@@ -65,6 +68,7 @@ def test_estimate_matches_reference(order, special):
     assert bm._unseen == pytest.approx(unseen, abs=1e-12)
     test = corpus(np.random.default_rng(99), n=20, V=12)  # ids 13 and 14 never seen
     ts = lm.full_scores(test, log10=True)
+    opts.pop("prune", None)
     pad = [opts["bos_id"]] if opts["bos_id"] is not None else []
     eos = [opts["eos_id"]] if opts["eos_id"] is not None else []
     j = 0
@@ -99,6 +103,13 @@ def test_discounts_degenerate_data_errors_or_falls_back():
         ng.NgramLM(2).fit(seqs).to_arpa("x.arpa")
     with pytest.raises(ValueError, match="smoothing must be one of"):
         ng.NgramLM(2, smoothing="kn")
+    with pytest.raises(ValueError, match="non-decreasing"):
+        ng.NgramLM(3, smoothing="kneser-ney", prune=[1, 0])
+    with pytest.raises(ValueError, match="1 to 2 thresholds"):
+        ng.NgramLM(2, smoothing="kneser-ney", prune=[0, 0, 1])
+    with pytest.raises(ValueError, match=r"prune\[0\] must be >= 0"):
+        ng.NgramLM(2, smoothing="kneser-ney", prune=[-1])
+    assert ng.NgramLM(4, prune=[0, 1]).prune == [0, 1, 1, 1] and ng.NgramLM(2, prune=0).prune is None
 
 
 @pytest.mark.parametrize("order", [2, 5, 10])
@@ -266,13 +277,19 @@ def _read_arpa(path):
     return d
 
 
-@pytest.mark.parametrize("order", [3, 5])
-def test_kneser_ney_matches_lmplz_on_kjv(kjv_models, order):
+@pytest.mark.parametrize("order,prune", [(3, None), (5, None), (3, [0, 0, 1]), (5, [0, 1, 1, 2])])
+def test_kneser_ney_matches_lmplz_on_kjv(kjv_models, order, prune):
     verses, arpas, d = kjv_models
-    lm = ng.NgramLM.for_words(verses, order, smoothing="kneser-ney")
+    lm = ng.NgramLM.for_words(verses, order, smoothing="kneser-ney", prune=prune)
     ours = d / f"fastlm{order}.arpa"
     lm.to_arpa(ours)
-    a, b = _read_arpa(ours), _read_arpa(arpas[order])
+    theirs = arpas[order]
+    if prune is not None:
+        theirs = d / f"lmplz{order}-prune.arpa"
+        with open(d / "kjv.txt", "rb") as src, open(theirs, "wb") as dst:
+            subprocess.run([anchors.lmplz(), "-o", str(order), "-S", "1G", "-T", str(d), "--prune",
+                            *map(str, prune)], stdin=src, stdout=dst, stderr=subprocess.DEVNULL, check=True)
+    a, b = _read_arpa(ours), _read_arpa(theirs)
     assert a.keys() == b.keys()  # the same n-gram set, <s>, </s> and <unk> included
     dp = max(abs(a[g][0] - b[g][0]) for g in a)
     db = max(abs(a[g][1] - b[g][1]) for g in a)

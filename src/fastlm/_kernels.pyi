@@ -85,6 +85,7 @@ def kn_order(
     keys: _U64,
     unigrams: bool,
     a: _I64,
+    pruned: NDArray[np.bool_] | None,
     d: tuple[float, float, float, float],
     suffix: _I64 | None,
     lower: _F64 | None,

@@ -117,8 +117,9 @@ cdef extern from "fastlm.h" nogil:
         double alpha, vocab, unigram_total, unseen
         int64_t unk_index, unk_word
         fl_ngram_order t[64]
-    void fl_kn_order(const uint64_t *keys, int ctx_shift, const int64_t *a, int64_t m, const double d[4],
-                     const int64_t *suffix, const double *lower, double lower_uniform, double *p, double *gamma)
+    void fl_kn_order(const uint64_t *keys, int ctx_shift, const int64_t *a, const uint8_t *pruned, int64_t m,
+                     const double d[4], const int64_t *suffix, const double *lower, double lower_uniform, double *p,
+                     double *gamma)
     ctypedef struct fl_words:
         pass
     fl_words *fl_words_new()
@@ -556,12 +557,15 @@ def ngram_find(int log2cap, cnp.ndarray table, cnp.ndarray slot_key, cnp.ndarray
     return out[:nq]
 
 
-def kn_order(cnp.ndarray keys, bint unigrams, cnp.ndarray a, d, suffix, lower, double lower_uniform,
+def kn_order(cnp.ndarray keys, bint unigrams, cnp.ndarray a, pruned, d, suffix, lower, double lower_uniform,
              int64_t contexts):
     """(p per entry, gamma per context) of one order of modified Kneser-Ney (csrc/kneser_ney.c)."""
     cdef int64_t m = keys.shape[0]
-    if a.shape[0] != m or (lower is not None and (suffix is None or suffix.shape[0] != m)) or contexts < 1:
+    if a.shape[0] != m or (lower is not None and (suffix is None or suffix.shape[0] != m)) or contexts < 1 \
+            or (pruned is not None and pruned.shape[0] != m):
         raise ValueError("internal: kn_order arguments")
+    pr = None if pruned is None else np.ascontiguousarray(pruned, dtype=np.bool_).view(np.uint8)
+    cdef const uint8_t *rp = NULL if pr is None else <const uint8_t *>_data(pr, cnp.NPY_UINT8, "pruned")
     if m and not unigrams and int(keys[m - 1] >> np.uint64(32)) >= contexts:
         raise ValueError("internal: kn_order contexts")
     cdef double dd[4]
@@ -579,7 +583,7 @@ def kn_order(cnp.ndarray keys, bint unigrams, cnp.ndarray a, d, suffix, lower, d
     cdef double *gp = <double *>cnp.PyArray_DATA(gamma)
     cdef int shift = 0 if unigrams else 32
     with nogil:
-        fl_kn_order(kp, shift, ap, m, dd, sp, lp, lower_uniform, pp, gp)
+        fl_kn_order(kp, shift, ap, rp, m, dd, sp, lp, lower_uniform, pp, gp)
     return p[:m], gamma
 
 

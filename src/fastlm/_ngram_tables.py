@@ -71,6 +71,18 @@ class Index:
         return (*self.get(), arrays.get("prob"), arrays.get("backoff"), arrays.get("count"), arrays.get("total"))
 
 
+def keep_entries(keys: list[np.ndarray], keep: list[np.ndarray]) -> list[np.ndarray]:
+    """The tables with only the entries keep[k] marks (a kept entry's parent must be kept), re-ranked."""
+    out: list[np.ndarray] = []
+    for k, (kk, mask) in enumerate(zip(keys, keep)):
+        kk = kk[mask]
+        if k:
+            remap = (np.cumsum(keep[k - 1]) - 1).astype(np.uint64)
+            kk = (remap[parent(kk)] << S32) | (kk & LOW)
+        out.append(kk)
+    return out
+
+
 def ids_of(keys: list[np.ndarray], k: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
     """The (M, k) uint32 ids of entries lo:hi of order k (keys[j] holds order j + 1)."""
     kk = keys[k - 1][lo:hi]

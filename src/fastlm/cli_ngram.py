@@ -88,12 +88,12 @@ def cmd_fit(args) -> int:
     if args.unit == "words":
         texts = [line.decode("utf-8", errors="replace") for line in _read(_lines(args.files), args)]
         lm = ngram.NgramLM.for_words(texts, args.order, min_count=args.min_count, smoothing=smoothing,
-                                     alpha=args.alpha, discount_fallback=args.discount_fallback)
+                                     alpha=args.alpha, discount_fallback=args.discount_fallback, prune=args.prune)
         lm.metadata = {"unit": args.unit}
     else:
         lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=ngram.BYTE_VOCAB,
                            bos_id=ngram.BYTE_BOS, eos_id=ngram.BYTE_EOS, discount_fallback=args.discount_fallback,
-                           vocab=ngram.ByteVocab())
+                           prune=args.prune, vocab=ngram.ByteVocab())
         lm.metadata = {"unit": args.unit}
         lm.fit(_read(_lines(args.files), args))
     if args.output:
@@ -201,6 +201,8 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--min-count", type=int, default=1, help="words seen fewer times map to <unk>")
     p.add_argument("--discount-fallback", action="store_true",
                    help="use lmplz's fallback discounts (0.5, 1, 1.5) where the counts leave them undefined")
+    p.add_argument("--prune", type=int, nargs="+", default=None, metavar="T",
+                   help="kn: per order, leave out n-grams seen at most T times (lmplz --prune, e.g. 0 0 1)")
     p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
     p.add_argument("-o", "--output", default=None, help="write the fastlm model here")
     p.add_argument("--arpa", default=None, help="write an ARPA file here (kn only)")

@@ -14,7 +14,10 @@ probabilities and backoffs of a backoff model:
     gamma(h) = (D1 N1(h.) + D2 N2(h.) + D3 N3+(h.)) / sum_x a(h x);
   * interpolation: p(w | h) = u(h w) + gamma(h) p(w | h minus its first word), down to the uniform
     1 / |V| (|V| counts UNK and excludes BOS, whose unigram gets probability 1);
-  * backoff(h) = gamma(h) for an n-gram that extends to the next order and does not end in UNK or EOS.
+  * backoff(h) = gamma(h) for an n-gram that extends to the next order and does not end in UNK or EOS;
+  * pruning (lmplz --prune t_1 t_2 ...): an n-gram of order k seen at most t_k times (raw count; the
+    special unigrams never) is left out of the model; its context keeps its adjusted count in the
+    denominator, and gamma(h) takes the pruned n-grams' adjusted counts whole, so that p still sums to 1.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import _kernels
-from ._ngram_tables import S32, Index, last, parent
+from ._ngram_tables import S32, Index, keep_entries, last, parent
 
 FALLBACK = (0.5, 1.0, 1.5)
 
@@ -65,11 +68,17 @@ def discounts(a: np.ndarray, k: int, fallback: bool) -> tuple[float, float, floa
 
 
 def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: int, bos: int | None,
-             eos: int | None, unk: int | None, discount_fallback: bool = False) -> Backoff:
-    """The interpolated modified Kneser-Ney backoff model of raw counts (rank tables of orders 1..n)."""
+             eos: int | None, unk: int | None, discount_fallback: bool = False,
+             prune: list[int] | None = None) -> Backoff:
+    """The interpolated modified Kneser-Ney backoff model of raw counts (rank tables of orders 1..n).
+    prune: per order, n-grams seen at most that many times are left out (lmplz --prune; module docstring)."""
     n = len(keys)
     keys, counts = _kn_set(keys, counts, bos, unk)
     ids1 = last(keys[0])
+    pruned = [None] * n if prune is None else [counts[k] <= prune[k] for k in range(n)]
+    for special in (bos, eos, unk):  # never pruned
+        if special is not None and pruned[0] is not None:
+            pruned[0][ids1 == special] = False
     # parent and suffix index of every n-gram (the suffix drops the first word)
     par: list[Any] = [None] + [parent(keys[k]) for k in range(1, n)]
     suf: list[Any] = [None] * n
@@ -99,11 +108,12 @@ def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: in
     for k in range(n):  # steps 4 and 5, one order at a time in C
         d = (0.0, disc[k][0], disc[k][1], disc[k][2])
         if k == 0:
-            p, gamma = _kernels.kn_order(keys[0], True, adj[0], d, None, None, 1.0 / V, 1)
+            p, gamma = _kernels.kn_order(keys[0], True, adj[0], pruned[0], d, None, None, 1.0 / V, 1)
             if bos is not None:
                 p[ids1 == bos] = 1.0
         else:
-            p, gamma = _kernels.kn_order(keys[k], False, adj[k], d, suf[k], probs[k - 1], 0.0, keys[k - 1].size)
+            p, gamma = _kernels.kn_order(keys[k], False, adj[k], pruned[k], d, suf[k], probs[k - 1], 0.0,
+                                         keys[k - 1].size)
         probs.append(p)
         gammas.append(gamma)
     # backoffs: gamma of the n-grams that are contexts, 1 otherwise (and for those ending in UNK or EOS)
@@ -119,6 +129,11 @@ def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: in
             backoffs.append(np.log10(b))
     with np.errstate(divide="ignore"):
         logp = [np.minimum(0.0, np.log10(p)) for p in probs]
+    if prune is not None:  # the pruned n-grams go (the kept set is closed under prefixes and suffixes)
+        keep = [~m for m in pruned]
+        keys = keep_entries(keys, keep)
+        logp = [v[m] for v, m in zip(logp, keep)]
+        backoffs = [v[m] for v, m in zip(backoffs, keep)]
     return Backoff(keys, logp, backoffs, disc, float(gammas[0][0]) / V)
 
 
@@ -146,21 +161,10 @@ def _kn_set(keys, counts, bos, unk):
         keys[0], counts[0] = new1, c1
     if bos is None:
         return keys, counts
-    keep_prev = None
-    for k in range(1, n + 1):
-        if k == 1:
-            keep = np.ones(keys[0].size, bool)
-        else:
-            ok_parent = keep_prev[parent(keys[k - 1])]
-            # BOS at a position >= 1: the last word is BOS (k >= 2), or the parent had one
-            keep = ok_parent & (last(keys[k - 1]) != bos)
-            if k >= 2:
-                remap = np.cumsum(keep_prev) - 1
-                keys[k - 1] = (remap[parent(keys[k - 1])].astype(np.uint64) << S32) | (
-                    keys[k - 1] & np.uint64(0xFFFFFFFF))
-        keys[k - 1], counts[k - 1] = keys[k - 1][keep], counts[k - 1][keep]
-        keep_prev = keep
-    return keys, counts
+    keep = [np.ones(keys[0].size, bool)]
+    for k in range(1, n):  # BOS at a position >= 1: the last word is BOS, or the parent has one there
+        keep.append(keep[k - 1][parent(keys[k])] & (last(keys[k]) != bos))
+    return keep_entries(keys, keep), [c[m] for c, m in zip(counts, keep)]
 
 
 __all__ = ["Backoff", "estimate", "discounts", "FALLBACK"]

@@ -77,6 +77,22 @@ def count_ngrams(tokens: ArrayLike, order: int, *,
     return tables.ids_of(keys, order), counts[order - 1]
 
 
+def _prune(prune: Any, order: int) -> list[int] | None:
+    """lmplz's pruning thresholds: non-negative, non-decreasing, at most one per order, the last repeated."""
+    if prune is None:
+        return None
+    if isinstance(prune, (int, np.integer)):
+        prune = [prune]
+    t = [integer(v, f"prune[{i}]", lambda x: x >= 0, ">= 0") for i, v in enumerate(prune)]
+    if not t or len(t) > order:
+        raise ValueError(f"prune must give 1 to {order} thresholds (one per order), got {len(t)}")
+    for i in range(1, len(t)):
+        if t[i] < t[i - 1]:
+            raise ValueError(f"prune must be non-decreasing (as lmplz: pruning a shorter n-gram than its "
+                             f"extensions would break the model), got {t}")
+    return None if not any(t) else t + [t[-1]] * (order - len(t))
+
+
 def _order(order) -> int:
     return integer(order, "order", lambda v: v >= 1, ">= 1", hi=MAX_ORDER, kind="the supported n-gram orders")
 
@@ -104,6 +120,10 @@ class NgramLM(Scoring):
     discount_fallback : bool
         Kneser-Ney on data whose counts of counts leave a discount undefined or out of range: False
         raises ValueError (lmplz's default), True warns and uses lmplz's fallback (0.5, 1, 1.5).
+    prune : sequence of int, optional
+        Kneser-Ney: per order, n-grams seen at most that many times are left out of the model, as
+        lmplz --prune (e.g. (0, 0, 1): singleton trigrams and above); non-decreasing, the last value
+        applies to the remaining orders.
     vocab : WordVocab or ByteVocab, optional
         Maps text to ids and back, so that score("text") and generate("prompt") take strings; saved
         with the model.
@@ -117,8 +137,10 @@ class NgramLM(Scoring):
 
     def __init__(self, order: int, *, smoothing: str = "add-alpha", alpha: float = 1.0,
                  vocab_size: int | None = None, bos_id: int | None = None, eos_id: int | None = None,
-                 unk_id: int | None = None, discount_fallback: bool = False, vocab: Any = None) -> None:
+                 unk_id: int | None = None, discount_fallback: bool = False, prune: Any = None,
+                 vocab: Any = None) -> None:
         self.order = _order(order)
+        self.prune = _prune(prune, self.order)
         if smoothing not in SMOOTHINGS:
             raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
         self.smoothing = smoothing
@@ -216,7 +238,7 @@ class NgramLM(Scoring):
     def _like(self) -> NgramLM:
         return NgramLM(self.order, smoothing=self.smoothing, alpha=self.alpha, vocab_size=self.vocab_size_given,
                        bos_id=self.bos_id, eos_id=self.eos_id, unk_id=self.unk_id,
-                       discount_fallback=self.discount_fallback, vocab=self.vocab)
+                       discount_fallback=self.discount_fallback, prune=self.prune, vocab=self.vocab)
 
     def count(self, ngram: ArrayLike) -> int:
         """The count of one k-gram (1 <= k <= order)."""
@@ -265,7 +287,8 @@ class NgramLM(Scoring):
             if not self._counts[0].size:
                 raise ValueError("the model has no counts: fit it first")
             est = kneser_ney.estimate(self._keys, self._counts, vocab_size=self.vocab_size, bos=self.bos_id,
-                                      eos=self.eos_id, unk=self.unk_id, discount_fallback=self.discount_fallback)
+                                      eos=self.eos_id, unk=self.unk_id, discount_fallback=self.discount_fallback,
+                                      prune=self.prune)
             unseen = float(np.log10(est.unseen_prob))
             self._cache["kn"] = ArpaLM(self._words(), est.keys, est.prob, est.backoff, unseen=unseen,
                                        specials=(self.bos_id, self.eos_id, self.unk_id), vocab=self.vocab,
@@ -403,7 +426,7 @@ class NgramLM(Scoring):
                             self.max_id)]
         for keys, counts in zip(self._keys, self._counts):
             body += [struct.pack("<q", keys.size), keys.astype("<u8").tobytes(), counts.astype("<i8").tobytes()]
-        extra = {"metadata": self.metadata, "discount_fallback": self.discount_fallback,
+        extra = {"metadata": self.metadata, "discount_fallback": self.discount_fallback, "prune": self.prune,
                  "vocab": None if self.vocab is None else self.vocab.to_json()}
         meta = json.dumps(extra, sort_keys=True).encode("utf-8")
         body += [struct.pack("<q", len(meta)), meta]
@@ -464,6 +487,7 @@ class NgramLM(Scoring):
             raise ValueError("metadata is not an object")
         lm.metadata = extra["metadata"]
         lm.discount_fallback = bool(extra.get("discount_fallback", False))
+        lm.prune = _prune(extra.get("prune"), lm.order)
         lm.vocab = _vocab_from_json(extra.get("vocab"))
         return lm
 

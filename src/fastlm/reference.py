@@ -613,9 +613,11 @@ def byte_perplexity(total_logprob: ArrayLike, n_bytes: ArrayLike) -> float:
 
 
 def kneser_ney(sequences: Iterable[Iterable[SupportsInt]], order: int, *, vocab_size: int, bos_id: int | None,
-               eos_id: int | None, unk_id: int | None = None, discount_fallback: bool = False
+               eos_id: int | None, unk_id: int | None = None, discount_fallback: bool = False,
+               prune: list[int] | None = None
                ) -> tuple[dict[tuple[int, ...], tuple[float, float]], list[tuple[float, float, float]], float]:
-    """Interpolated modified Kneser-Ney, written out with dicts (fastlm.kneser_ney documents the rules).
+    """Interpolated modified Kneser-Ney, written out with dicts (fastlm.kneser_ney documents the rules;
+    prune: one threshold per order).
 
     Returns ({n-gram: (log10 p, log10 backoff)}, discounts per order, log10 p of a word with no unigram)."""
     n, bos, eos, unk = order, bos_id, eos_id, unk_id
@@ -651,12 +653,16 @@ def kneser_ney(sequences: Iterable[Iterable[SupportsInt]], order: int, *, vocab_
                 raise ValueError(f"order {k}: Kneser-Ney discounts undefined or out of range")
             d = (0.5, 1.0, 1.5)
         disc.append(d)
+    gone = {g for g, c in raw.items() if prune is not None and c <= prune[len(g) - 1]
+            and not (len(g) == 1 and g[0] in (bos, eos, unk))}
     den: dict[tuple[int, ...], float] = {}
     num: dict[tuple[int, ...], float] = {}
     for g, a in adj.items():
         h = g[:-1]
         den[h] = den.get(h, 0.0) + a
-        if a > 0:
+        if g in gone:  # a pruned n-gram's adjusted count goes to gamma whole
+            num[h] = num.get(h, 0.0) + a
+        elif a > 0:
             num[h] = num.get(h, 0.0) + disc[len(g) - 1][min(a, 3) - 1]
     gamma = {h: (num.get(h, 0.0) / den[h] if den[h] > 0 else 0.0) for h in den}
     V = vocab_size - (1 if bos is not None else 0)
@@ -668,6 +674,8 @@ def kneser_ney(sequences: Iterable[Iterable[SupportsInt]], order: int, *, vocab_
         prob[g] = 1.0 if g == (bos,) else u + gamma[h] * lower
     model = {}
     for g, p in prob.items():
+        if g in gone:
+            continue
         b = gamma[g] if len(g) < n and g in gamma and g[-1] not in (unk, eos) else 1.0
         model[g] = (min(0.0, math.log10(p)) if p > 0 else -math.inf, math.log10(b) if b > 0 else -math.inf)
     return model, disc, math.log10(gamma[()] / V)
