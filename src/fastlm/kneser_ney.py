@@ -75,7 +75,7 @@ def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: in
     n = len(keys)
     keys, counts = _kn_set(keys, counts, bos, unk)
     ids1 = last(keys[0])
-    pruned = [None] * n if prune is None else [counts[k] <= prune[k] for k in range(n)]
+    pruned: list[Any] = [None] * n if prune is None else [counts[k] <= prune[k] for k in range(n)]
     for special in (bos, eos, unk):  # never pruned
         if special is not None and pruned[0] is not None:
             pruned[0][ids1 == special] = False
