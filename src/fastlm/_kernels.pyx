@@ -652,10 +652,14 @@ def words_export(table):
     cdef int64_t n = fl_words_size(v)
     cdef cnp.ndarray off = np.empty(n + 1, np.int64)
     cdef cnp.ndarray count = np.empty(max(n, 1), np.int64)
-    fl_words_export(v, NULL, <int64_t *>cnp.PyArray_DATA(off), <int64_t *>cnp.PyArray_DATA(count))
+    cdef int64_t *offp = <int64_t *>cnp.PyArray_DATA(off)
+    cdef int64_t *countp = <int64_t *>cnp.PyArray_DATA(count)
+    with nogil:
+        fl_words_export(v, NULL, offp, countp)
     out = bytearray(off[n])
     cdef char *op = out
-    fl_words_export(v, op, <int64_t *>cnp.PyArray_DATA(off), <int64_t *>cnp.PyArray_DATA(count))
+    with nogil:
+        fl_words_export(v, op, offp, countp)
     return bytes(out), off, count[:n]
 
 
@@ -665,7 +669,9 @@ def words_set_ids(table, cnp.ndarray ids):
     if ids.shape[0] != fl_words_size(v):
         raise ValueError("internal: words_set_ids size")
     ids = np.ascontiguousarray(ids, np.int64)
-    fl_words_set_ids(v, <const int64_t *>cnp.PyArray_DATA(ids))
+    cdef const int64_t *ip = <const int64_t *>cnp.PyArray_DATA(ids)
+    with nogil:
+        fl_words_set_ids(v, ip)
 
 
 def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cnp.ndarray word_off):
