@@ -49,8 +49,8 @@ static cut filter_cut(int kind, const FL_T *x, int64_t n, double param, int64_t 
     *vals = x;
     *bmax = NULL;
     if (kind == FL_TOPK) { /* on logits; ties with the k-th value kept (Hugging Face) */
-        const int64_t k = (int64_t)param;
-        if (k <= 0) return cut_all(n, NAN);
+        if (!(param >= 1) || param >= (double)n) return cut_all(n, NAN); /* k <= 0 or k >= n: all kept */
+        const int64_t k = (int64_t)param; /* (in range: converting a double >= 2^63 is undefined) */
         c = top_count(x, n, k > min_keep ? k : min_keep, s);
         c.ties = 1;
         return c;

@@ -43,3 +43,15 @@ def test_float32_softcap_gradient_is_accurate_near_zero(simd, cap, temperature, 
     loss = fastlm.cross_entropy(x, t, softcap=cap, temperature=temperature)
     assert abs(loss - ref.cross_entropy(x.astype(np.float64), t, softcap=cap, temperature=temperature)) <= 1e-6 * abs(loss) + 1e-6
 
+
+
+def test_top_k_beyond_the_row_keeps_all():
+    """top_k_filter passed k to C as a double and converted it to int64 there: k = 2^63 - 1 (a legal int64)
+    rounds to 2^63, whose conversion is undefined behaviour (UBSan reported it). k >= the row length now
+    keeps the row without converting."""
+    x = np.random.default_rng(0).standard_normal((3, 50))
+    for dtype in (np.float32, np.float64):
+        for k in (50, 51, 2**62, 2**63 - 1):
+            np.testing.assert_array_equal(fastlm.top_k_filter(x.astype(dtype), k), x.astype(dtype))
+        kept = np.isfinite(fastlm.top_k_filter(x.astype(dtype), 5)).sum(axis=1)
+        np.testing.assert_array_equal(kept, [5, 5, 5])
