@@ -427,3 +427,29 @@ def test_scoring_threads_give_identical_results():
                 fastlm.set_num_threads(previous)
         for a, b in zip(out[0][0] + out[0][1], out[1][0] + out[1][1]):
             np.testing.assert_array_equal(a, b)
+
+
+def test_models_pickle_as_arrays():
+    """Count models, Kneser-Ney models, ARPA models and vocabularies pickle (for process pools and Dask)
+    as their arrays: the payload is about the arrays' size, and the copy scores as the original."""
+    import pickle
+
+    texts = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"] * 20 + ["a bird"]
+    for lm in (ng.NgramLM.for_words(texts, 3, smoothing="kneser-ney", discount_fallback=True),
+               ng.NgramLM.for_words(texts, 3, alpha=0.5)):
+        before = lm.score_batch(texts[:5])  # the hash indexes, the estimate and the C word table exist
+        data = pickle.dumps(lm, protocol=5)
+        assert len(data) < 4 * lm.nbytes() + 4096
+        back = pickle.loads(data)
+        np.testing.assert_array_equal(back.score_batch(texts[:5]).logprob, before.logprob)
+        for k in (1, 2, 3):
+            for x, y in zip(back.counts(k), lm.counts(k)):
+                np.testing.assert_array_equal(x, y)
+    original = ng.NgramLM.for_words(texts, 3, smoothing="kneser-ney", discount_fallback=True).backoff_model()
+    held = ["the cat sat", "a zebra and a dog"]
+    want = original.full_scores(held)
+    got = pickle.loads(pickle.dumps(original, protocol=5)).full_scores(held)
+    for x, y in zip(got, want):
+        np.testing.assert_array_equal(x, y)
+    v = pickle.loads(pickle.dumps(lm.vocab))
+    np.testing.assert_array_equal(v.encode("the zebra sat"), lm.vocab.encode("the zebra sat"))

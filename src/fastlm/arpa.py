@@ -260,6 +260,17 @@ class ArpaLM(Scoring):
         self._unseen = -100.0 if unseen is None else unseen
         self._args: Any = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its arrays (out of band with protocol 5); hash indexes are rebuilt when used."""
+        state = dict(self.__dict__)
+        state["_index"] = None
+        state["_args"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._index = [Index(k) for k in self.keys]
+
     # --------------------------------------------------------------- Scoring hooks
     def _padding(self):
         return ([self.bos_id] if self.bos_id is not None else []), self.eos_id

@@ -168,6 +168,13 @@ class NgramLM(Scoring):
         # JSON-serializable extras saved with the model (the command line keeps its unit here)
         self.metadata: dict[str, Any] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles as its count arrays (out of band with protocol 5), without the indexes and the estimate
+        derived from them, which are rebuilt when used."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     @classmethod
     def for_words(cls, texts: Iterable[str], order: int, *, min_count: int = 1, **options: Any) -> NgramLM:
         """A model of whitespace words fitted on texts (one sentence or document per item): the vocabulary
@@ -591,6 +598,12 @@ class WordVocab:
         self.words = list(words)
         self.ids = {w: i for i, w in enumerate(self.words)}
         self._table: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"words": self.words}  # (the C word table is rebuilt when first used)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["words"])  # type: ignore[misc]
 
     @classmethod
     def build(cls, texts: Iterable[str | bytes], min_count: int = 1) -> WordVocab:
