@@ -184,7 +184,7 @@ int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int
  * k * bits <= 64, so that keys sort lexicographically and a context is key >> bits. Rank keys (any
  * order): a k-gram is (rank of its (k-1)-prefix) << 32 | its last id. */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                               int64_t skip_last, uint64_t *keys, uint64_t *tmp);
+                               uint64_t *keys, uint64_t *tmp);
 int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
                              uint64_t *keys, uint64_t *tmp);
 int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,

@@ -15,15 +15,14 @@
 #include <string.h>
 #include "dispatch.h"
 
-/* keys of the k-grams of every sequence (tokens[starts[s] .. starts[s+1])), skipping those whose last
- * token is skip_last (>= 0; the BOS padding is context only). Returns the number written to keys. */
+/* keys of the k-grams of every sequence (tokens[starts[s] .. starts[s+1])). Returns the number written
+ * to keys. */
 static int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                      int64_t skip_last, uint64_t *keys) {
+                             uint64_t *keys) {
     int64_t m = 0;
     for (int64_t s = 0; s < nseq; s++) {
         const int64_t lo = starts[s], hi = starts[s + 1];
         for (int64_t i = lo; i + k <= hi; i++) {
-            if (skip_last >= 0 && tokens[i + k - 1] == (uint32_t)skip_last) continue;
             uint64_t key = 0;
             for (int j = 0; j < k; j++) key = (key << bits) | tokens[i + j];
             keys[m++] = key;
@@ -161,8 +160,8 @@ void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, 
  * of starts[nseq] entries each; on return keys[0..m) hold the distinct keys, ascending, and
  * ((int64_t *)tmp)[0..m) their counts. Returns m, or an error of fl_ngram_count. Ids must be < 2^bits. */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                               int64_t skip_last, uint64_t *keys, uint64_t *tmp) {
-    const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, skip_last, keys);
+                               uint64_t *keys, uint64_t *tmp) {
+    const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, keys);
     return fl_ngram_count(keys, nk, k * bits, tmp, keys, (int64_t *)tmp);
 }
 

@@ -4,7 +4,7 @@ The wrappers take 2-D row views prepared by fastlm._arrays and re-check the layo
 that the C kernels rely on at run time; the stub only states that the arguments are ndarrays.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -70,13 +70,7 @@ def sample_rows(
     num_threads: int,
 ) -> None: ...
 def beam_step(x: _Floats, score: _F64, k: int) -> tuple[_I64, _I64, _F64]: ...
-def ngram_count_windows(
-    tokens: NDArray[np.uint32],
-    starts: _I64,
-    orders: Iterable[int],
-    bits: int,
-    skip_last: int,
-) -> dict[int, tuple[_U64, _I64]]: ...
+def ngram_count_windows(tokens: NDArray[np.uint32], starts: _I64, k: int, bits: int) -> tuple[_U64, _I64]: ...
 def ngram_prefixes(keys: _U64, counts: _I64, bits: int) -> tuple[_U64, _I64, _U64]: ...
 def ngram_index(keys: _U64) -> tuple[int, NDArray[np.int32], _U64]: ...
 def ngram_count_ranks(tokens: NDArray[np.uint32], starts: _I64, k: int, rank: _I64) -> tuple[_U64, _I64]: ...

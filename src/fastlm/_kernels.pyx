@@ -96,7 +96,7 @@ cdef extern from "fastlm.h" nogil:
     int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                                   int64_t skip_last, uint64_t *keys, uint64_t *tmp)
+                                   uint64_t *keys, uint64_t *tmp)
     int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
                               int64_t *prefix_count, uint64_t *rank)
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key)
@@ -453,11 +453,13 @@ cdef int64_t _nseq(cnp.ndarray tokens, cnp.ndarray starts) except -1:
     return nseq
 
 
-def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, orders, int bits, long long skip_last):
-    """{k: (distinct keys ascending, counts)} of the k-grams inside each sequence, for k in orders."""
+def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits):
+    """(distinct packed keys ascending, counts) of the k-grams inside each sequence."""
     cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
     cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
     cdef int64_t nseq = _nseq(tokens, starts)
+    if k < 1 or bits < 1 or k * bits > 64:
+        raise ValueError("internal: ngram_count_windows arguments")
     cdef int64_t n = max(tokens.shape[0], 1)
     cdef size_t nbytes = 2 * 8 * <size_t>n
     cdef uint64_t *kp = <uint64_t *>fl_scratch(nbytes)  # kept per thread between calls: no page faults
@@ -465,27 +467,21 @@ def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, orders, int bits
         raise MemoryError("fastlm: n-gram counting")
     cdef uint64_t *mp = kp + n
     cdef int64_t m
-    cdef int k
-    out = {}
     try:
-        for k in orders:
-            if k < 1 or bits < 1 or k * bits > 64:
-                raise ValueError("internal: ngram_count_windows arguments")
-            with nogil:
-                m = fl_ngram_count_windows(tp, sp, nseq, k, bits, skip_last, kp, mp)
-            if m == -2:
-                raise ValueError("internal: an n-gram key has bits above the key width")
-            if m < 0:
-                raise MemoryError("fastlm: n-gram counting")
-            u = np.empty(m, np.uint64)
-            c = np.empty(m, np.int64)
-            if m:
-                memcpy(cnp.PyArray_DATA(u), kp, 8 * m)
-                memcpy(cnp.PyArray_DATA(c), mp, 8 * m)
-            out[k] = (u, c)
+        with nogil:
+            m = fl_ngram_count_windows(tp, sp, nseq, k, bits, kp, mp)
+        if m == -2:
+            raise ValueError("internal: an n-gram key has bits above the key width")
+        if m < 0:
+            raise MemoryError("fastlm: n-gram counting")
+        u = np.empty(m, np.uint64)
+        c = np.empty(m, np.int64)
+        if m:
+            memcpy(cnp.PyArray_DATA(u), kp, 8 * m)
+            memcpy(cnp.PyArray_DATA(c), mp, 8 * m)
     finally:
         fl_scratch_release(kp, nbytes)
-    return out
+    return u, c
 
 
 def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray rank):

@@ -171,7 +171,7 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
     # the parent of every key of order k + 1 is the run of its prefix, moved past the inserted last windows
     packed: list[Any] = [None] * order
     ranked: list[Any] = [None] * order
-    packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, [order], bits, -1)[order]
+    packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, order, bits)
     lengths = np.diff(starts)
     for k in range(order - 1, 0, -1):
         pk, pc, ranked[k] = _kernels.ngram_prefixes(packed[k][0], packed[k][1], bits)
