@@ -254,12 +254,8 @@ class NgramLM(Scoring):
             raise ValueError(f"ngram must have 1 to {self.order} ids, got {g.size}")
         if (g < 0).any() or (g >= ID_LIMIT).any():
             return 0
-        j = -1
-        for k in range(g.size):
-            j = int(self._index(k).find(np.array([(max(j, 0) << 32) | int(g[k])], np.uint64))[0])
-            if j < 0:
-                return 0
-        return int(self._counts[g.size - 1][j])
+        j = int(self._find(g[None])[0])
+        return int(self._counts[g.size - 1][j]) if j >= 0 else 0
 
     def counts(self, k: int) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
         """(ngrams (M, k) uint32, counts (M,) int64) of order k, lexicographically sorted."""
@@ -277,6 +273,23 @@ class NgramLM(Scoring):
     def nbytes(self) -> int:
         """Bytes held by the count tables (keys and counts; indexes and estimates excluded)."""
         return sum(k.nbytes + c.nbytes for k, c in zip(self._keys, self._counts))
+
+    def _find(self, rows: np.ndarray) -> np.ndarray:
+        """The index of each (M, k) id row in order k, found along its prefixes (one probe per id); -1 where
+        a prefix or the row is absent."""
+        r = np.zeros(rows.shape[0], np.int64)
+        for j in range(rows.shape[1]):
+            key = (np.maximum(r, 0).astype(np.uint64) << tables.S32) | rows[:, j].astype(np.uint64)
+            r = np.where(r >= 0, self._index(j).find(key), -1)
+        return r
+
+    def _totals(self, k: int) -> np.ndarray:
+        """c(h) of every entry h of order k: the sum of the counts of the (k+1)-grams it prefixes."""
+        cache = self._cache.setdefault("totals", {})
+        if k not in cache:
+            cache[k] = np.bincount(tables.parent(self._keys[k]), self._counts[k],
+                                   minlength=self._keys[k - 1].size).astype(np.int64)
+        return cache[k]
 
     def _index(self, k: int) -> tables.Index:
         idx = self._cache.setdefault("index", {})
@@ -330,11 +343,7 @@ class NgramLM(Scoring):
         if "c" not in self._cache:
             orders = []
             for k in range(self.order):
-                total = None
-                if k:
-                    total = np.bincount(tables.parent(self._keys[k]), self._counts[k],
-                                        minlength=self._keys[k - 1].size).astype(np.int64)
-                orders.append(self._index(k).c_order(count=self._counts[k], total=total))
+                orders.append(self._index(k).c_order(count=self._counts[k], total=self._totals(k) if k else None))
             self._cache["c"] = (orders, True, self.alpha, float(self.vocab_size), float(self._counts[0].sum()), 0.0,
                                 -1, -1)
         return self._cache["c"]
@@ -344,23 +353,18 @@ class NgramLM(Scoring):
         ln (c(h w) + a) - ln (c(h) + a |V|)."""
         if self.smoothing != "add-alpha":
             return None
-        orders = self._c_args()[0]
         c = h.shape[1]
-        r = np.zeros(w.size, np.uint64)
-        ok = np.ones(w.size, bool)
-        for j in range(c):
-            idx = self._index(j).find((r << tables.S32) | h[:, j].astype(np.uint64))
-            ok &= idx >= 0
-            r = np.where(idx >= 0, idx, 0).astype(np.uint64)
-        full = self._index(c).find((r << tables.S32) | w.astype(np.uint64))
-        full[~ok] = -1
-        def at(values: np.ndarray, i: np.ndarray, found: np.ndarray) -> np.ndarray:
-            out = np.zeros(i.size, np.float64)
-            out[found] = values[i[found]]
-            return out
-
-        chw = at(self._counts[c], full, full >= 0)
-        ch = np.full(w.size, float(self._counts[0].sum())) if c == 0 else at(orders[c][6], r.astype(np.int64), ok)
+        ctx = self._find(h) if c else np.zeros(w.size, np.int64)
+        full = np.full(w.size, -1, np.int64)
+        ok = ctx >= 0
+        full[ok] = self._index(c).find((ctx[ok].astype(np.uint64) << tables.S32) | w[ok].astype(np.uint64))
+        chw = np.zeros(w.size)
+        chw[full >= 0] = self._counts[c][full[full >= 0]]
+        ch = np.zeros(w.size)
+        if c:
+            ch[ok] = self._totals(c)[ctx[ok]]
+        else:
+            ch[:] = self._counts[0].sum()
         return np.log(chw + self.alpha) - np.log(ch + self.alpha * self.vocab_size)
 
     def prob(self, tokens: ArrayLike, contexts: ArrayLike) -> NDArray[np.float64]:
@@ -508,7 +512,7 @@ def _check_header(order, smooth, vocab, bos, eos, unk, max_id):
     if not 1 <= order <= MAX_ORDER:
         bad("order", order, f"must be in [1, {MAX_ORDER}]")
     if not 0 <= smooth < len(SMOOTHINGS):
-        bad("smoothing", smooth, f"must be 0 (add-alpha) or 1 (kneser-ney)")
+        bad("smoothing", smooth, "must be 0 (add-alpha) or 1 (kneser-ney)")
     if not (vocab == -1 or 1 <= vocab <= ID_LIMIT):
         bad("vocab_size", vocab, "must be -1 (none) or in [1, 2^32]")
     for field, v in (("bos_id", bos), ("eos_id", eos), ("unk_id", unk)):
