@@ -195,8 +195,7 @@ class Scoring:
         _, _, lp, matched, oov = self._run(tokens, starts, True)
         pad, _ = self._padding()
         keep = np.ones(tokens.size, bool)
-        for j in range(len(pad)):
-            keep[starts[:-1][np.diff(starts) > j] + j] = False
+        keep[(starts[:-1, None] + np.arange(len(pad))).ravel()] = False  # (every sequence starts with the pad)
         return TokenScores(self._unit(lp[keep], log10), matched[keep], oov[keep],
                            np.concatenate([[0], np.cumsum(np.diff(starts) - len(pad))]).astype(np.int64))
 
@@ -240,7 +239,7 @@ class ArpaLM(Scoring):
     def __init__(self, words: list[str], keys: list[np.ndarray], prob: list[np.ndarray],
                  backoff: list[np.ndarray], *, unseen: float | None = None,
                  specials: tuple[int | None, int | None, int | None] | None = None, vocab: Any = None,
-                 discounts: list[tuple[float, float, float]] | None = None) -> None:
+                 discounts: list[tuple[float, float, float]] | None = None, index: list[Index] | None = None) -> None:
         from .ngram import WordVocab
 
         self.order = len(keys)
@@ -249,7 +248,7 @@ class ArpaLM(Scoring):
         self.keys, self.prob = keys, [np.ascontiguousarray(p, np.float64) for p in prob]
         self.backoff = [np.ascontiguousarray(b, np.float64) for b in backoff]
         self.discounts = discounts
-        self._index = [Index(k) for k in keys]
+        self._index = index if index is not None else [Index(k) for k in keys]  # (built on first use)
         if specials is None:
             ids = {w: i for i, w in enumerate(self.words)}
             specials = (ids.get("<s>"), ids.get("</s>"), ids.get("<unk>"))

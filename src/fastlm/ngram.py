@@ -312,7 +312,7 @@ class NgramLM(Scoring):
             unseen = float(np.log10(est.unseen_prob))
             self._cache["kn"] = ArpaLM(self._words(), est.keys, est.prob, est.backoff, unseen=unseen,
                                        specials=(self.bos_id, self.eos_id, self.unk_id), vocab=self.vocab,
-                                       discounts=est.discounts)
+                                       discounts=est.discounts, index=est.index)
         return self._cache["kn"]
 
     def _words(self) -> list[str]:
