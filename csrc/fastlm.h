@@ -189,26 +189,33 @@ int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int6
                              uint64_t *keys, uint64_t *tmp);
 int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
                           int64_t *prefix_count, uint64_t *rank);
-void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key);
-void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries, int64_t nq,
-                   int64_t *out);
+typedef struct {
+    uint64_t key;
+    int64_t index; /* -1: an empty slot */
+} fl_ngram_slot;
+void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots);
+void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out);
 
-/* Scoring against rank-key tables (ngram_score.c). Per order: the hash index of the keys, and
- * either log10 prob / backoff (NaN prob: a context-only entry) or counts and, for order k > 1, total[j]
- * = the sum of the counts of the k-grams whose prefix is entry j of order k-1. */
+/* Scoring against rank-key tables (ngram_score.c). Per order a hash table of entries: key, index and two
+ * values, either log10 prob and backoff (NaN prob: a context-only entry) or the count and, for the
+ * k-gram j, the sum of the counts of the (k+1)-grams whose prefix it is. */
 #define FL_NGRAM_MAX_ORDER 64
 typedef struct {
-    const int32_t *table;     /* fl_ngram_index's slots */
-    const uint64_t *slot_key;
+    uint64_t key;
+    int64_t index; /* -1: an empty slot */
+    double value[2];
+} fl_ngram_entry;
+void fl_ngram_entries(const uint64_t *keys, int64_t m, int log2cap, const double *v0, const double *v1,
+                      fl_ngram_entry *slots);
+typedef struct {
+    const fl_ngram_entry *slots; /* 2^log2cap, fl_ngram_entries' */
     int log2cap;
-    const double *prob, *backoff;
-    const int64_t *count, *total;
 } fl_ngram_order;
 typedef struct {
     int order, add_alpha;
     double alpha, vocab, unigram_total; /* add-alpha */
     double unseen;                      /* backoff: log10 p of a word with no unigram and no <unk> */
-    int64_t unk_index, unk_word;        /* backoff: <unk>'s unigram entry and id, or -1 */
+    int64_t unk_word;                   /* backoff: <unk>'s id, or -1 */
     fl_ngram_order t[FL_NGRAM_MAX_ORDER];
 } fl_ngram_model;
 /* One order of modified Kneser-Ney (kneser_ney.c): p of every entry and gamma of every context. */
@@ -221,10 +228,16 @@ typedef struct fl_words fl_words;
 fl_words *fl_words_new(void);
 void fl_words_free(fl_words *v);
 int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n);
+typedef struct {
+    const int64_t *pre; /* ids written before each item's words */
+    int npre;
+    int64_t post; /* the id written after them, or -1 */
+} fl_words_frame;
 int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
-                        int64_t unknown, int64_t *ids, int64_t *lengths);
+                        int64_t unknown, const fl_words_frame *frame, int64_t *ids, int64_t *lengths);
 int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems,
-                               int64_t unknown, int64_t *ids, int64_t *lengths, int num_threads);
+                               int64_t unknown, const fl_words_frame *frame, int64_t *ids, int64_t *lengths,
+                               int num_threads);
 int64_t fl_words_size(const fl_words *v);
 void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count);
 void fl_words_set_ids(fl_words *v, const int64_t *ids);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "dispatch.h"
+#include "ngram.h"
 
 /* keys of the k-grams of every sequence (tokens[starts[s] .. starts[s+1])). Returns the number written
  * to keys. */
@@ -117,42 +117,33 @@ static int64_t fl_ngram_count(uint64_t *keys, int64_t n, int bits, uint64_t *tmp
     return m;
 }
 
-static inline uint64_t slot_of(uint64_t key, int log2cap) {
-    return (key * 0x9e3779b97f4a7c15ULL) >> (64 - log2cap);
-}
-
-/* The hash index of keys[0..m) (m < 2^log2cap, m < 2^31): table[s] = -1 or the index of the key in slot s,
- * slot_key[s] = that key (stored with the slot, so that a probe's two loads are independent). */
-void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key) {
+/* The hash index of keys[0..m) (m < 2^log2cap, m < 2^31): slot s holds a key and its index, or index -1
+ * (one 16-byte slot, so that a probe reads one cache line). */
+void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots) {
     const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
-    memset(table, 0xff, sizeof(int32_t) << log2cap);
-    memset(slot_key, 0, sizeof(uint64_t) << log2cap);
+    for (uint64_t s = 0; s <= mask; s++) slots[s] = (fl_ngram_slot){0, -1};
     for (int64_t i = 0; i < m; i++) {
-        uint64_t s = slot_of(keys[i], log2cap);
-        while (table[s] >= 0) s = (s + 1) & mask;
-        table[s] = (int32_t)i;
-        slot_key[s] = keys[i];
+        uint64_t s = fl_ngram_slot_of(keys[i], log2cap);
+        while (slots[s].index >= 0) s = (s + 1) & mask;
+        slots[s] = (fl_ngram_slot){keys[i], i};
     }
 }
 
-/* out[q] = the index of queries[q] in the indexed keys, else -1. The slots of query q + 8 are prefetched,
- * so that the cache misses of many queries overlap. */
-void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries, int64_t nq,
-                   int64_t *out) {
+/* The index stored with key, else -1 (linear probing from the home slot). */
+static int64_t probe(const fl_ngram_slot *slots, int log2cap, uint64_t key) {
     const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
+    for (uint64_t s = fl_ngram_slot_of(key, log2cap);; s = (s + 1) & mask) {
+        if (slots[s].index < 0) return -1;
+        if (slots[s].key == key) return slots[s].index;
+    }
+}
+
+/* out[q] = the index of queries[q] in the indexed keys, else -1. The slot of query q + 8 is prefetched,
+ * so that the cache misses of many queries overlap. */
+void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out) {
     for (int64_t q = 0; q < nq; q++) {
-        if (q + 8 < nq) {
-            const uint64_t s = slot_of(queries[q + 8], log2cap);
-            __builtin_prefetch(&table[s]);
-            __builtin_prefetch(&slot_key[s]);
-        }
-        int64_t found = -1;
-        for (uint64_t s = slot_of(queries[q], log2cap); table[s] >= 0; s = (s + 1) & mask)
-            if (slot_key[s] == queries[q]) {
-                found = table[s];
-                break;
-            }
-        out[q] = found;
+        if (q + 8 < nq) __builtin_prefetch(&slots[fl_ngram_slot_of(queries[q + 8], log2cap)]);
+        out[q] = probe(slots, log2cap, queries[q]);
     }
 }
 

@@ -7,73 +7,88 @@
  *     E_1(i) = find_1(t_i),   E_k(i) = find_k(E_{k-1}(i-1) << 32 | t_i),
  * stopping at the first order that is missing (KenLM's rule: a longer n-gram whose shorter suffix is
  * absent is not looked for; in count tables and lmplz's models it cannot exist).
+ * Each order is one hash table of 32-byte entries (fl_ngram_entries): key, index and the two values the
+ * model reads, so that a probe that finds its n-gram has read everything with one cache line.
  * Two models read them:
- *   backoff (ARPA, Kneser-Ney): log10 p(w | h) = prob_L[E_L(i)] + sum_{m=L}^{o-1} backoff_m[E_m(i-1)],
+ *   backoff (ARPA, Kneser-Ney), values (log10 p, log10 backoff):
+ *     log10 p(w | h) = p_L(E_L(i)) + sum_{m=L}^{o-1} backoff_m(E_m(i-1)),
  *     with o = min(n, the tokens of the sequence up to i) and L the longest order found with a
- *     probability (NaN marks a context-only entry); a word without a unigram is read as <unk>
- *     (unk_index) when the model has one, else L = 0 gives the unseen-word value. A word is out of
+ *     probability (NaN marks a context-only entry); a word without a unigram is read as <unk> (unk_word)
+ *     when the model has a unigram for it, else L = 0 gives the unseen-word value. A word is out of
  *     vocabulary when it has no unigram or is <unk> itself (KenLM's full_scores);
- *   add-alpha: ln p(w | h) = ln(c_o(h w) + alpha) - ln(c(h) + alpha V) with c(h) the total of the
- *     o-grams extending h (order 1: every unigram); a word is unseen when it has no counted unigram.
+ *   add-alpha, values (c(entry), c(h) for h = the entry: the total of the n-grams extending it):
+ *     ln p(w | h) = ln(c_o(h w) + alpha) - ln(c(h) + alpha V) (order 1: c(h) = every unigram); a word is
+ *     unseen when it has no counted unigram.
  * Per token it writes the log probability, the matched order L (add-alpha: the longest counted n-gram
  * ending at i) and the unseen flag; per sequence the sum and the unseen count.
  *
- * Latency: each probe is a cache miss on a large model, and the probes of one token depend on one
- * another. STREAMS groups of sequences are scored in lockstep: each round starts one probe per stream
- * (prefetching its slot) before finishing any, so the misses of different streams overlap.
+ * Latency: each probe is a cache miss on a large model, and the probes of one token depend on one another.
+ * STREAMS groups of sequences are scored in lockstep: each round starts one probe per stream (prefetching
+ * its slot) before finishing any, so the misses of different streams overlap.
  */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include "fastlm.h"
+#include "ngram.h"
 
 #define STREAMS 16
 #define FL_NGRAM_PARALLEL_MIN (1 << 15) /* tokens: below, one thread */
+
+typedef const fl_ngram_entry *entry;
 
 typedef struct {
     int64_t seq, seq_end; /* current sequence; one past the stream's last */
     int64_t i;            /* current token */
     int avail, go, oov;   /* orders with a full window at i; whether the chain goes on; word unseen */
     uint32_t w;           /* the word as looked up (<unk> for an unseen one) */
-    uint64_t key, slot;   /* the pending probe */
+    uint64_t key;         /* the pending probe */
     double sum;
     int64_t unseen;
-    int64_t *e, *prev; /* E_k(i) and E_k(i-1), k = 1..n at [k-1] */
+    entry *e, *prev; /* the k-gram ending at i and at i-1 (NULL: absent), k = 1..n at [k-1] */
 } stream;
 
-static inline void probe_start(const fl_ngram_order *t, stream *st, uint64_t key) {
-    st->key = key;
-    st->slot = (key * 0x9e3779b97f4a7c15ULL) >> (64 - t->log2cap);
-    __builtin_prefetch(&t->table[st->slot]);
-    __builtin_prefetch(&t->slot_key[st->slot]);
-}
-
-static inline int64_t probe_finish(const fl_ngram_order *t, const stream *st) {
-    const uint64_t mask = ((uint64_t)1 << t->log2cap) - 1;
-    for (uint64_t s = st->slot;; s = (s + 1) & mask) {
-        const int32_t i = t->table[s];
-        if (i < 0) return -1;
-        if (t->slot_key[s] == st->key) return i;
+/* The slots of keys[0..m) (m < 2^log2cap): entry i holds key i, index i and value[j] = v_j[i] (0 where v_j
+ * is NULL); the others have index -1. */
+void fl_ngram_entries(const uint64_t *keys, int64_t m, int log2cap, const double *v0, const double *v1,
+                      fl_ngram_entry *slots) {
+    const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
+    for (uint64_t s = 0; s <= mask; s++) slots[s] = (fl_ngram_entry){0, -1, {0.0, 0.0}};
+    for (int64_t i = 0; i < m; i++) {
+        uint64_t s = fl_ngram_slot_of(keys[i], log2cap);
+        while (slots[s].index >= 0) s = (s + 1) & mask;
+        slots[s] = (fl_ngram_entry){keys[i], i, {v0 ? v0[i] : 0.0, v1 ? v1[i] : 0.0}};
     }
 }
 
+static entry find(const fl_ngram_order *t, uint64_t key) {
+    const uint64_t mask = ((uint64_t)1 << t->log2cap) - 1;
+    for (uint64_t s = fl_ngram_slot_of(key, t->log2cap);; s = (s + 1) & mask) {
+        if (t->slots[s].index < 0) return NULL;
+        if (t->slots[s].key == key) return &t->slots[s];
+    }
+}
+
+static inline void probe_start(const fl_ngram_order *t, stream *st, uint64_t key) {
+    st->key = key;
+    __builtin_prefetch(&t->slots[fl_ngram_slot_of(key, t->log2cap)]);
+}
+
 /* log10 p of the token given its entries e and the previous token's prev, orders 1..o. */
-static double backoff_logp(const fl_ngram_model *m, const int64_t *e, const int64_t *prev, int o, int *matched) {
+static double backoff_logp(const fl_ngram_model *m, const entry *e, const entry *prev, int o, int *matched) {
     int L = o;
-    while (L > 0 && (e[L - 1] < 0 || isnan(m->t[L - 1].prob[e[L - 1]]))) L--;
-    double lp = L ? m->t[L - 1].prob[e[L - 1]] : m->unseen;
+    while (L > 0 && (!e[L - 1] || isnan(e[L - 1]->value[0]))) L--;
+    double lp = L ? e[L - 1]->value[0] : m->unseen;
     for (int k = (L > 1 ? L : 1); k < o; k++) /* contexts of orders L .. o-1 (order >= 1) */
-        if (prev[k - 1] >= 0) lp += m->t[k - 1].backoff[prev[k - 1]];
+        if (prev[k - 1]) lp += prev[k - 1]->value[1];
     *matched = L;
     return lp;
 }
 
-static double add_alpha_logp(const fl_ngram_model *m, const int64_t *e, const int64_t *prev, int o, int *matched) {
-    const fl_ngram_order *t = &m->t[o - 1];
-    const double c = e[o - 1] >= 0 ? (double)t->count[e[o - 1]] : 0.0;
-    const double ch = o == 1 ? m->unigram_total : (prev[o - 2] >= 0 ? (double)t->total[prev[o - 2]] : 0.0);
+static double add_alpha_logp(const fl_ngram_model *m, const entry *e, const entry *prev, int o, int *matched) {
+    const double c = e[o - 1] ? e[o - 1]->value[0] : 0.0;
+    const double ch = o == 1 ? m->unigram_total : (prev[o - 2] ? prev[o - 2]->value[1] : 0.0);
     int L = o;
-    while (L > 0 && (e[L - 1] < 0 || m->t[L - 1].count[e[L - 1]] == 0)) L--;
+    while (L > 0 && (!e[L - 1] || e[L - 1]->value[0] == 0)) L--;
     *matched = L;
     return log(c + m->alpha) - log(ch + m->alpha * m->vocab);
 }
@@ -88,7 +103,7 @@ static void enter(stream *st, const int64_t *starts, int n, double *seq_logp, in
     if (st->seq < st->seq_end) st->i = starts[st->seq];
     st->sum = 0.0;
     st->unseen = 0;
-    for (int k = 0; k < n; k++) st->prev[k] = -1;
+    for (int k = 0; k < n; k++) st->prev[k] = NULL;
 }
 
 /* The first sequence of part g of `parts` with about equal tokens among sequences [lo, hi). */
@@ -104,8 +119,9 @@ static int score_range(const fl_ngram_model *m, const uint32_t *tokens, const in
                        int64_t s_hi, int64_t skip, double *logp, int32_t *matched, uint8_t *unseen,
                        double *seq_logp, int64_t *seq_unseen) {
     const int n = m->order;
-    int64_t *mem = malloc(2 * STREAMS * (size_t)n * sizeof *mem);
+    entry *mem = malloc(2 * STREAMS * (size_t)n * sizeof *mem);
     if (!mem) return -1;
+    const entry unk = m->unk_word >= 0 ? find(&m->t[0], (uint64_t)m->unk_word) : NULL;
     stream st[STREAMS];
     int live = 0;
     for (int g = 0; g < STREAMS; g++) { /* contiguous groups of about equal tokens */
@@ -132,27 +148,21 @@ static int score_range(const fl_ngram_model *m, const uint32_t *tokens, const in
             for (int g = 0; g < live; g++) {
                 stream *q = &st[g];
                 if (!q->go) continue;
-                int64_t x = probe_finish(&m->t[k], q);
+                entry x = find(&m->t[k], q->key);
                 if (k == 0) {
-                    q->oov = x < 0 || (int64_t)q->w == m->unk_word;
-                    if (x < 0 && m->unk_index >= 0) {
-                        x = m->unk_index;
+                    q->oov = !x || (int64_t)q->w == m->unk_word;
+                    if (!x && unk) {
+                        x = unk;
                         q->w = (uint32_t)m->unk_word;
                     }
                 }
                 q->e[k] = x;
-                if (x >= 0) { /* the values this token (and, as a context, the next) reads */
-                    const fl_ngram_order *t = &m->t[k];
-                    __builtin_prefetch(t->prob ? (const void *)&t->prob[x] : (const void *)&t->count[x]);
-                    if (t->backoff) __builtin_prefetch(&t->backoff[x]);
-                    if (k + 1 < n && t[1].total) __builtin_prefetch(&t[1].total[x]);
-                }
-                q->go = x >= 0 && k + 1 < q->avail && q->prev[k] >= 0;
+                q->go = x && k + 1 < q->avail && q->prev[k];
                 if (q->go) {
-                    probe_start(&m->t[k + 1], q, (uint64_t)q->prev[k] << 32 | q->w);
+                    probe_start(&m->t[k + 1], q, (uint64_t)q->prev[k]->index << 32 | q->w);
                     any = 1;
                 } else {
-                    for (int j = k + 1; j < n; j++) q->e[j] = -1;
+                    for (int j = k + 1; j < n; j++) q->e[j] = NULL;
                 }
             }
             if (!any) break;
@@ -175,7 +185,7 @@ static int score_range(const fl_ngram_model *m, const uint32_t *tokens, const in
                 if (matched) matched[i] = 0;
                 if (unseen) unseen[i] = 0;
             }
-            int64_t *t = q->prev;
+            entry *t = q->prev;
             q->prev = q->e;
             q->e = t;
             if (++q->i == starts[q->seq + 1]) { /* the sequence ends */

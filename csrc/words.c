@@ -12,6 +12,11 @@
 
 #define FL_WORDS_PARALLEL_MIN (1 << 16) /* bytes of text: below, one thread */
 
+typedef struct {
+    uint64_t hash;
+    int64_t word; /* index, or -1: empty */
+} slot;
+
 struct fl_words {
     char *bytes;            /* the words, back to back */
     int64_t nbytes, capbytes;
@@ -19,38 +24,34 @@ struct fl_words {
     int64_t *count;         /* occurrences seen by fl_words_encode with grow */
     int64_t *id;            /* the id a word encodes to (fl_words_set_id), initially its index */
     int64_t n, capn;
-    int64_t *slot;          /* word index or -1 */
-    uint64_t *slot_hash;
+    slot *slots;            /* 2^log2cap */
     int log2cap;
 };
 
+/* FNV-1a over the bytes, one step per byte, then a final mix of the high bits into the low ones. */
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+static inline uint64_t hash_step(uint64_t h, char c) { return (h ^ (uint8_t)c) * 0x100000001b3ULL; }
+static inline uint64_t hash_final(uint64_t h) { return h ^ (h >> 29); }
+
 static uint64_t hash_bytes(const char *p, int64_t len) {
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (int64_t i = 0; i < len; i++) h = (h ^ (uint8_t)p[i]) * 0x100000001b3ULL;
-    return h ^ (h >> 29);
+    uint64_t h = FNV_OFFSET;
+    for (int64_t i = 0; i < len; i++) h = hash_step(h, p[i]);
+    return hash_final(h);
 }
 
 static int rehash(fl_words *v, int log2cap) {
-    int64_t *slot = malloc(sizeof *slot << log2cap);
-    uint64_t *sh = malloc(sizeof *sh << log2cap);
-    if (!slot || !sh) {
-        free(slot);
-        free(sh);
-        return -1;
-    }
-    memset(slot, 0xff, sizeof *slot << log2cap);
+    slot *slots = malloc(sizeof *slots << log2cap);
+    if (!slots) return -1;
     const uint64_t mask = ((uint64_t)1 << log2cap) - 1;
+    for (uint64_t s = 0; s <= mask; s++) slots[s] = (slot){0, -1};
     for (int64_t w = 0; w < v->n; w++) {
         const uint64_t h = hash_bytes(v->bytes + v->off[w], v->off[w + 1] - v->off[w]);
         uint64_t s = h & mask;
-        while (slot[s] >= 0) s = (s + 1) & mask;
-        slot[s] = w;
-        sh[s] = h;
+        while (slots[s].word >= 0) s = (s + 1) & mask;
+        slots[s] = (slot){h, w};
     }
-    free(v->slot);
-    free(v->slot_hash);
-    v->slot = slot;
-    v->slot_hash = sh;
+    free(v->slots);
+    v->slots = slots;
     v->log2cap = log2cap;
     return 0;
 }
@@ -78,17 +79,17 @@ void fl_words_free(fl_words *v) {
     free(v->off);
     free(v->count);
     free(v->id);
-    free(v->slot);
-    free(v->slot_hash);
+    free(v->slots);
     free(v);
 }
 
-/* The index of word p[0..len), added when absent and grow is set; -1 when absent (or out of memory, -2). */
-static int64_t lookup(fl_words *v, const char *p, int64_t len, int grow) {
-    const uint64_t h = hash_bytes(p, len), mask = ((uint64_t)1 << v->log2cap) - 1;
+/* The index of word p[0..len) of hash h (hash_bytes), added when absent and grow is set; -1 when absent (or
+ * out of memory, -2). */
+static int64_t lookup(fl_words *v, const char *p, int64_t len, uint64_t h, int grow) {
+    const uint64_t mask = ((uint64_t)1 << v->log2cap) - 1;
     uint64_t s = h & mask;
-    for (int64_t w; (w = v->slot[s]) >= 0; s = (s + 1) & mask)
-        if (v->slot_hash[s] == h && v->off[w + 1] - v->off[w] == len && !memcmp(v->bytes + v->off[w], p, (size_t)len))
+    for (int64_t w; (w = v->slots[s].word) >= 0; s = (s + 1) & mask)
+        if (v->slots[s].hash == h && v->off[w + 1] - v->off[w] == len && !memcmp(v->bytes + v->off[w], p, (size_t)len))
             return w;
     if (!grow) return -1;
     if (v->n + 1 > v->capn) {
@@ -116,38 +117,40 @@ static int64_t lookup(fl_words *v, const char *p, int64_t len, int grow) {
     v->off[w + 1] = v->nbytes;
     v->count[w] = 0;
     v->id[w] = w;
-    v->slot[s] = w;
-    v->slot_hash[s] = h;
+    v->slots[s] = (slot){h, w};
     if (2 * v->n > ((int64_t)1 << v->log2cap) && rehash(v, v->log2cap + 1)) return -2;
     return w;
 }
 
-static inline int is_space(char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
+static const uint8_t is_space[256] = {[' '] = 1, ['\t'] = 1, ['\n'] = 1, ['\r'] = 1, ['\v'] = 1, ['\f'] = 1};
 
-/* The words of items text[item_off[j] .. item_off[j+1]), j < nitems: ids[] gets each word's id (words
- * whose id is negative are left out), lengths[j] the number written for item j. A word not in the table is
- * added (grow; its count incremented with every occurrence) or gets `unknown`. ids needs room for one id
- * per word: at most (item_off[nitems] + 1) / 2 + nitems. Returns the number of ids, or -2 out of memory. */
+/* The words of items text[item_off[j] .. item_off[j+1]), j < nitems: ids[] gets, per item, frame->pre, each
+ * word's id (words whose id is negative are left out), then frame->post when it is >= 0 (frame NULL:
+ * nothing around the words); lengths[j] the number written for item j. A word not in the table is added
+ * (grow; its count incremented with every occurrence) or gets `unknown`. ids needs room for one id per
+ * word and the frame: at most (item_off[nitems] + 1) / 2 + nitems (1 + npre + 1). Returns the number of
+ * ids, or -2 out of memory. */
 int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
-                        int64_t unknown, int64_t *ids, int64_t *lengths) {
+                        int64_t unknown, const fl_words_frame *frame, int64_t *ids, int64_t *lengths) {
     int64_t n = 0;
     for (int64_t j = 0; j < nitems; j++) {
         const int64_t before = n;
+        for (int k = 0; frame && k < frame->npre; k++) ids[n++] = frame->pre[k];
         int64_t i = item_off[j];
         const int64_t end = item_off[j + 1];
         while (i < end) {
-            while (i < end && is_space(text[i])) i++;
+            while (i < end && is_space[(uint8_t)text[i]]) i++;
             const int64_t start = i;
-            while (i < end && !is_space(text[i])) i++;
+            uint64_t h = FNV_OFFSET; /* hash_bytes of the word, as it is scanned */
+            for (; i < end && !is_space[(uint8_t)text[i]]; i++) h = hash_step(h, text[i]);
             if (i == start) break;
-            const int64_t w = lookup(v, text + start, i - start, grow);
+            const int64_t w = lookup(v, text + start, i - start, hash_final(h), grow);
             if (w == -2) return -2;
             if (w >= 0 && grow) v->count[w]++;
             const int64_t id = w >= 0 ? v->id[w] : unknown;
             if (id >= 0) ids[n++] = id;
         }
+        if (frame && frame->post >= 0) ids[n++] = frame->post;
         lengths[j] = n - before;
     }
     return n;
@@ -156,22 +159,25 @@ int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, 
 /* fl_words_encode without growing the table (so threads can share it), over num_threads contiguous
  * shares of the items; the ids come out in item order as one call would write them. */
 int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems,
-                               int64_t unknown, int64_t *ids, int64_t *lengths, int num_threads) {
+                               int64_t unknown, const fl_words_frame *frame, int64_t *ids, int64_t *lengths,
+                               int num_threads) {
     const int want = num_threads < 64 ? num_threads : 64;
     const int nt = want > 1 && item_off[nitems] >= FL_WORDS_PARALLEL_MIN && nitems >= want ? want : 1;
+    const int64_t per_item = 1 + (frame ? frame->npre + 1 : 0); /* ids beyond the words' (room) */
     int64_t first[65], base[65], done[64];
     for (int t = 0; t <= nt; t++) { /* item shares of about equal bytes, and where each writes its ids */
         const int64_t target = item_off[nitems] / nt * t;
         int64_t j = t ? first[t - 1] : 0;
         while (t && t < nt && j < nitems && item_off[j] < target) j++;
         first[t] = t == nt ? nitems : j;
-        base[t] = t ? base[t - 1] + (item_off[first[t]] - item_off[first[t - 1]] + 1) / 2 + (first[t] - first[t - 1])
+        base[t] = t ? base[t - 1] + (item_off[first[t]] - item_off[first[t - 1]] + 1) / 2 +
+                          per_item * (first[t] - first[t - 1])
                     : 0;
     }
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int t = 0; t < nt; t++)
-        done[t] = fl_words_encode(v, text, item_off + first[t], first[t + 1] - first[t], 0, unknown, ids + base[t],
-                                  lengths + first[t]);
+        done[t] = fl_words_encode(v, text, item_off + first[t], first[t + 1] - first[t], 0, unknown, frame,
+                                  ids + base[t], lengths + first[t]);
     int64_t n = 0;
     for (int t = 0; t < nt; t++) { /* the shares' ids back to back */
         if (done[t] < 0) return done[t];
@@ -184,7 +190,8 @@ int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *ite
 /* Adds words (bytes[off[i] .. off[i+1]), i < n) in order; returns 0, -2 out of memory. */
 int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n) {
     for (int64_t i = 0; i < n; i++)
-        if (lookup(v, bytes + off[i], off[i + 1] - off[i], 1) == -2) return -2;
+        if (lookup(v, bytes + off[i], off[i + 1] - off[i], hash_bytes(bytes + off[i], off[i + 1] - off[i]), 1) == -2)
+            return -2;
     return 0;
 }
 

@@ -4,12 +4,14 @@ against KenLM's lmplz and kenlm module on the King James Bible (anchors.py)."""
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import warnings
 
 import numpy as np
 import pytest
 
+import fastlm
 import fastlm.ngram as ng
 from fastlm import _ngram_tables as tables
 from fastlm import reference as ref
@@ -332,6 +334,23 @@ def test_word_vocab_rules():
     np.testing.assert_array_equal(flat, ids)
     np.testing.assert_array_equal(lens, lengths)
     assert v.encode("zebra a").tolist() == [0, 3] and v.encode(b"a b").tolist() == [3, 4]
+    # pre / post frame each text (a model's padding), from one thread or several (a text long enough to split)
+    many = texts * 20000
+    default = fastlm.get_num_threads()
+    for threads in (1, 2):
+        fastlm.set_num_threads(threads)
+        try:
+            framed, flen = v.encode_many(many, pre=[1, 1], post=2)
+        finally:
+            fastlm.set_num_threads(default)
+        want = []
+        for t in many:
+            words = [w for w in re.split("[ \t\n\r\v\f]+", t) if w and w not in ("<s>", "</s>", "<unk>")]
+            want.append([1, 1] + [v.ids.get(w, 0) for w in words] + [2])
+        assert flen.tolist() == [len(w) for w in want]
+        assert framed.tolist() == [i for w in want for i in w]
+    b_ids, b_len = ng.ByteVocab().encode_many(["ab", "", "é"], pre=[256], post=257)
+    assert b_ids.tolist() == [256, 97, 98, 257, 256, 257, 256, 0xC3, 0xA9, 257] and b_len.tolist() == [4, 2, 4]
     assert ng.WordVocab.build(texts, min_count=2).words == ["<unk>", "<s>", "</s>", "a", "b"]
     with pytest.raises(ValueError, match="repeats a word"):
         ng.WordVocab(["<unk>", "<s>", "</s>", "x", "x"]).encode("x")

@@ -9,7 +9,7 @@ status code to an exception.
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_Destructor, PyCapsule_GetPointer, PyCapsule_New
 import numpy as np
-from libc.stdint cimport int32_t, int64_t, uint16_t, uint32_t, uint64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, intptr_t, uint16_t, uint32_t, uint64_t, uint8_t
 from libc.string cimport memcpy
 
 cnp.import_array()
@@ -99,23 +99,26 @@ cdef extern from "fastlm.h" nogil:
                                    uint64_t *keys, uint64_t *tmp)
     int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
                               int64_t *prefix_count, uint64_t *rank)
-    void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, int32_t *table, uint64_t *slot_key)
+    ctypedef struct fl_ngram_slot:
+        uint64_t key
+        int64_t index
+    void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots)
     int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
                                  int64_t *rank, uint64_t *keys, uint64_t *tmp)
-    void fl_ngram_find(int log2cap, const int32_t *table, const uint64_t *slot_key, const uint64_t *queries,
-                       int64_t nq, int64_t *out)
+    void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out)
+    ctypedef struct fl_ngram_entry:
+        uint64_t key
+        int64_t index
+        double value[2]
+    void fl_ngram_entries(const uint64_t *keys, int64_t m, int log2cap, const double *v0, const double *v1,
+                          fl_ngram_entry *slots)
     ctypedef struct fl_ngram_order:
-        const int32_t *table
-        const uint64_t *slot_key
+        const fl_ngram_entry *slots
         int log2cap
-        const double *prob
-        const double *backoff
-        const int64_t *count
-        const int64_t *total
     ctypedef struct fl_ngram_model:
         int order, add_alpha
         double alpha, vocab, unigram_total, unseen
-        int64_t unk_index, unk_word
+        int64_t unk_word
         fl_ngram_order t[64]
     void fl_kn_order(const uint64_t *keys, int ctx_shift, const int64_t *a, const uint8_t *pruned, int64_t m,
                      const double d[4], const int64_t *suffix, const double *lower, double lower_uniform, double *p,
@@ -125,10 +128,15 @@ cdef extern from "fastlm.h" nogil:
     fl_words *fl_words_new()
     void fl_words_free(fl_words *v)
     int fl_words_add(fl_words *v, const char *bytes, const int64_t *off, int64_t n)
+    ctypedef struct fl_words_frame:
+        const int64_t *pre
+        int npre
+        int64_t post
     int64_t fl_words_encode(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems, int grow,
-                            int64_t unknown, int64_t *ids, int64_t *lengths)
+                            int64_t unknown, const fl_words_frame *frame, int64_t *ids, int64_t *lengths)
     int64_t fl_words_encode_frozen(fl_words *v, const char *text, const int64_t *item_off, int64_t nitems,
-                                   int64_t unknown, int64_t *ids, int64_t *lengths, int num_threads)
+                                   int64_t unknown, const fl_words_frame *frame, int64_t *ids, int64_t *lengths,
+                                   int num_threads)
     int64_t fl_words_size(const fl_words *v)
     void fl_words_export(const fl_words *v, char *bytes, int64_t *off, int64_t *count)
     void fl_words_set_ids(fl_words *v, const int64_t *ids)
@@ -523,33 +531,68 @@ def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
     return prefix[:r].copy(), total[:r].copy(), rank[:m]
 
 
-def ngram_index(cnp.ndarray keys):
-    """(log2 capacity, int32 slot table, uint64 slot keys): the hash index of distinct keys."""
-    cdef int64_t m = keys.shape[0]
+cdef int _log2cap(int64_t m) except -1:
+    """Slots for m keys: the power of two at least 2m (load <= 1/2)."""
     if m >= 2**30:
         raise ValueError("more than 2^30 distinct n-grams of one order")
     cdef int log2cap = 4
     while (1 << log2cap) < 2 * m:
         log2cap += 1
-    cdef cnp.ndarray table = np.empty(1 << log2cap, np.int32)
-    cdef cnp.ndarray slot_key = np.empty(1 << log2cap, np.uint64)
+    return log2cap
+
+
+def ngram_index(cnp.ndarray keys):
+    """(log2 capacity, slots): the hash index of distinct keys; slots is uint64 (capacity, 2), each row a key
+    and its index (all ones: empty)."""
+    cdef int log2cap = _log2cap(keys.shape[0])
+    cdef cnp.ndarray slots = np.empty((1 << log2cap, 2), np.uint64)
     cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
     with nogil:
-        fl_ngram_index(kp, m, log2cap, <int32_t *>cnp.PyArray_DATA(table), <uint64_t *>cnp.PyArray_DATA(slot_key))
-    return log2cap, table, slot_key
+        fl_ngram_index(kp, keys.shape[0], log2cap, <fl_ngram_slot *>cnp.PyArray_DATA(slots))
+    return log2cap, slots
 
 
-def ngram_find(int log2cap, cnp.ndarray table, cnp.ndarray slot_key, cnp.ndarray queries):
+def ngram_entries(cnp.ndarray keys, v0, v1):
+    """(log2 capacity, slots) of the scoring table of distinct keys with two float64 values each (None: 0):
+    slots is a 32-byte aligned (capacity, 4) uint64 array, each row an entry: key, index, two values."""
+    cdef int64_t m = keys.shape[0]
+    cdef int log2cap = _log2cap(m)
+    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    a0, a1 = _f64_in(v0, m), _f64_in(v1, m)  # (held until the call returns)
+    cdef const double *p0 = NULL if a0 is None else <const double *>_data(a0, cnp.NPY_FLOAT64, "v0")
+    cdef const double *p1 = NULL if a1 is None else <const double *>_data(a1, cnp.NPY_FLOAT64, "v1")
+    buf = np.empty(4 * (1 << log2cap) + 4, np.uint64)  # (an entry never straddles two cache lines)
+    cdef int64_t skip = (-(<intptr_t>cnp.PyArray_DATA(buf)) & 31) // 8
+    cdef cnp.ndarray slots = buf[skip:skip + 4 * (1 << log2cap)].reshape(1 << log2cap, 4)
+    with nogil:
+        fl_ngram_entries(kp, m, log2cap, p0, p1, <fl_ngram_entry *>cnp.PyArray_DATA(slots))
+    return log2cap, slots
+
+
+cdef _f64_in(v, int64_t m):
+    if v is None:
+        return None
+    a = np.ascontiguousarray(v, np.float64)
+    if a.ndim != 1 or a.shape[0] != m:
+        raise ValueError("internal: n-gram values must be (m,)")
+    return a
+
+
+cdef const void *_slots(int log2cap, cnp.ndarray slots, int width) except NULL:
+    """The slots of ngram_index (width 2) or ngram_entries (width 4), checked."""
+    if slots.ndim != 2 or slots.shape[0] != (1 << log2cap) or slots.shape[1] != width or not slots.flags.c_contiguous:
+        raise ValueError("internal: n-gram index slots")
+    return _data(slots.reshape(-1), cnp.NPY_UINT64, "slots")
+
+
+def ngram_find(int log2cap, cnp.ndarray slots, cnp.ndarray queries):
     """Indices of the queried keys in the indexed keys (-1 where absent)."""
-    if table.shape[0] != (1 << log2cap) or slot_key.shape[0] != (1 << log2cap):
-        raise ValueError("internal: ngram_find arguments")
-    cdef const int32_t *tp = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
-    cdef const uint64_t *sp = <const uint64_t *>_data(slot_key, cnp.NPY_UINT64, "slot_key")
+    cdef const fl_ngram_slot *sp = <const fl_ngram_slot *>_slots(log2cap, slots, 2)
     cdef const uint64_t *qp = <const uint64_t *>_data(queries, cnp.NPY_UINT64, "queries")
     cdef int64_t nq = queries.shape[0]
     cdef cnp.ndarray out = np.empty(max(nq, 1), np.int64)
     with nogil:
-        fl_ngram_find(log2cap, tp, sp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
+        fl_ngram_find(log2cap, sp, qp, nq, <int64_t *>cnp.PyArray_DATA(out))
     return out[:nq]
 
 
@@ -618,28 +661,32 @@ def words_add(table, list words):
         raise MemoryError("fastlm: word table")
 
 
-def words_encode(table, bytes text, cnp.ndarray item_off, bint grow, int64_t unknown, int num_threads=1):
-    """(ids int64, words per item int64) of the items text[item_off[j]:item_off[j+1]]; without grow, on
-    num_threads threads."""
+def words_encode(table, bytes text, cnp.ndarray item_off, bint grow, int64_t unknown, int num_threads=1,
+                 pre=(), int64_t post=-1):
+    """(ids int64, ids per item int64) of the items text[item_off[j]:item_off[j+1]], each item's word ids
+    between the ids `pre` and `post` (-1: none); without grow, on num_threads threads."""
     cdef fl_words *v = _words(table)
     cdef int64_t nitems = item_off.shape[0] - 1
     if nitems < 0 or item_off[0] != 0 or item_off[nitems] != len(text) or np.any(np.diff(item_off) < 0):
         raise ValueError("internal: words_encode offsets")
-    cdef cnp.ndarray ids = np.empty((len(text) + 1) // 2 + nitems + 65, np.int64)
+    cdef cnp.ndarray pre_ids = np.ascontiguousarray(pre, np.int64).reshape(-1)
+    cdef fl_words_frame frame
+    frame.pre, frame.npre, frame.post = <const int64_t *>_data(pre_ids, cnp.NPY_INT64, "pre"), pre_ids.shape[0], post
+    cdef cnp.ndarray ids = np.empty((len(text) + 1) // 2 + nitems * (2 + frame.npre) + 1, np.int64)
     cdef cnp.ndarray lengths = np.empty(max(nitems, 1), np.int64)
     cdef const char *tp = text
     cdef int64_t n
     with nogil:
         if grow:
-            n = fl_words_encode(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, grow, unknown,
+            n = fl_words_encode(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, grow, unknown, &frame,
                                 <int64_t *>cnp.PyArray_DATA(ids), <int64_t *>cnp.PyArray_DATA(lengths))
         else:
-            n = fl_words_encode_frozen(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, unknown,
+            n = fl_words_encode_frozen(v, tp, <const int64_t *>cnp.PyArray_DATA(item_off), nitems, unknown, &frame,
                                        <int64_t *>cnp.PyArray_DATA(ids), <int64_t *>cnp.PyArray_DATA(lengths),
                                        num_threads)
     if n < 0:
         raise MemoryError("fastlm: word table")
-    return ids[:n].copy(), lengths[:nitems]
+    return ids[:n], lengths[:nitems]
 
 
 def words_export(table):
@@ -699,30 +746,22 @@ def arpa_lines(cnp.ndarray ids, cnp.ndarray prob, backoff, real, bytes words, cn
 
 
 def ngram_score(orders, bint add_alpha, double alpha, double vocab, double unigram_total, double unseen,
-                int64_t unk_index, int64_t unk_word, cnp.ndarray tokens, cnp.ndarray starts, int64_t skip,
-                bint per_token, int num_threads):
-    """Scores every sequence of tokens (uint32) split at starts against the tables in `orders` (per order a
-    tuple log2cap, table, slot_key, prob, backoff, count, total; None where the model has none). Returns
-    (seq_logp, seq_unseen, logp, matched, unseen), the last three None unless per_token."""
+                int64_t unk_word, cnp.ndarray tokens, cnp.ndarray starts, int64_t skip, bint per_token,
+                int num_threads):
+    """Scores every sequence of tokens (uint32) split at starts against the tables in `orders` (per order
+    ngram_entries' (log2cap, slots)). Returns (seq_logp, seq_unseen, logp, matched, unseen), the last three
+    None unless per_token."""
     cdef fl_ngram_model m
     cdef int64_t nseq = _nseq(tokens, starts)
     cdef int n = len(orders), k
     if not 1 <= n <= 64:
         raise ValueError("internal: ngram_score order")
     m.order, m.add_alpha, m.alpha, m.vocab, m.unigram_total, m.unseen = n, add_alpha, alpha, vocab, unigram_total, unseen
-    m.unk_index, m.unk_word = unk_index, unk_word
+    m.unk_word = unk_word
     for k in range(n):
-        log2cap, table, slot_key, prob, backoff, count, total = orders[k]
-        if table.shape[0] != (1 << log2cap) or slot_key.shape[0] != (1 << log2cap) or (add_alpha and (count is None or (k and total is None))) or \
-                (not add_alpha and (prob is None or (k < n - 1 and backoff is None))):
-            raise ValueError("internal: ngram_score tables")
-        m.t[k].table = <const int32_t *>_data(table, cnp.NPY_INT32, "table")
-        m.t[k].slot_key = <const uint64_t *>_data(slot_key, cnp.NPY_UINT64, "slot_key")
+        log2cap, slots = orders[k]
+        m.t[k].slots = <const fl_ngram_entry *>_slots(log2cap, slots, 4)
         m.t[k].log2cap = log2cap
-        m.t[k].prob = NULL if prob is None else <const double *>_data(prob, cnp.NPY_FLOAT64, "prob")
-        m.t[k].backoff = NULL if backoff is None else <const double *>_data(backoff, cnp.NPY_FLOAT64, "backoff")
-        m.t[k].count = NULL if count is None else <const int64_t *>_data(count, cnp.NPY_INT64, "count")
-        m.t[k].total = NULL if total is None else <const int64_t *>_data(total, cnp.NPY_INT64, "total")
     cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
     cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
     cdef int64_t T = tokens.shape[0]

@@ -55,9 +55,9 @@ class Index:
 
     def __init__(self, keys: np.ndarray) -> None:
         self.keys = keys
-        self._index: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._index: tuple[int, np.ndarray] | None = None
 
-    def get(self) -> tuple[int, np.ndarray, np.ndarray]:
+    def get(self) -> tuple[int, np.ndarray]:
         if self._index is None:
             self._index = _kernels.ngram_index(self.keys)
         return self._index
@@ -65,10 +65,6 @@ class Index:
     def find(self, queries: np.ndarray) -> np.ndarray:
         """Index of each query key, -1 where absent."""
         return _kernels.ngram_find(*self.get(), np.ascontiguousarray(queries, np.uint64))
-
-    def c_order(self, **arrays: Any) -> tuple[Any, ...]:
-        """The tuple ngram_score reads for this order."""
-        return (*self.get(), arrays.get("prob"), arrays.get("backoff"), arrays.get("count"), arrays.get("total"))
 
 
 def keep_entries(keys: list[np.ndarray], keep: list[np.ndarray]) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._config import resolve_threads
-from ._ngram_tables import Duplicate, Index, build, ids_of
+from ._ngram_tables import Duplicate, build, ids_of
 
 __all__ = ["ArpaLM", "SequenceScores", "TokenScores"]
 
@@ -96,6 +96,17 @@ def layout(flat: np.ndarray, lengths: np.ndarray, pad: list[int], eos: int | Non
     return tokens, starts
 
 
+def padded(sequences: list[Any], vocab: Any, check: Any, pad: list[int], eos: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """layout(*gather(...)): a list of str goes through the vocabulary in one pass that writes the padding
+    with the ids."""
+    if sequences and all(isinstance(q, (str, bytes)) for q in sequences) and vocab is not None:
+        ids, lengths = vocab.encode_many(sequences, pre=pad, post=eos)
+        starts = np.zeros(lengths.size + 1, np.int64)
+        np.cumsum(lengths, out=starts[1:])
+        return ids.astype(np.uint32), starts
+    return layout(*gather(sequences, vocab, check), pad, eos)
+
+
 class Scoring:
     """Scoring shared by the n-gram models (threads: fastlm.get_num_threads(), or the attribute num_threads
     when set; results do not depend on it). A subclass provides `order`, `vocab` (or None), `_padding()`
@@ -121,9 +132,9 @@ class Scoring:
         return None
 
     def _score(self, tokens: np.ndarray, starts: np.ndarray, skip: int, per_token: bool) -> tuple[Any, ...]:
-        orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk = self._c_args()
-        return _kernels.ngram_score(orders, add_alpha, alpha, vocab, total, unseen, unk_at, unk, tokens, starts,
-                                    skip, per_token, resolve_threads(self.num_threads))
+        orders, add_alpha, alpha, vocab, total, unseen, unk = self._c_args()
+        return _kernels.ngram_score(orders, add_alpha, alpha, vocab, total, unseen, unk, tokens, starts, skip,
+                                    per_token, resolve_threads(self.num_threads))
 
     # ------------------------------------------------------------------ inputs
     def _encode(self, seq: Any, name: str) -> np.ndarray:
@@ -136,19 +147,18 @@ class Scoring:
         array with offsets (offsets[s]:offsets[s+1] is sequence s)."""
         from ._arrays import int_array
 
+        pad, eos = self._padding()
         if offsets is not None:
             flat = self._encode(sequences, "tokens")
             off = int_array(offsets, "offsets").reshape(-1)
             if off.size == 0 or off[0] != 0 or off[-1] != flat.size or np.any(np.diff(off) < 0):
                 raise ValueError(f"offsets must run from 0 to len(tokens) = {flat.size}, non-decreasing; got "
                                  f"{off[:4].tolist()}...{off[-2:].tolist() if off.size else []}")
-            lengths = np.diff(off)
-        else:
-            if isinstance(sequences, (str, bytes)) or (isinstance(sequences, np.ndarray) and sequences.ndim == 1):
-                raise TypeError("sequences must be a list of sequences (use score() for one)")
-            flat, lengths = gather(sequences, self.vocab, self._check_ids)
-        pad, eos = self._padding()
-        return layout(flat, lengths, pad, eos)
+            return layout(flat, np.diff(off), pad, eos)
+        if isinstance(sequences, (str, bytes)) or (isinstance(sequences, np.ndarray) and sequences.ndim == 1):
+            raise TypeError("sequences must be a list of sequences (use score() for one)")
+        return padded(sequences if isinstance(sequences, list) else list(sequences), self.vocab, self._check_ids,
+                      pad, eos)
 
     def _run(self, tokens: np.ndarray, starts: np.ndarray, per_token: bool) -> tuple[Any, ...]:
         return self._score(tokens, starts, len(self._padding()[0]), per_token)
@@ -239,7 +249,7 @@ class ArpaLM(Scoring):
     def __init__(self, words: list[str], keys: list[np.ndarray], prob: list[np.ndarray],
                  backoff: list[np.ndarray], *, unseen: float | None = None,
                  specials: tuple[int | None, int | None, int | None] | None = None, vocab: Any = None,
-                 discounts: list[tuple[float, float, float]] | None = None, index: list[Index] | None = None) -> None:
+                 discounts: list[tuple[float, float, float]] | None = None) -> None:
         from .ngram import WordVocab
 
         self.order = len(keys)
@@ -248,27 +258,18 @@ class ArpaLM(Scoring):
         self.keys, self.prob = keys, [np.ascontiguousarray(p, np.float64) for p in prob]
         self.backoff = [np.ascontiguousarray(b, np.float64) for b in backoff]
         self.discounts = discounts
-        self._index = index if index is not None else [Index(k) for k in keys]  # (built on first use)
         if specials is None:
             ids = {w: i for i, w in enumerate(self.words)}
             specials = (ids.get("<s>"), ids.get("</s>"), ids.get("<unk>"))
         self.bos_id, self.eos_id, self.unk_id = specials
-        self._unk_at = -1
-        if self.unk_id is not None:
-            self._unk_at = int(self._index[0].find(np.array([self.unk_id], np.uint64))[0])
         self._unseen = -100.0 if unseen is None else unseen
         self._args: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickles as its arrays (out of band with protocol 5); hash indexes are rebuilt when used."""
+        """Pickles as its arrays (out of band with protocol 5); the scoring tables are rebuilt when used."""
         state = dict(self.__dict__)
-        state["_index"] = None
         state["_args"] = None
         return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._index = [Index(k) for k in self.keys]
 
     # --------------------------------------------------------------- Scoring hooks
     def _padding(self):
@@ -283,10 +284,9 @@ class ArpaLM(Scoring):
     def _c_args(self):
         if self._args is None:
             n = self.order
-            orders = [self._index[k].c_order(prob=self.prob[k], backoff=self.backoff[k] if k < n - 1 else None)
+            orders = [_kernels.ngram_entries(self.keys[k], self.prob[k], self.backoff[k] if k < n - 1 else None)
                       for k in range(n)]
-            self._args = (orders, False, 0.0, 0.0, 0.0, self._unseen, self._unk_at,
-                          -1 if self.unk_id is None else self.unk_id)
+            self._args = (orders, False, 0.0, 0.0, 0.0, self._unseen, -1 if self.unk_id is None else self.unk_id)
         return self._args
 
     # --------------------------------------------------------------- ARPA

@@ -36,11 +36,9 @@ FALLBACK = (0.5, 1.0, 1.5)
 
 @dataclass
 class Backoff:
-    """A backoff model's tables: per order k (index k-1) sorted rank keys and their hash indexes (those the
-    estimate built, for the scorer to reuse), log10 probabilities and (below the top order) log10
-    backoffs; the discounts used, per order (D1, D2, D3+)."""
+    """A backoff model's tables: per order k (index k-1) sorted rank keys, log10 probabilities and (below
+    the top order) log10 backoffs; the discounts used, per order (D1, D2, D3+)."""
     keys: list[np.ndarray]
-    index: list[Index]
     prob: list[np.ndarray]
     backoff: list[np.ndarray]
     discounts: list[tuple[float, float, float]]
@@ -135,10 +133,9 @@ def estimate(keys: list[np.ndarray], counts: list[np.ndarray], *, vocab_size: in
     if prune is not None:  # the pruned n-grams go (the kept set is closed under prefixes and suffixes)
         keep = [~m for m in pruned]
         keys = keep_entries(keys, keep)
-        index = [Index(k) for k in keys]
         logp = [v[m] for v, m in zip(logp, keep)]
         backoffs = [v[m] for v, m in zip(backoffs, keep)]
-    return Backoff(keys, index, logp, backoffs, disc, float(gammas[0][0]) / V)
+    return Backoff(keys, logp, backoffs, disc, float(gammas[0][0]) / V)
 
 
 def _first_ids(keys: list[np.ndarray], k: int) -> np.ndarray:

@@ -312,7 +312,7 @@ class NgramLM(Scoring):
             unseen = float(np.log10(est.unseen_prob))
             self._cache["kn"] = ArpaLM(self._words(), est.keys, est.prob, est.backoff, unseen=unseen,
                                        specials=(self.bos_id, self.eos_id, self.unk_id), vocab=self.vocab,
-                                       discounts=est.discounts, index=est.index)
+                                       discounts=est.discounts)
         return self._cache["kn"]
 
     def _words(self) -> list[str]:
@@ -341,11 +341,11 @@ class NgramLM(Scoring):
         if self.smoothing == "kneser-ney":
             return self.backoff_model()._c_args()
         if "c" not in self._cache:
-            orders = []
-            for k in range(self.order):
-                orders.append(self._index(k).c_order(count=self._counts[k], total=self._totals(k) if k else None))
+            n = self.order  # values: c(entry), and c(h) with h = the entry (the total of the n-grams extending it)
+            orders = [_kernels.ngram_entries(self._keys[k], self._counts[k], self._totals(k + 1) if k + 1 < n else None)
+                      for k in range(n)]
             self._cache["c"] = (orders, True, self.alpha, float(self.vocab_size), float(self._counts[0].sum()), 0.0,
-                                -1, -1)
+                                -1)
         return self._cache["c"]
 
     def _query(self, w: np.ndarray, h: np.ndarray) -> np.ndarray | None:
@@ -573,11 +573,17 @@ class ByteVocab:
     def encode(self, text: str | bytes) -> NDArray[np.int64]:
         return byte_tokens(text)
 
-    def encode_many(self, texts: list[str | bytes]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """(all ids, length of each text) in one pass."""
+    def encode_many(self, texts: list[str | bytes], *, pre: Iterable[int] = (),
+                    post: int | None = None) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(all ids, ids per text) in one pass, each text's ids between the ids `pre` and `post`."""
         data = [t.encode("utf-8") if isinstance(t, str) else bytes(t) for t in texts]
-        return (np.frombuffer(b"".join(data), np.uint8).astype(np.int64),
-                np.fromiter(map(len, data), np.int64, len(data)))
+        flat = np.frombuffer(b"".join(data), np.uint8).astype(np.int64)
+        lengths = np.fromiter(map(len, data), np.int64, len(data))
+        pre = list(pre)
+        if not pre and post is None:
+            return flat, lengths
+        tokens, starts = layout(flat, lengths, pre, post)
+        return tokens.astype(np.int64), np.diff(starts)
 
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return bytes(int(i) for i in ids if int(i) < 256).decode("utf-8", errors="replace")
@@ -646,8 +652,10 @@ class WordVocab:
     def encode(self, text: str | bytes) -> NDArray[np.int64]:
         return self.encode_many([text])[0]
 
-    def encode_many(self, texts: Iterable[str | bytes]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """(all ids, words per text) in one C pass; words not in the vocabulary are UNK."""
+    def encode_many(self, texts: Iterable[str | bytes], *, pre: Iterable[int] = (),
+                    post: int | None = None) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """(all ids, ids per text) in one C pass, each text's word ids between the ids `pre` and `post` (a
+        model's BOS padding and EOS); words not in the vocabulary are UNK."""
         if self._table is None:
             table = _kernels.words_new()
             _kernels.words_add(table, [w.encode("utf-8") for w in self.words])
@@ -660,7 +668,8 @@ class WordVocab:
             _kernels.words_set_ids(table, ids)
             self._table = table
         buf, off = _joined(texts)
-        return _kernels.words_encode(self._table, buf, off, False, self.UNK, resolve_threads(None))
+        return _kernels.words_encode(self._table, buf, off, False, self.UNK, resolve_threads(None), list(pre),
+                                     -1 if post is None else post)
 
     def decode(self, ids: Iterable[SupportsInt]) -> str:
         return " ".join(self.words[int(i)] for i in ids)
