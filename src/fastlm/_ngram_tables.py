@@ -192,15 +192,15 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
     return keys, counts
 
 
-def merge(a: tuple[list[np.ndarray], list[np.ndarray]], b: tuple[list[np.ndarray], list[np.ndarray]]
-          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The union of two count tables of the same order, counts added."""
-    n = len(a[0])
+def merge(*parts: tuple[list[np.ndarray], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The union of count tables (keys, counts) of the same order, counts added, in one k-way pass per
+    order: every table's k-grams re-ranked against the merged (k-1)-grams, then one sort."""
+    n = len(parts[0][0])
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     for k in range(1, n + 1):
-        kk = np.concatenate([rank_keys(keys, ids_of(t[0], k))[0] for t in (a, b)])
-        cc = np.concatenate([a[1][k - 1], b[1][k - 1]])
+        kk = np.concatenate([rank_keys(keys, ids_of(t[0], k))[0] for t in parts])
+        cc = np.concatenate([t[1][k - 1] for t in parts])
         o = np.argsort(kk, kind="stable")
         u, c = group_sum(kk[o], cc[o])
         keys.append(u)

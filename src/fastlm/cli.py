@@ -4,6 +4,7 @@ line and exit with status 2."""
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 
@@ -123,6 +124,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.fn(args)
+    except BrokenPipeError:  # the reader stopped early (| head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, TypeError, OSError, UnicodeError) as e:  # user errors: one line, exit status 2
         msg = str(e) if not isinstance(e, OSError) or not e.filename else f"{e.filename}: {e.strerror}"
         print(f"fastlm: error: {msg}", file=sys.stderr)

@@ -8,6 +8,8 @@ import math
 import sys
 from typing import Any, Iterator
 
+import numpy as np
+
 SMOOTHING = {"kn": "kneser-ney", "add-alpha": "add-alpha"}
 
 
@@ -79,23 +81,62 @@ def _read(lines: Iterator[bytes], args) -> list[bytes]:
     return out
 
 
+def _cluster(args):
+    """A distributed.Client for --workers N (a LocalCluster of N one-thread processes) or --scheduler
+    ADDRESS, or None."""
+    if not (args.workers or args.scheduler):
+        return None
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    if "-" in args.files:
+        raise ValueError("--workers/--scheduler read files, not stdin (-)")
+    try:
+        import distributed
+    except ImportError:
+        raise ValueError("--workers/--scheduler need Dask: pip install fastlm[dask]") from None
+    if args.scheduler:
+        return distributed.Client(args.scheduler, timeout=10)
+    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    client._fastlm_cluster = cluster  # (closed with the client)
+    return client
+
+
+def _close(client) -> None:
+    if client is not None:
+        cluster = getattr(client, "_fastlm_cluster", None)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def cmd_fit(args) -> int:
     from . import ngram
 
     if args.output is None and args.arpa is None:
         raise ValueError("give -o/--output (fastlm model) or --arpa (ARPA file), or both")
     smoothing = SMOOTHING[args.smoothing]
-    if args.unit == "words":
-        texts = [line.decode("utf-8", errors="replace") for line in _read(_lines(args.files), args)]
-        lm = ngram.NgramLM.for_words(texts, args.order, min_count=args.min_count, smoothing=smoothing,
-                                     alpha=args.alpha, discount_fallback=args.discount_fallback, prune=args.prune)
-        lm.metadata = {"unit": args.unit}
-    else:
-        lm = ngram.NgramLM(args.order, smoothing=smoothing, alpha=args.alpha, vocab_size=ngram.BYTE_VOCAB,
-                           bos_id=ngram.BYTE_BOS, eos_id=ngram.BYTE_EOS, discount_fallback=args.discount_fallback,
-                           prune=args.prune, vocab=ngram.ByteVocab())
-        lm.metadata = {"unit": args.unit}
-        lm.fit(_read(_lines(args.files), args))
+    options = {"alpha": args.alpha, "discount_fallback": args.discount_fallback, "prune": args.prune}
+    client = _cluster(args)
+    try:
+        if client is not None:
+            from . import dask as fdask
+
+            if args.unit != "words":
+                raise ValueError("--workers/--scheduler fit word models (--unit words)")
+            lm = fdask.fit_distributed(args.files, args.order, smoothing=smoothing, min_count=args.min_count,
+                                       client=client, progress=_show(args), **options)
+        elif args.unit == "words":
+            texts = [line.decode("utf-8", errors="replace") for line in _read(_lines(args.files), args)]
+            lm = ngram.NgramLM.for_words(texts, args.order, min_count=args.min_count, smoothing=smoothing, **options)
+        else:
+            lm = ngram.NgramLM(args.order, smoothing=smoothing, vocab_size=ngram.BYTE_VOCAB, bos_id=ngram.BYTE_BOS,
+                               eos_id=ngram.BYTE_EOS, vocab=ngram.ByteVocab(), **options)
+            lm.fit(_read(_lines(args.files), args))
+    finally:
+        _close(client)
+    lm.metadata = {"unit": args.unit}
     if args.output:
         lm.save(args.output)
     if args.arpa:
@@ -119,12 +160,39 @@ def _load(path: str):
     return ngram.ArpaLM.from_arpa(path)
 
 
-def _encode_line(lm, line: bytes):
+def _scores(lm, args) -> Iterator[tuple[list[bytes], Any]]:
+    """(lines, their SequenceScores) in batches: read here and scored in one C call per 100,000 lines, or
+    scored on the Dask cluster of --workers / --scheduler."""
     from . import ngram
 
-    if isinstance(lm.vocab, ngram.ByteVocab):
-        return lm.vocab.encode(line)
-    return lm.vocab.encode(line.decode("utf-8", errors="replace"))
+    client = _cluster(args)
+    if client is not None:
+        from . import dask as fdask
+
+        try:
+            if not isinstance(lm.vocab, ngram.WordVocab):
+                raise ValueError("--workers/--scheduler score with word models")
+            rows = fdask.compute(fdask.score_distributed(lm, args.files, client=client), client, _show(args))
+        finally:
+            _close(client)
+        lines = [r["text"].rstrip("\n").rstrip("\r").encode("utf-8") for r in rows]
+        yield lines, ngram.SequenceScores(np.array([r["logprob"] for r in rows], np.float64),
+                                          np.array([r["tokens"] for r in rows], np.int64),
+                                          np.array([r["oov"] for r in rows], np.int64))
+        return
+    bar = _progress(_size(args.files), "scoring", "B", _show(args))
+    words = not isinstance(lm.vocab, ngram.ByteVocab)  # (text decoded as fit decodes it)
+    batch: list[bytes] = []
+    for line in _lines(args.files):
+        batch.append(line)
+        if len(batch) == 100_000:
+            yield batch, lm.score_batch([t.decode("utf-8", errors="replace") for t in batch] if words else batch)
+            if bar:
+                bar.update(sum(len(t) + 1 for t in batch))
+            batch = []
+    yield batch, lm.score_batch([t.decode("utf-8", errors="replace") for t in batch] if words else batch)
+    if bar:
+        bar.close()
 
 
 def cmd_eval(args) -> int:
@@ -134,35 +202,16 @@ def cmd_eval(args) -> int:
     if lm.vocab is None:
         raise ValueError(f"{args.model}: the model has no vocabulary to read text with")
     total, n, oov, nbytes, sent = 0.0, 0, 0, 0, 0
-    bar = _progress(_size(args.files), "scoring", "B", _show(args))
-    batch: list[Any] = []
-    texts: list[bytes] = []
-
-    def flush():
-        nonlocal total, n, oov, sent
-        s = lm.score_batch(batch)
+    for lines, s in _scores(lm, args):
         total += float(s.logprob.sum())
         n += int(s.tokens.sum())
         oov += int(s.oov.sum())
+        nbytes += sum(len(t) + 1 for t in lines)  # the newline ends the line as EOS does
+        sent += len(lines)
         if args.per_sentence:
             out = sys.stdout
-            for t, lp, k, o in zip(texts, s.logprob.tolist(), s.tokens.tolist(), s.oov.tolist()):
+            for t, lp, k, o in zip(lines, s.logprob.tolist(), s.tokens.tolist(), s.oov.tolist()):
                 out.write(f"{lp / math.log(10):.6f}\t{k}\t{o}\t{t.decode('utf-8', errors='replace')}\n")
-        sent += len(batch)
-        if bar:
-            bar.update(sum(len(t) + 1 for t in texts))
-        batch.clear()
-        texts.clear()
-
-    for line in _lines(args.files):
-        batch.append(_encode_line(lm, line))
-        texts.append(line)
-        nbytes += len(line) + 1  # the newline ends the line as EOS does
-        if len(batch) == 100_000:
-            flush()
-    flush()
-    if bar:
-        bar.close()
     ce = -total / n if n else float("nan")
     print(f"sentences       {sent}")
     print(f"tokens          {n}")
@@ -187,6 +236,13 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _dask_flags(p) -> None:
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="run on a local Dask cluster of N one-thread worker processes (pip install fastlm[dask])")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the Dask cluster whose scheduler is at ADDRESS (e.g. tcp://host:8786)")
+
+
 def add_parsers(sub, formatter) -> None:
     ng = sub.add_parser("ngram", help="n-gram models (modified Kneser-Ney or add-alpha): fit, eval, generate",
                         formatter_class=formatter).add_subparsers(dest="ngram_command", required=True)
@@ -206,6 +262,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
     p.add_argument("-o", "--output", default=None, help="write the fastlm model here")
     p.add_argument("--arpa", default=None, help="write an ARPA file here (kn only)")
+    _dask_flags(p)
     p.set_defaults(fn=cmd_fit)
     p = ng.add_parser("eval", help="log probability, OOVs, perplexity, bits per token and per byte",
                       formatter_class=formatter)
@@ -214,6 +271,7 @@ def add_parsers(sub, formatter) -> None:
     p.add_argument("--per-sentence", action="store_true",
                    help="print log10 probability, tokens, OOVs and the text of each sentence")
     p.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    _dask_flags(p)
     p.set_defaults(fn=cmd_eval)
     p = ng.add_parser("generate", help="continue a prompt", formatter_class=formatter)
     p.add_argument("model")

@@ -229,18 +229,21 @@ class NgramLM(Scoring):
 
     def merge(self, other: NgramLM) -> NgramLM:
         """A new model with the counts of both (same order, smoothing, alpha, vocab_size and special ids)."""
-        if not isinstance(other, NgramLM):
-            raise TypeError(f"can only merge an NgramLM, got {type(other).__name__}")
-        for name in ("order", "smoothing", "alpha", "vocab_size_given", "bos_id", "eos_id", "unk_id"):
-            if getattr(self, name) != getattr(other, name):
-                raise ValueError(f"cannot merge models with different {name}: {getattr(self, name)!r} and "
-                                 f"{getattr(other, name)!r}")
+        self._check_mergeable(other)
         out = self._like()
         out.max_id = max(self.max_id, other.max_id)
         out._keys, out._counts = tables.merge((self._keys, self._counts), (other._keys, other._counts))
         return out
 
     __add__ = merge
+
+    def _check_mergeable(self, other: Any) -> None:
+        if not isinstance(other, NgramLM):
+            raise TypeError(f"can only merge an NgramLM, got {type(other).__name__}")
+        for name in ("order", "smoothing", "alpha", "vocab_size_given", "bos_id", "eos_id", "unk_id"):
+            if getattr(self, name) != getattr(other, name):
+                raise ValueError(f"cannot merge models with different {name}: {getattr(self, name)!r} and "
+                                 f"{getattr(other, name)!r}")
 
     def _like(self) -> NgramLM:
         return NgramLM(self.order, smoothing=self.smoothing, alpha=self.alpha, vocab_size=self.vocab_size_given,
@@ -629,22 +632,34 @@ class WordVocab:
         ids, lengths = _kernels.words_encode(table, buf, off, True, -1)
         data, woff, counts = _kernels.words_export(table)
         words = [data[woff[i]:woff[i + 1]].decode("utf-8", errors="replace") for i in range(counts.size)]
-        special = np.array([w in cls.SPECIAL for w in words], bool)
-        keep = (counts >= min_count) & ~special
-        order = np.flatnonzero(keep)
-        if order.size:
-            names = np.array([words[i].encode("utf-8") for i in order.tolist()])
-            order = order[np.lexsort((names, -counts[order]))]
-        vocab = cls(list(cls.SPECIAL) + [words[i] for i in order.tolist()])
-        remap = np.full(counts.size, cls.UNK, np.int64)
-        remap[special] = -1
-        remap[order] = np.arange(3, 3 + order.size)
+        vocab, remap = cls._from_counts(words, counts, min_count)
         ids = remap[ids]
         drop = ids < 0
         if drop.any():
             lengths = lengths - np.bincount(np.repeat(np.arange(lengths.size), lengths)[drop], minlength=lengths.size)
             ids = ids[~drop]
         return vocab, ids, lengths
+
+    @classmethod
+    def from_counts(cls, words: list[str], counts: ArrayLike, min_count: int = 1) -> WordVocab:
+        """The vocabulary of distinct words seen counts[i] times each (what build gives on their text)."""
+        min_count = integer(min_count, "min_count", lambda v: v >= 1, ">= 1")
+        return cls._from_counts(words, np.asarray(counts, np.int64), min_count)[0]
+
+    @classmethod
+    def _from_counts(cls, words: list[str], counts: np.ndarray, min_count: int) -> tuple[WordVocab, np.ndarray]:
+        """(vocabulary, the id of each word, -1 for the special ones): the words seen min_count times or
+        more, by descending count, ties in code point order, after the specials."""
+        special = np.array([w in cls.SPECIAL for w in words], bool)
+        keep = (counts >= min_count) & ~special
+        order = np.flatnonzero(keep)
+        if order.size:
+            names = np.array([words[i].encode("utf-8") for i in order.tolist()])
+            order = order[np.lexsort((names, -counts[order]))]
+        remap = np.full(counts.size, cls.UNK, np.int64)
+        remap[special] = -1
+        remap[order] = np.arange(3, 3 + order.size)
+        return cls(list(cls.SPECIAL) + [words[i] for i in order.tolist()]), remap
 
     def __len__(self) -> int:
         return len(self.words)

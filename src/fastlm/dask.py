@@ -1,0 +1,207 @@
+"""Corpus-scale n-gram work on Dask (``pip install fastlm[dask]``): vocabulary, counting, Kneser-Ney
+estimation and document scoring over a ``dask.bag.Bag``, exact against one process.
+
+- Counting: every partition is counted in C into a count table (an NgramLM holding only arrays); the tables
+  are merged on the workers in a tree (``Bag.reduction``, ``split_every`` tables per merge) and the client
+  receives the one merged table. Kneser-Ney's statistics (adjusted counts, counts of counts, discounts)
+  are computed from it when the model is first used, so the model, its discounts and its ARPA file equal
+  those of ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one process, bit for bit.
+- Word models first build the vocabulary the same way (word counts per partition, merged, then
+  ``min_count``), so every worker encodes with the ids one process would give.
+- Scoring ships the model once per worker (``client.scatter(..., broadcast=True)``) and scores each
+  partition in one C call.
+
+``client``: a ``distributed.Client`` to run on; None uses the current Dask scheduler (the default client
+when one exists, else Dask's local one). Tables and models move between processes as their NumPy arrays
+(pickle protocol 5, out of band). A worker lost mid-computation has its tasks recomputed by Dask (they
+are pure), or the computation raises: a partial model is never returned.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+import numpy as np
+
+from . import _kernels
+from . import _ngram_tables as tables
+from .ngram import NgramLM, WordVocab, _joined
+
+__all__ = ["build_vocab_distributed", "compute", "fit_distributed", "merge_models", "read_corpus", "score_distributed"]
+
+
+def read_corpus(corpus: Any, blocksize: int | str | None = "64MiB") -> Any:
+    """corpus as a dask Bag: a Bag is returned as is; a path, glob or list of them is read with
+    ``dask.bag.read_text`` (one item per line, ``blocksize`` bytes per partition)."""
+    import dask.bag as db
+
+    if isinstance(corpus, db.Bag):
+        return corpus
+    paths = [corpus] if isinstance(corpus, (str, os.PathLike)) else corpus
+    if not isinstance(paths, (list, tuple)) or not paths or not all(isinstance(p, (str, os.PathLike)) for p in paths):
+        raise TypeError(f"corpus must be a dask.bag.Bag, a path or glob, or a list of them; got "
+                        f"{type(corpus).__name__}")
+    names: list[str] = [str(os.fspath(p)) for p in paths]
+    for p in names:
+        if not glob.has_magic(p) and not os.path.exists(p):
+            raise FileNotFoundError(f"corpus file {p!r} does not exist")
+        if glob.has_magic(p) and not glob.glob(p):
+            raise FileNotFoundError(f"corpus glob {p!r} matches no file")
+    return db.read_text(names, blocksize=blocksize, encoding="utf-8")
+
+
+def compute(collection: Any, client: Any = None, progress: bool = False) -> Any:
+    """The value of a Dask collection, on client (with Dask's progress bar on stderr when progress) or on
+    the current scheduler."""
+    if client is None:
+        return collection.compute()
+    future = client.compute(collection)
+    if progress:
+        import distributed
+
+        distributed.progress(future)
+    return future.result()
+
+
+def _ship(obj: Any, client: Any) -> Any:
+    """obj once per worker (a future the tasks resolve), or obj itself without a client."""
+    return obj if client is None else client.scatter(obj, broadcast=True, hash=False)
+
+
+# ------------------------------------------------------------------------------------------ vocabulary
+class WordCounts:
+    """Distinct words (UTF-8, one buffer with n + 1 offsets) and their counts: a partition's, or merged."""
+
+    __slots__ = ("data", "off", "counts")
+
+    def __init__(self, data: bytes, off: np.ndarray, counts: np.ndarray) -> None:
+        self.data, self.off, self.counts = data, off, counts
+
+    def __reduce__(self) -> Any:
+        return (WordCounts, (self.data, self.off, self.counts))
+
+    @classmethod
+    def of_texts(cls, texts: list[Any]) -> WordCounts:
+        table = _kernels.words_new()
+        buf, off = _joined(texts)
+        _kernels.words_encode(table, buf, off, True, -1)
+        return cls(*_kernels.words_export(table))
+
+    @classmethod
+    def merge(cls, parts: list[WordCounts]) -> WordCounts:
+        """The union, counts added: the words of all parts through one word table (first-seen order)."""
+        parts = [p for p in parts if p.counts.size] or parts[:1]
+        if len(parts) == 1:
+            return parts[0]
+        table = _kernels.words_new()
+        text = b" ".join(p.data[p.off[i]:p.off[i + 1]] for p in parts for i in range(p.counts.size))
+        ids, _ = _kernels.words_encode(table, text, np.array([0, len(text)], np.int64), True, -1)
+        data, off, _ = _kernels.words_export(table)
+        counts = np.bincount(ids, np.concatenate([p.counts for p in parts]).astype(np.float64),
+                             minlength=off.size - 1).astype(np.int64)
+        return cls(data, off, counts)
+
+
+def _word_counts(texts: Any) -> list[WordCounts]:
+    return [WordCounts.of_texts(list(texts))]
+
+
+def _merge_word_counts(parts: Any) -> WordCounts:
+    return WordCounts.merge(list(parts))
+
+
+def build_vocab_distributed(corpus: Any, *, min_count: int = 1, client: Any = None, split_every: int = 8,
+                            blocksize: int | str | None = "64MiB", progress: bool = False) -> WordVocab:
+    """The WordVocab of a text corpus (see read_corpus) that ``WordVocab.build`` gives on all of it: word
+    counts per partition, merged in a tree on the workers, then min_count."""
+    bag = read_corpus(corpus, blocksize)
+    merged = bag.map_partitions(_word_counts).reduction(_merge_word_counts, _merge_word_counts,
+                                                       split_every=split_every)
+    wc = compute(merged, client, progress)
+    words = [wc.data[wc.off[i]:wc.off[i + 1]].decode("utf-8", errors="replace") for i in range(wc.counts.size)]
+    return WordVocab.from_counts(words, wc.counts, min_count)
+
+
+# ------------------------------------------------------------------------------------------ counting
+def _count_partition(items: Any, template: NgramLM) -> list[NgramLM]:
+    lm = template._like()
+    items = list(items)
+    return [lm.update(items) if items else lm]
+
+
+def merge_models(models: Any) -> NgramLM:
+    """One count model with the counts of all (same order, options and vocabulary), in one k-way merge."""
+    models = list(models)
+    if len(models) == 1:
+        return models[0]
+    first = models[0]
+    for m in models[1:]:
+        first._check_mergeable(m)
+    out = first._like()
+    out.max_id = max(m.max_id for m in models)
+    out._keys, out._counts = tables.merge(*[(m._keys, m._counts) for m in models])
+    return out
+
+
+def _first_item(bag: Any) -> Any:
+    """The first item of the bag (None when it is empty), computing as few partitions as it can."""
+    got = bag.take(1, npartitions=1, warn=False)
+    if not got and bag.npartitions > 1:
+        got = bag.take(1, npartitions=-1, warn=False)
+    return got[0] if got else None
+
+
+def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", min_count: int = 1,
+                    vocab: WordVocab | None = None, client: Any = None, split_every: int = 8,
+                    blocksize: int | str | None = "64MiB", progress: bool = False, **options: Any) -> NgramLM:
+    """An NgramLM counted on Dask, equal to the one process fit (see the module docstring).
+
+    corpus: a Bag of texts (one sentence or document per item) or of 1-D id arrays, or a path, glob or
+    list of text files (one sentence per line). Texts make a word model exactly as ``NgramLM.for_words``
+    (the vocabulary built over the corpus with min_count, unless `vocab` is given); id arrays make the
+    model ``NgramLM(order, smoothing=..., **options).fit(items)`` makes. options: alpha,
+    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). split_every: tables
+    per merge of the reduction tree (>= 2). progress: Dask's progress bar on stderr (with a client)."""
+    if not isinstance(split_every, int) or isinstance(split_every, bool) or split_every < 2:
+        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+    bag = read_corpus(corpus, blocksize)
+    first = _first_item(bag) if vocab is None else ""
+    if isinstance(first, (str, bytes)):
+        if vocab is None:
+            vocab = build_vocab_distributed(bag, min_count=min_count, client=client, split_every=split_every,
+                                            progress=progress)
+        template = NgramLM(order, smoothing=smoothing, vocab_size=len(vocab), bos_id=vocab.BOS, eos_id=vocab.EOS,
+                           unk_id=vocab.UNK, vocab=vocab, **options)
+    else:
+        template = NgramLM(order, smoothing=smoothing, **options)
+    counted = bag.map_partitions(_count_partition, _ship(template, client))
+    return compute(counted.reduction(merge_models, merge_models, split_every=split_every), client, progress)
+
+
+# ------------------------------------------------------------------------------------------- scoring
+def _score_partition(items: Any, lm: Any, log10: bool) -> list[dict[str, Any]]:
+    items = list(items)
+    if not items:
+        return []
+    s = lm.score_batch(items, log10=log10)
+    n = s.tokens
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        ppl = np.exp(-(s.logprob * np.log(10) if log10 else s.logprob) / n)
+    return [{"text": t, "logprob": float(a), "tokens": int(b), "oov": int(c), "perplexity": float(d)}
+            for t, a, b, c, d in zip(items, s.logprob, n, s.oov, ppl)]
+
+
+def score_distributed(lm: Any, corpus: Any, *, client: Any = None, log10: bool = False,
+                      blocksize: int | str | None = "64MiB") -> Any:
+    """Per document scores of an n-gram model (NgramLM or ArpaLM) over a corpus (see read_corpus): a lazy
+    ``dask.bag.Bag`` of dicts {text, logprob, tokens, oov, perplexity}, one per item in order, equal to
+    ``lm.score_batch`` on all items in one process. logprob is the natural log (log10=True: KenLM's unit);
+    tokens counts the predicted tokens (EOS included); perplexity is exp(-ln p / tokens). The model is sent
+    once per worker. Keep documents under a perplexity threshold:
+    ``score_distributed(lm, "crawl/*.txt").filter(lambda r: r["perplexity"] < 1000).pluck("text")``."""
+    if not hasattr(lm, "score_batch"):
+        raise TypeError(f"lm must be an NgramLM or ArpaLM, got {type(lm).__name__}")
+    bag = read_corpus(corpus, blocksize)
+    return bag.map_partitions(_score_partition, _ship(lm, client), bool(log10))
