@@ -139,3 +139,29 @@ def test_bench_kn_estimation(benchmark, side, tmp_path):
     else:
         benchmark.pedantic(lambda: ngram.NgramLM.for_words(verses, 5, smoothing="kneser-ney").to_arpa(
             tmp_path / "f.arpa"), rounds=3, iterations=1)
+
+
+@pytest.mark.parametrize("side", ["one process", "2 workers"])
+def test_bench_dask_counting(benchmark, side):
+    """Order-5 counting of Zipf ids (V = 50k): NgramLM.fit in one process against fit_distributed on a
+    local cluster of 2 one-thread worker processes (the corpus generated and held on the workers)."""
+    pytest.importorskip("distributed")
+    import dask.bag as db
+    import distributed
+    from dask.delayed import delayed
+
+    from fastlm import bench_dask, dask as fdask
+
+    n, parts = (2_000_000 if os.environ.get("FASTLM_BENCH_QUICK") else 20_000_000), 8
+    benchmark.group = f"counting {n // 1_000_000} M Zipf ids, order 5"
+    if side == "one process":
+        seqs = [s for i in range(parts) for s in bench_dask.zipf_part(i, n // parts, 50_000)]
+        benchmark.pedantic(lambda: ngram.NgramLM(5).fit(seqs), rounds=2, iterations=1)
+        return
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c, \
+            distributed.Client(c) as client:
+        bag = db.from_delayed([delayed(bench_dask.zipf_part)(i, n // parts, 50_000) for i in range(parts)])
+        bag = bag.persist()
+        distributed.wait(bag)
+        benchmark.pedantic(lambda: fdask.fit_distributed(bag, 5, smoothing="add-alpha", client=client), rounds=2,
+                           iterations=1)

@@ -193,6 +193,9 @@ typedef struct {
     uint64_t key;
     int64_t index; /* -1: an empty slot */
 } fl_ngram_slot;
+#define FL_NGRAM_MERGE_MAX 64
+int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_t *run, int nruns,
+                       uint64_t *out_keys, int64_t *out_counts, int64_t *rank);
 void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots);
 void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out);
 

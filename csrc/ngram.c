@@ -235,3 +235,46 @@ int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m
     }
     return r + 1;
 }
+
+/* Merges nruns <= FL_NGRAM_MERGE_MAX ascending runs keys[run[r] .. run[r+1]) (with their counts) into the
+ * distinct keys, ascending, and their summed counts; rank[i] = the output index of input entry i. Each step
+ * takes the least of the runs' heads (a linear scan: the runs are few; an exhausted run's head is
+ * UINT64_MAX, above every rank key, whose parent index is below 2^31). Returns the number of distinct keys. */
+int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_t *run, int nruns,
+                       uint64_t *out_keys, int64_t *out_counts, int64_t *rank) {
+    uint64_t head[FL_NGRAM_MERGE_MAX];
+    int64_t pos[FL_NGRAM_MERGE_MAX];
+    for (int r = 0; r < nruns; r++) {
+        pos[r] = run[r];
+        head[r] = run[r] < run[r + 1] ? keys[run[r]] : UINT64_MAX;
+    }
+    int64_t m = 0;
+    if (nruns == 2) { /* two runs (NgramLM.update, binary trees): the heads in registers */
+        int64_t i = run[0], j = run[1];
+        const int64_t ie = run[1], je = run[2];
+        while (i < ie || j < je) {
+            const int from_b = i == ie || (j < je && keys[j] < keys[i]);
+            const int64_t x = from_b ? j++ : i++;
+            if (m == 0 || out_keys[m - 1] != keys[x]) {
+                out_keys[m] = keys[x];
+                out_counts[m++] = 0;
+            }
+            out_counts[m - 1] += counts[x];
+            rank[x] = m - 1;
+        }
+        return m;
+    }
+    for (int64_t left = run[nruns] - run[0]; left > 0; left--) {
+        int r = 0;
+        for (int q = 1; q < nruns; q++) r = head[q] < head[r] ? q : r;
+        const int64_t i = pos[r]++;
+        if (m == 0 || out_keys[m - 1] != head[r]) {
+            out_keys[m] = head[r];
+            out_counts[m++] = 0;
+        }
+        out_counts[m - 1] += counts[i];
+        rank[i] = m - 1;
+        head[r] = pos[r] < run[r + 1] ? keys[pos[r]] : UINT64_MAX;
+    }
+    return m;
+}

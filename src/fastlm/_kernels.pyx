@@ -103,6 +103,8 @@ cdef extern from "fastlm.h" nogil:
         uint64_t key
         int64_t index
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots)
+    int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_t *run, int nruns,
+                           uint64_t *out_keys, int64_t *out_counts, int64_t *rank)
     int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
                                  int64_t *rank, uint64_t *keys, uint64_t *tmp)
     void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out)
@@ -529,6 +531,26 @@ def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
         r = fl_ngram_prefixes(kp, cp, m, bits, <uint64_t *>cnp.PyArray_DATA(prefix), <int64_t *>cnp.PyArray_DATA(total),
                               <uint64_t *>cnp.PyArray_DATA(rank))
     return prefix[:r].copy(), total[:r].copy(), rank[:m]
+
+
+def ngram_merge(cnp.ndarray keys, cnp.ndarray counts, cnp.ndarray run):
+    """(distinct keys, summed counts, output index of each input entry) of ascending runs
+    keys[run[r]:run[r+1]] (run: nruns + 1 <= 65 offsets from 0 to len(keys))."""
+    cdef int64_t m = keys.shape[0]
+    cdef int nruns = run.shape[0] - 1
+    if counts.shape[0] != m or not 0 <= nruns <= 64 or run[0] != 0 or run[nruns] != m or np.any(np.diff(run) < 0):
+        raise ValueError("internal: ngram_merge arguments")
+    cdef cnp.ndarray out_keys = np.empty(max(m, 1), np.uint64)
+    cdef cnp.ndarray out_counts = np.empty(max(m, 1), np.int64)
+    cdef cnp.ndarray rank = np.empty(max(m, 1), np.int64)
+    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
+    cdef const int64_t *cp = <const int64_t *>_data(counts, cnp.NPY_INT64, "counts")
+    cdef const int64_t *rp = <const int64_t *>_data(run, cnp.NPY_INT64, "run")
+    cdef int64_t r
+    with nogil:
+        r = fl_ngram_merge(kp, cp, rp, nruns, <uint64_t *>cnp.PyArray_DATA(out_keys),
+                           <int64_t *>cnp.PyArray_DATA(out_counts), <int64_t *>cnp.PyArray_DATA(rank))
+    return out_keys[:r].copy(), out_counts[:r].copy(), rank[:m]
 
 
 cdef int _log2cap(int64_t m) except -1:

@@ -193,16 +193,23 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
 
 
 def merge(*parts: tuple[list[np.ndarray], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The union of count tables (keys, counts) of the same order, counts added, in one k-way pass per
-    order: every table's k-grams re-ranked against the merged (k-1)-grams, then one sort."""
+    """The union of count tables (keys, counts) of the same order, counts added. Per order, each table's
+    keys get their parent's merged rank (a monotone map: each table stays sorted), then one k-way merge of
+    the sorted runs (C, at most 64 at once); where each key lands gives the map of the next order."""
+    if len(parts) > 64:
+        return merge(*[merge(*parts[i:i + 64]) for i in range(0, len(parts), 64)])
     n = len(parts[0][0])
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
+    remap: list[np.ndarray] = []  # per table: merged rank of each of its (k-1)-gram entries
     for k in range(1, n + 1):
-        kk = np.concatenate([rank_keys(keys, ids_of(t[0], k))[0] for t in parts])
-        cc = np.concatenate([t[1][k - 1] for t in parts])
-        o = np.argsort(kk, kind="stable")
-        u, c = group_sum(kk[o], cc[o])
+        own = [t[0][k - 1] for t in parts]
+        if remap:
+            own = [(m[parent(kk)].astype(np.uint64) << S32) | (kk & LOW) for m, kk in zip(remap, own)]
+        run = np.zeros(len(own) + 1, np.int64)
+        np.cumsum([a.size for a in own], out=run[1:])
+        u, c, rank = _kernels.ngram_merge(np.concatenate(own), np.concatenate([t[1][k - 1] for t in parts]), run)
         keys.append(u)
         counts.append(c)
+        remap = np.split(rank, run[1:-1])
     return keys, counts

@@ -96,6 +96,20 @@ def _bench_ngram(args) -> None:
         bn.zipf_text(path, m)
         print()
         print(bn.format_kneser_ney_table("Zipf words (1.1, 1M types)", bn.run_kneser_ney(path, 5, lmplz)))
+    _bench_dask(args)
+
+
+def _bench_dask(args) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("distributed") is None:
+        print("\nN-grams on Dask: skipped (pip install fastlm[dask])")
+        return
+    from . import bench_dask
+
+    n = 2_000_000 if args.quick else 50_000_000
+    print("\nN-grams on Dask: a local cluster of 2 worker processes (one thread each) against one process:")
+    print(bench_dask.format_distributed_table(bench_dask.run_distributed(n, workers=2)))
 
 
 def main(argv=None) -> int:

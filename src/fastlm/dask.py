@@ -66,8 +66,11 @@ def compute(collection: Any, client: Any = None, progress: bool = False) -> Any:
 
 
 def _ship(obj: Any, client: Any) -> Any:
-    """obj once per worker (a future the tasks resolve), or obj itself without a client."""
-    return obj if client is None else client.scatter(obj, broadcast=True, hash=False)
+    """obj once per worker (a future the tasks resolve), or obj itself without a client or when it is
+    already a future."""
+    if client is None or type(obj).__name__ == "Future":
+        return obj
+    return client.scatter(obj, broadcast=True, hash=False)
 
 
 # ------------------------------------------------------------------------------------------ vocabulary
@@ -199,9 +202,10 @@ def score_distributed(lm: Any, corpus: Any, *, client: Any = None, log10: bool =
     ``dask.bag.Bag`` of dicts {text, logprob, tokens, oov, perplexity}, one per item in order, equal to
     ``lm.score_batch`` on all items in one process. logprob is the natural log (log10=True: KenLM's unit);
     tokens counts the predicted tokens (EOS included); perplexity is exp(-ln p / tokens). The model is sent
-    once per worker. Keep documents under a perplexity threshold:
+    once per worker (or give the future of one already scattered). Keep documents under a perplexity
+    threshold:
     ``score_distributed(lm, "crawl/*.txt").filter(lambda r: r["perplexity"] < 1000).pluck("text")``."""
-    if not hasattr(lm, "score_batch"):
+    if not hasattr(lm, "score_batch") and type(lm).__name__ != "Future":
         raise TypeError(f"lm must be an NgramLM or ArpaLM, got {type(lm).__name__}")
     bag = read_corpus(corpus, blocksize)
     return bag.map_partitions(_score_partition, _ship(lm, client), bool(log10))
