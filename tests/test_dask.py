@@ -206,21 +206,22 @@ def test_tables_pickle_compactly_and_truncation_errors(client, verses, tmp_path)
         ng.NgramLM.load(path)
 
 
-def test_cli_workers(verses, tmp_path):
-    """fastlm ngram fit/eval --workers 2 give the ARPA file and the report of the one-process command."""
+def test_cli_workers_and_scheduler(client, verses, tmp_path):
+    """fastlm ngram fit/eval --workers 2 (a cluster of its own) and --scheduler ADDRESS (this one) give the
+    ARPA file and the report of the one-process command."""
     corpus = tmp_path / "c.txt"
     corpus.write_text("\n".join(verses[:800]) + "\n", encoding="utf-8")
     run = [sys.executable, "-m", "fastlm.cli", "ngram"]
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    for extra in ([], ["--workers", "2"]):
-        out = tmp_path / f"m{len(extra)}"
+    ways = ([], ["--workers", "2"], ["--scheduler", client.scheduler.address])
+    for i, extra in enumerate(ways):
+        out = tmp_path / f"m{i}"
         subprocess.run(run + ["fit", str(corpus), "--order", "3", "--arpa", f"{out}.arpa", "-o", f"{out}.bin"] + extra,
                        check=True, capture_output=True, env=env)
-    assert (tmp_path / "m0.arpa").read_bytes() == (tmp_path / "m2.arpa").read_bytes()
+        assert (tmp_path / f"m{i}.arpa").read_bytes() == (tmp_path / "m0.arpa").read_bytes()
     reports = [subprocess.run(run + ["eval", str(tmp_path / "m0.bin"), str(corpus), "--per-sentence"] + extra,
-                              check=True, capture_output=True, text=True, env=env).stdout
-               for extra in ([], ["--workers", "2"])]
-    assert reports[0] == reports[1] and reports[0].count("\n") > 800
+                              check=True, capture_output=True, text=True, env=env).stdout for extra in ways]
+    assert reports[0] == reports[1] == reports[2] and reports[0].count("\n") > 800
     bad = subprocess.run(run + ["eval", str(tmp_path / "m0.bin"), "-", "--workers", "2"], capture_output=True,
                          text=True, env=env)
     assert bad.returncode == 2 and "stdin" in bad.stderr and "Traceback" not in bad.stderr
