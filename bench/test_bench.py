@@ -165,3 +165,22 @@ def test_bench_dask_counting(benchmark, side):
         distributed.wait(bag)
         benchmark.pedantic(lambda: fdask.fit_distributed(bag, 5, smoothing="add-alpha", client=client), rounds=2,
                            iterations=1)
+
+
+@pytest.mark.parametrize("side", ["fastlm.hf.processors", "Hugging Face warpers"])
+def test_bench_hf_processors(benchmark, side):
+    """One sampling step's processors (T 0.7, top-k 50, top-p 0.9) on (8, 128256) float32 scores."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers import LogitsProcessorList
+    from transformers.generation import logits_process as lp
+
+    from fastlm import bench_hf, hf
+
+    o = bench_hf.OPTIONS
+    plist = hf.processors(**o) if side.startswith("fastlm") else LogitsProcessorList(
+        [lp.TemperatureLogitsWarper(o["temperature"]), lp.TopKLogitsWarper(o["top_k"]), lp.TopPLogitsWarper(o["top_p"])])
+    x = torch.randn(8, 128256, generator=torch.Generator().manual_seed(0)) * 2
+    ids = torch.zeros(8, 16, dtype=torch.long)
+    benchmark.group = "Hugging Face processor step 8x128256"
+    benchmark.pedantic(lambda y: plist(ids, y), setup=lambda: ((x.clone(),), {}), rounds=50)

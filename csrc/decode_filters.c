@@ -132,6 +132,52 @@ static int filter(int kind, const FL_T *x, FL_T *y, const fl_rows *r, const doub
     return run_rows(x, r, d, filter_row, &job);
 }
 
+/* Temperature, top-k and top-p in one pass over the row (generate's warpers in their order): the top
+ * max(k, min_keep) logits with their ties are the candidates; among them top-p keeps those whose weight
+ * exp((x - max) / T) ranked above (by logit, lower index first) is < p times their mass (at least
+ * min_keep); the kept tokens get x / T, the others fill. k in [1, n). */
+typedef struct {
+    FL_T *y;
+    int64_t y_stride, n, min_keep;
+    const int64_t *k;
+    const double *p, *t;
+    FL_T fill;
+} warp_job;
+
+static void warp_row(int64_t i, const FL_T *x, double xmax_row, const scratch *s, void *ctx) {
+    const warp_job *j = ctx;
+    const int64_t n = j->n, k = j->k[i] > j->min_keep ? j->k[i] : j->min_keep;
+    const double P = j->p[i], it = 1.0 / j->t[i];
+    const FL_T T = (FL_T)j->t[i];
+    const cut ck = top_count(x, n, k, s);
+    const int64_t m = SIMD->collect_ge(x, n, ck.v, s->idx, s->vals); /* the top k, ties kept */
+    double mass = 0;
+    for (int64_t c = 0; c < m; c++) {
+        const FL_T xc = s->vals[c];
+        s->wts[c] = xmax_row == INFINITY ? (FL_T)(xc == INFINITY) : (FL_T)exp(((double)xc - xmax_row) * it);
+        mass += (double)s->wts[c];
+    }
+    cut cp = cut_all(m, mass);
+    if (P < 1) {
+        cp = cut_among(m, ck.v, xmax_row, P > 0 ? P * mass : 1, P <= 0, s);
+        if (cp.count < j->min_keep) cp = cut_among(m, ck.v, xmax_row, (double)j->min_keep, 1, s);
+    }
+    FL_T *y = j->y + i * j->y_stride; /* (may be x: the kept values are in s->vals) */
+    for (int64_t c = 0; c < n; c++) y[c] = j->fill;
+    for (int64_t c = 0; c < m; c++)
+        if (cut_keeps(&cp, s->vals[c], s->idx[c])) y[s->idx[c]] = s->vals[c] / T;
+}
+
+int FL_PICK(fl_top_k_top_p_filter_f32, fl_top_k_top_p_filter_f64)(const FL_T *x, FL_T *y, const fl_rows *r,
+                                                                  const int64_t *k, const double *p,
+                                                                  const double *t, FL_T fill, fl_decode *d) {
+    if (!fl_rows_ok(r, 1) || r->cols > INT32_MAX || !d || !k || !p || !t || d->min_keep < 1) return FL_ERR_ARG;
+    for (int64_t i = 0; i < r->rows; i++)
+        if (k[i] < 1 || k[i] >= r->cols || !(t[i] > 0) || !(p[i] >= 0)) return FL_ERR_ARG;
+    warp_job job = {y, r->y_stride, r->cols, d->min_keep, k, p, t, fill};
+    return run_rows(x, r, d, warp_row, &job);
+}
+
 int FL_PICK(fl_top_k_filter_f32, fl_top_k_filter_f64)(const FL_T *x, FL_T *y, const fl_rows *r, const int64_t *k,
                                                       FL_T fill, fl_decode *d) {
     if (!k || !r || r->rows < 0) return FL_ERR_ARG;

@@ -141,6 +141,12 @@ typedef struct {
 /* k: keep the tokens whose logit is >= the k-th largest (ties with it kept); k <= 0: keep all. */
 int fl_top_k_filter_f32(const float *x, float *y, const fl_rows *r, const int64_t *k, float fill, fl_decode *d);
 int fl_top_k_filter_f64(const double *x, double *y, const fl_rows *r, const int64_t *k, double fill, fl_decode *d);
+/* Temperature t > 0, top-k (k in [1, cols)) and top-p in one pass: the kept tokens get x / t, the others fill
+ * (generate's three warpers in their order; min_keep as theirs). */
+int fl_top_k_top_p_filter_f32(const float *x, float *y, const fl_rows *r, const int64_t *k, const double *p,
+                              const double *t, float fill, fl_decode *d);
+int fl_top_k_top_p_filter_f64(const double *x, double *y, const fl_rows *r, const int64_t *k, const double *p,
+                              const double *t, double fill, fl_decode *d);
 /* p: keep a token iff the probability ranked strictly above it is < p; p >= 1 keeps all. */
 int fl_top_p_filter_f32(const float *x, float *y, const fl_rows *r, const double *p, float fill, fl_decode *d);
 int fl_top_p_filter_f64(const double *x, double *y, const fl_rows *r, const double *p, double fill, fl_decode *d);

@@ -70,6 +70,30 @@ def test_top_k_matches_reference(simd, rng, dtype, V):
                                           ref.top_k_filter(x, ks, min_tokens_to_keep=keep).astype(dtype))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("V", [2, 33, 2049, 128256])
+def test_top_k_top_p_matches_the_three_filters(simd, rng, dtype, V):
+    """The fused temperature -> top-k -> top-p equals the reference's three steps (the kept set exactly;
+    kept values x / T in the logits' precision); ties at both cuts, k beyond V and k <= 0 included."""
+    for rounded in (False, True):
+        x = logits_like(rng, (4, V), dtype)
+        x = np.round(x, 1).astype(dtype) if rounded else x
+        for k in (1, 2, 50, V - 1, V, 0):
+            for p, t, keep in ((0.9, 0.7, 1), (0.0, 1.0, 1), (0.5, 2.0, 3), (1.0, 1.3, 1), (0.99, 0.05, 2)):
+                got = fastlm.top_k_top_p_filter(x, np.array([k, k, max(k // 2, 1), k]), p, temperature=t,
+                                                min_tokens_to_keep=keep)
+                want = ref.top_k_top_p_filter(x, np.array([k, k, max(k // 2, 1), k]), p, temperature=t,
+                                              min_tokens_to_keep=keep)
+                np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want))
+                np.testing.assert_array_equal(got[np.isfinite(got)], (x / np.asarray(t, dtype))[np.isfinite(got)])
+    y = x.copy()
+    assert fastlm.top_k_top_p_filter(y, 3, 0.5, out=y) is y
+    with pytest.raises(ValueError, match="temperature"):
+        fastlm.top_k_top_p_filter(x, 3, 0.5, temperature=0.0)
+    with pytest.raises(ValueError, match="p"):
+        fastlm.top_k_top_p_filter(x, 3, 1.5)
+
+
 @pytest.mark.parametrize("V", [128256, 262144])
 def test_large_vocabularies(rng, V):
     for kind, (fast, slow) in FILTERS.items():

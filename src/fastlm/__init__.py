@@ -18,6 +18,7 @@ from .decoding import (  # noqa: E402
     min_p_filter,
     sample,
     top_k_filter,
+    top_k_top_p_filter,
     top_p_filter,
     typical_filter,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "top_p_filter",
     "min_p_filter",
     "typical_filter",
+    "top_k_top_p_filter",
     "apply_penalties",
     "apply_logit_bias",
     "mask_tokens",

@@ -58,6 +58,9 @@ def filter_rows(
     min_keep: int,
     num_threads: int,
 ) -> None: ...
+def top_k_top_p_rows(
+    x: _Floats, y: _Floats, k: _I64, p: _F64, t: _F64, fill: float, min_keep: int, num_threads: int
+) -> None: ...
 def greedy_rows(x: _Floats, ids: _I64, num_threads: int) -> None: ...
 def sample_rows(
     x: _Floats,

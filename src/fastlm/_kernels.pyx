@@ -82,6 +82,10 @@ cdef extern from "fastlm.h" nogil:
         const double *top_p
         const double *min_p
         const uint64_t *seed
+    int fl_top_k_top_p_filter_f32(const float *x, float *y, const fl_rows *r, const int64_t *k, const double *p,
+                                  const double *t, float fill, fl_decode *d)
+    int fl_top_k_top_p_filter_f64(const double *x, double *y, const fl_rows *r, const int64_t *k, const double *p,
+                                  const double *t, double fill, fl_decode *d)
     int fl_top_k_filter_f32(const float *x, float *y, const fl_rows *r, const int64_t *k, float fill, fl_decode *d)
     int fl_top_k_filter_f64(const double *x, double *y, const fl_rows *r, const int64_t *k, double fill, fl_decode *d)
     int fl_top_p_filter_f32(const float *x, float *y, const fl_rows *r, const double *p, float fill, fl_decode *d)
@@ -383,6 +387,26 @@ def filter_rows(str kind, cnp.ndarray x, cnp.ndarray y, cnp.ndarray param, doubl
                 st = fl_min_p_filter_f64(<const double *>xp, <double *>yp, &r, <const double *>pp, fill, &d)
             else:
                 st = fl_typical_filter_f64(<const double *>xp, <double *>yp, &r, <const double *>pp, fill, &d)
+    _check_decode(st, &d)
+
+
+def top_k_top_p_rows(cnp.ndarray x, cnp.ndarray y, cnp.ndarray k, cnp.ndarray p, cnp.ndarray t, double fill,
+                     long long min_keep, int num_threads):
+    """y = x / t where temperature, top-k (k in [1, V)) and top-p keep a token, else fill (y may be x)."""
+    cdef fl_rows r = _rows(x, y, num_threads)
+    cdef fl_decode d = _decode(min_keep)
+    cdef const int64_t *kp = <const int64_t *>_vec(k, r.rows, cnp.NPY_INT64, "k")
+    cdef const double *pp = <const double *>_vec(p, r.rows, cnp.NPY_FLOAT64, "p")
+    cdef const double *tp = <const double *>_vec(t, r.rows, cnp.NPY_FLOAT64, "t")
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef void *yp = cnp.PyArray_DATA(y)
+    cdef int st
+    with nogil:
+        if f32:
+            st = fl_top_k_top_p_filter_f32(<const float *>xp, <float *>yp, &r, kp, pp, tp, <float>fill, &d)
+        else:
+            st = fl_top_k_top_p_filter_f64(<const double *>xp, <double *>yp, &r, kp, pp, tp, fill, &d)
     _check_decode(st, &d)
 
 

@@ -96,7 +96,20 @@ def _bench_ngram(args) -> None:
         bn.zipf_text(path, m)
         print()
         print(bn.format_kneser_ney_table("Zipf words (1.1, 1M types)", bn.run_kneser_ney(path, 5, lmplz)))
+    _bench_hf(args)
     _bench_dask(args)
+
+
+def _bench_hf(args) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("transformers") is None or importlib.util.find_spec("torch") is None:
+        print("\nHugging Face processors: skipped (pip install fastlm[hf])")
+        return
+    from . import bench_hf
+
+    print("\nHugging Face processors (fastlm.hf) against transformers' own:")
+    print(bench_hf.format_processors_table(bench_hf.run_processors(threads=args.threads)))
 
 
 def _bench_dask(args) -> None:

@@ -27,7 +27,8 @@ from ._config import resolve_threads
 from .softmax import log_softmax
 
 __all__ = [
-    "top_k_filter", "top_p_filter", "min_p_filter", "typical_filter", "apply_penalties", "apply_logit_bias",
+    "top_k_filter", "top_p_filter", "min_p_filter", "typical_filter", "top_k_top_p_filter", "apply_penalties",
+    "apply_logit_bias",
     "mask_tokens", "cfg_mix", "greedy", "sample", "beam_search",
 ]
 
@@ -78,12 +79,7 @@ def _min_keep(m):
     return integer(m, "min_tokens_to_keep", lambda v: v >= 1, ">= 1")
 
 
-def _filter(kind, logits, param, name, ok, valid, min_tokens_to_keep, filter_value, out, num_threads):
-    a = _logits(logits)
-    lead = a.shape[:-1]
-    pdtype = np.int64 if kind == "top_k" else np.float64
-    par = _per_row(param, lead, name, pdtype, ok, valid)
-    keep = _min_keep(min_tokens_to_keep)
+def _fill_value(filter_value):
     if isinstance(filter_value, bool) or not isinstance(filter_value, numbers.Real):
         raise TypeError(f"filter_value must be a real number (inf allowed), got {filter_value!r}")
     try:
@@ -92,6 +88,16 @@ def _filter(kind, logits, param, name, ok, valid, min_tokens_to_keep, filter_val
         raise ValueError(f"filter_value = {filter_value} is beyond the float64 range (use inf)") from None
     if math.isnan(fill):
         raise TypeError(f"filter_value must be a real number (inf allowed), got {filter_value!r}")
+    return fill
+
+
+def _filter(kind, logits, param, name, ok, valid, min_tokens_to_keep, filter_value, out, num_threads):
+    a = _logits(logits)
+    lead = a.shape[:-1]
+    pdtype = np.int64 if kind == "top_k" else np.float64
+    par = _per_row(param, lead, name, pdtype, ok, valid)
+    keep = _min_keep(min_tokens_to_keep)
+    fill = _fill_value(filter_value)
     nt = resolve_threads(num_threads)
     out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
     dtype = COMPUTE[a.dtype]
@@ -175,6 +181,41 @@ for _f, _param in [(top_k_filter, "k : int or array of the leading shape"),
                    (min_p_filter, "min_p : float or array of the leading shape, in [0, 1]"),
                    (typical_filter, "mass : float or array of the leading shape, in (0, 1]")]:
     _f.__doc__ += _FILTER_DOC.replace("{param}", _param)  # type: ignore[operator]
+
+
+def top_k_top_p_filter(logits: ArrayLike, k: ArrayLike, p: ArrayLike, *, temperature: ArrayLike = 1.0,
+                       min_tokens_to_keep: int = 1, filter_value: float = -math.inf,
+                       out: NDArray[np.floating[Any]] | None = None,
+                       num_threads: int | None = None) -> NDArray[np.floating[Any]]:
+    """Temperature, then top-k, then top-p (Hugging Face generate's warpers, in its order) in one pass: the
+    kept tokens get logit / temperature (divided in the logits' precision, as torch divides), the others
+    filter_value. Equal to top_p_filter(top_k_filter(logits / temperature, k), p) with the ranks taken
+    on the logits; one selection over the row and one over the top k instead of passes over the row.
+    k <= 0 (off) or k >= V runs those filters one after the other; temperature > 0.
+    """
+    a = _logits(logits)
+    lead = a.shape[:-1]
+    K = _per_row(k, lead, "k", np.int64)
+    P = _per_row(p, lead, "p", np.float64, lambda v: (v >= 0) & (v <= 1), "in [0, 1]")
+    T = _per_row(temperature, lead, "temperature", np.float64, lambda v: np.isfinite(v) & (v > 0),
+                 "a finite number > 0")
+    keep = _min_keep(min_tokens_to_keep)
+    fill = _fill_value(filter_value)
+    out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
+    dtype = COMPUTE[a.dtype]
+    if K.size and ((K <= 0) | (K >= a.shape[-1])).any():  # (the fused pass needs a top-k cut)
+        scaled = (a.astype(dtype) / T.astype(dtype).reshape(lead + (1,))).astype(a.dtype)
+        top_k_filter(scaled, K.reshape(lead), min_tokens_to_keep=keep, filter_value=fill, out=scaled,
+                     num_threads=num_threads)
+        return top_p_filter(scaled, P.reshape(lead), min_tokens_to_keep=keep, filter_value=fill, out=out,
+                            num_threads=num_threads)
+    xr = rows_in(a, dtype)
+    try:
+        write_rows(out, xr, dtype,
+                   lambda y: _kernels.top_k_top_p_rows(xr, y, K, P, T, fill, keep, resolve_threads(num_threads)))
+    except _kernels.RowError as e:
+        raise _row_error(e, lead) from None
+    return out
 
 
 def _history_counts(a, token_history):

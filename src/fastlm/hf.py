@@ -34,7 +34,7 @@ from transformers import LogitsProcessor
 
 from . import decoding
 
-__all__ = ["TopKProcessor", "TopPProcessor", "MinPProcessor", "TypicalProcessor", "TemperatureProcessor",
+__all__ = ["TopKProcessor", "TopPProcessor", "TopKTopPProcessor", "MinPProcessor", "TypicalProcessor", "TemperatureProcessor",
            "RepetitionPenaltyProcessor", "LogitBiasProcessor", "SampleProcessor", "processors"]
 
 
@@ -174,6 +174,30 @@ class TemperatureProcessor(LogitsProcessor):
         return scores.div_(self.temperature)
 
 
+class TopKTopPProcessor(LogitsProcessor):
+    """Hugging Face's TemperatureLogitsWarper, TopKLogitsWarper and TopPLogitsWarper applied in that order,
+    fused in one pass (fastlm.top_k_top_p_filter): what processors() gives for top_k with top_p."""
+
+    top_k: int
+    top_p: float
+    temperature: float
+    min_tokens_to_keep: int
+    filter_value: float
+
+    def __init__(self, top_k: int, top_p: float, temperature: float = 1.0, filter_value: float = -math.inf,
+                 min_tokens_to_keep: int = 1) -> None:
+        self.top_k = TopKProcessor(top_k).top_k
+        self.top_p = TopPProcessor(top_p).top_p
+        self.temperature = TemperatureProcessor(temperature).temperature
+        self.min_tokens_to_keep = _keep(min_tokens_to_keep)
+        self.filter_value = _fill(filter_value)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        return _filter_in_place(scores, lambda x, out: decoding.top_k_top_p_filter(
+            x, self.top_k, self.top_p, temperature=self.temperature, min_tokens_to_keep=self.min_tokens_to_keep,
+            filter_value=self.filter_value, out=out))
+
+
 class RepetitionPenaltyProcessor(LogitsProcessor):
     """Hugging Face's RepetitionPenaltyLogitsProcessor (`penalty`, once per distinct token of input_ids after
     the first prompt_ignore_length; score < 0 ? score * penalty : score / penalty), then OpenAI's presence
@@ -290,7 +314,8 @@ def processors(*, temperature: float | None = None, top_k: int | None = None, to
                presence_penalty: float = 0.0, frequency_penalty: float = 0.0, sequence_bias: Any = None,
                min_tokens_to_keep: int = 1, sample: bool = False, seed: int | None = None) -> Any:
     """A transformers LogitsProcessorList of fastlm processors in ``generate``'s order (see the module
-    docstring); options left None (or neutral: temperature 1, top_k 0, top_p 1) add nothing.
+    docstring); options left None (or neutral: temperature 1, top_k 0, top_p 1) add nothing. top_k with
+    top_p (and temperature) become one TopKTopPProcessor.
 
     sample=True ends the list with SampleProcessor(seed=...) holding temperature, top_k, top_p and min_p
     (use it with do_sample=False); typical_p is then applied before the draw."""
@@ -311,12 +336,16 @@ def processors(*, temperature: float | None = None, top_k: int | None = None, to
                                    top_k=top_k or 0, top_p=1.0 if top_p is None else top_p,
                                    min_p=0.0 if min_p is None else min_p))
         return LogitsProcessorList(out)
-    if temperature is not None and temperature != 1.0:
-        out.append(TemperatureProcessor(temperature))
-    if top_k is not None and top_k != 0:
-        out.append(TopKProcessor(top_k, min_tokens_to_keep=min_tokens_to_keep))
-    if top_p is not None and top_p < 1.0:
-        out.append(TopPProcessor(top_p, min_tokens_to_keep=min_tokens_to_keep))
+    t = 1.0 if temperature is None else temperature
+    if top_k and top_p is not None and top_p < 1.0:  # the three warpers in one pass
+        out.append(TopKTopPProcessor(top_k, top_p, t, min_tokens_to_keep=min_tokens_to_keep))
+    else:
+        if t != 1.0:
+            out.append(TemperatureProcessor(t))
+        if top_k is not None and top_k != 0:
+            out.append(TopKProcessor(top_k, min_tokens_to_keep=min_tokens_to_keep))
+        if top_p is not None and top_p < 1.0:
+            out.append(TopPProcessor(top_p, min_tokens_to_keep=min_tokens_to_keep))
     if min_p is not None:
         out.append(MinPProcessor(min_p, min_tokens_to_keep=min_tokens_to_keep))
     if typical_p is not None and typical_p < 1.0:

@@ -293,6 +293,16 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
     return _filter(logits, p, filter_value, keep)
 
 
+def top_k_top_p_filter(logits: ArrayLike, k: ArrayLike, p: ArrayLike, *, temperature: ArrayLike = 1.0,
+                       min_tokens_to_keep: int = 1, filter_value: float = -np.inf) -> NDArray[np.float64]:
+    """logits / temperature, then top_k_filter, then top_p_filter (ranks on the scaled logits)."""
+    x = np.asarray(logits, np.float64)
+    t = np.asarray(temperature, np.float64)
+    scaled = x / (t[..., None] if t.ndim else t)
+    return top_p_filter(top_k_filter(scaled, k, min_tokens_to_keep=min_tokens_to_keep, filter_value=filter_value),
+                        p, min_tokens_to_keep=min_tokens_to_keep, filter_value=filter_value)
+
+
 def min_p_filter(logits: ArrayLike, min_p: ArrayLike, *, min_tokens_to_keep: int = 1,
                  filter_value: float = -np.inf) -> NDArray[np.float64]:
     def keep(row, mp):
