@@ -153,16 +153,24 @@ def test_choose(rng):
 @pytest.mark.parametrize("max_length, stride", [(1, None), (1, 1), (4, None), (4, 1), (4, 3), (16, None),
                                                (16, 1), (16, 3), (16, 16)])
 def test_rolling_windows_score_every_token_once(max_length, stride):
-    for n in (0, 1, max_length - 1, max_length, 3 * max_length + 1, 50):
+    """Every token scored once (the first only after a prefix token), each window's input at most
+    max_length tokens, and a causal model's logits of the window, taken as returned, predict exactly the
+    returned targets: a toy model whose logit j is one-hot on (its input token j) + 1 gets them all."""
+    for n in (0, 1, 2, max_length - 1, max_length, 3 * max_length + 1, 50):
         if n < 0:
             continue
-        w = fastlm.rolling_windows(n, max_length, stride=stride)
-        scored = np.zeros(n, int)
-        for start, end, score_from in w:
-            assert 0 <= start <= score_from <= end <= n and end - start <= max_length
-            scored[score_from:end] += 1
-        assert (scored == 1).all()
-        np.testing.assert_array_equal(w, ref.rolling_windows(n, max_length, stride=stride))
+        for prefix in (False, True):
+            w = fastlm.rolling_windows(n, max_length, stride=stride, prefix_token=prefix)
+            np.testing.assert_array_equal(w, ref.rolling_windows(n, max_length, stride=stride, prefix_token=prefix))
+            text = np.arange(n) + 1  # token ids; the prefix is 0, and each token is the one before plus 1
+            scored = np.zeros(n, int)
+            for i0, i1, l0, l1, t0, t1 in w:
+                assert -int(prefix) <= i0 < i1 <= n and i1 - i0 <= max_length and l1 - l0 == t1 - t0
+                inputs = np.concatenate([[0], text])[i0 + 1:i1 + 1] if prefix else text[i0:i1]
+                logits = np.eye(n + 2)[inputs + 1]  # the toy model: next token = this one + 1
+                np.testing.assert_array_equal(logits[l0:l1].argmax(1), text[t0:t1])
+                scored[t0:t1] += 1
+            assert (scored == 1).all() if prefix else (scored[1:] == 1).all() and scored[:1].sum() == 0
     with pytest.raises(ValueError, match="stride"):
         fastlm.rolling_windows(10, 4, stride=5)
     with pytest.raises(ValueError, match="max_length"):
@@ -322,3 +330,51 @@ def test_fit_temperature_options_checked(rng):
     edge = np.float16([[0.0, 24.66]])
     assert fastlm.calibration.fit_temperature(edge, [0]) == 20.0
     assert fastlm.calibration.fit_temperature(edge, [0], bounds=(0.1, 3.0)) == 3.0
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_causal_helpers_match_a_hand_written_torch_computation(side):
+    """causal_targets and score_continuations against torch, position by position, for left and right
+    padding: the continuation's tokens j >= context_length of each unpadded request, each scored by the
+    logits at the position of token j - 1."""
+    torch = pytest.importorskip("torch")
+    g = torch.Generator().manual_seed(0)
+    V, T = 11, 9
+    reqs = [(list(range(1, 8)), 3), ([4, 2], 1), ([5, 5, 5, 1, 2, 3, 4, 6, 7], 8), ([9, 3, 3], 2)]
+    B = len(reqs)
+    ids = torch.zeros(B, T, dtype=torch.long)
+    mask = torch.zeros(B, T, dtype=torch.long)
+    for b, (toks, _) in enumerate(reqs):
+        at = T - len(toks) if side == "left" else 0
+        ids[b, at:at + len(toks)] = torch.tensor(toks)
+        mask[b, at:at + len(toks)] = 1
+    logits = torch.randn(B, T, V, generator=g, dtype=torch.float64)
+    logits[0, 2, 5] = 50.0  # (a greedy continuation for row 0 somewhere)
+    want_lp, want_greedy, want_targets = [], [], torch.full((B, T), -100)
+    for b, (toks, c) in enumerate(reqs):
+        at = T - len(toks) if side == "left" else 0
+        lp, greedy = 0.0, True
+        for j in range(1, len(toks)):
+            row = logits[b, at + j - 1]
+            want_targets[b, at + j - 1] = toks[j]
+            if j >= c:
+                lp += torch.log_softmax(row, -1)[toks[j]].item()
+                greedy &= int(row.argmax()) == toks[j]
+        want_lp.append(lp)
+        want_greedy.append(greedy)
+    np.testing.assert_array_equal(fastlm.causal_targets(ids.numpy(), mask.numpy()), want_targets.numpy())
+    got_lp, got_greedy = fastlm.score_continuations(logits.numpy(), ids.numpy(), [c for _, c in reqs],
+                                                    attention_mask=mask.numpy())
+    np.testing.assert_allclose(got_lp, want_lp, rtol=1e-12)
+    assert got_greedy.tolist() == want_greedy
+    pairs = fastlm.loglikelihood(logits.numpy(), ids.numpy(), [c for _, c in reqs], attention_mask=mask.numpy())
+    assert [g for _, g in pairs] == want_greedy and np.allclose([p for p, _ in pairs], want_lp)
+    loss = fastlm.cross_entropy(logits.numpy().reshape(-1, V), fastlm.causal_targets(ids.numpy(), mask.numpy()).reshape(-1))
+    ref_loss = torch.nn.functional.cross_entropy(logits.reshape(-1, V), want_targets.reshape(-1))
+    assert float(loss) == pytest.approx(ref_loss.item(), rel=1e-12)
+    with pytest.raises(ValueError, match="context_lengths"):
+        fastlm.score_continuations(logits.numpy(), ids.numpy(), [0, 1, 1, 1], attention_mask=mask.numpy())
+    with pytest.raises(ValueError, match="padding between"):
+        fastlm.causal_targets(ids.numpy(), np.array([[1, 0, 1] + [1] * (T - 3)] * B))
+    with pytest.raises(ValueError, match="ignore_index"):
+        fastlm.causal_targets(np.array([[1, -100, 2]]))

@@ -96,7 +96,7 @@ def main() -> None:
     windows: NDArray[np.int64] = fastlm.rolling_windows(100, 32, stride=16)
     assert ppl > 1 and bpt > 0 and bpb > 0 and np.shape(ent) == np.shape(kl) == (4, 8)
     assert seq_lp.shape == seq_lp2.shape == is_greedy_mask.shape == (4,) and np.shape(choice) == (2,)
-    assert windows.shape[1] == 3
+    assert windows.shape[1] == 6
 
     # calibration
     conf, correct = calibration.calibration_from_logits(logits.reshape(-1, 11), targets.reshape(-1))

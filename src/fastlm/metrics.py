@@ -15,7 +15,8 @@ from ._config import resolve_threads
 from .losses import cross_entropy, token_logprobs
 
 __all__ = ["entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per_byte", "byte_perplexity",
-           "word_perplexity", "sequence_logprob", "choose", "rolling_windows"]
+           "word_perplexity", "sequence_logprob", "choose", "rolling_windows", "causal_targets",
+           "score_continuations", "loglikelihood"]
 
 
 def _base(base):
@@ -232,6 +233,92 @@ def _scored_is_greedy(x, t, keep, num_threads):
     return hit.reshape(B, T).all(axis=1)
 
 
+def _mask_of(attention_mask: ArrayLike | None, shape: tuple[int, ...]) -> NDArray[np.bool_]:
+    if attention_mask is None:
+        return np.ones(shape, bool)
+    m = np.asarray(attention_mask)
+    if m.shape != shape:
+        raise ValueError(f"attention_mask has shape {m.shape}, expected input_ids' {shape}")
+    if m.dtype != bool and (m.dtype.kind not in "iu" or ((m != 0) & (m != 1)).any()):
+        raise ValueError("attention_mask must hold 0 / 1 (or bool)")
+    m = m.astype(bool)
+    runs = np.diff(np.pad(m.astype(np.int8), ((0, 0), (1, 1))), axis=1)
+    if ((runs == 1).sum(axis=1) > 1).any():
+        b = int(np.argmax((runs == 1).sum(axis=1) > 1))
+        raise ValueError(f"attention_mask[{b}] has padding between real tokens (only left or right padding)")
+    return m
+
+
+def causal_targets(input_ids: ArrayLike, attention_mask: ArrayLike | None = None, *,
+                   ignore_index: int = -100) -> NDArray[np.int64]:
+    """The targets of a causal LM's logits, shifted once: targets[b, t] = input_ids[b, t + 1] where positions
+    t and t + 1 are both real tokens (attention_mask 1; every position without a mask), else ignore_index
+    (the last position always). logits[b, t] of a model fed input_ids predicts the token after t, so
+    cross_entropy(logits, targets) and token_logprobs need no further shift. Left padding (0 0 1 1 1) and
+    right padding (1 1 1 0 0) both work: no pad is a target and no pad's logits score. Hugging Face's
+    models shift `labels` themselves: pass them input_ids there, not these targets (which would shift
+    twice). ValueError for a real token equal to ignore_index, or padding between real tokens."""
+    ids = int_array(input_ids, "input_ids")
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be (B, T), got shape {ids.shape}")
+    ignore_index = integer(ignore_index, "ignore_index")
+    m = _mask_of(attention_mask, ids.shape)
+    if (m & (ids == ignore_index)).any():
+        b, t = np.argwhere(m & (ids == ignore_index))[0]
+        raise ValueError(f"input_ids[{b}, {t}] = {ignore_index} is ignore_index: choose another ignore_index")
+    out = np.full(ids.shape, ignore_index, np.int64)
+    both = m[:, :-1] & m[:, 1:]
+    out[:, :-1] = np.where(both, ids[:, 1:], ignore_index)
+    return out
+
+
+def score_continuations(logits: ArrayLike, input_ids: ArrayLike, context_lengths: ArrayLike, *,
+                        attention_mask: ArrayLike | None = None,
+                        normalize: Literal["tokens", "chars", "bytes"] | None = None,
+                        lengths: ArrayLike | None = None,
+                        num_threads: int | None = None) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """lm-evaluation-harness loglikelihood requests, a batch at once: (log p of each continuation, is_greedy).
+
+    Row b of input_ids holds a request's context tokens then its continuation tokens (padded left or right,
+    attention_mask), context_lengths[b] >= 1 of them context; logits (B, T, V) are the model's for
+    input_ids. As lm-evaluation-harness, the continuation is what follows the context text, its leading
+    space included (tokenize context and continuation separately, or the whole and split where the
+    context's tokens end), and an empty context is an end-of-text token (so that the first continuation
+    token has a logit). Returns the sum of log p over the continuation's tokens (normalize: as
+    sequence_logprob) and whether every one of them was the argmax of its logits (is_greedy). The shift is
+    done here: logits[b, t] scores input_ids[b, t + 1]."""
+    ids = int_array(input_ids, "input_ids")
+    if ids.ndim != 2:
+        raise ValueError(f"input_ids must be (B, T), got shape {ids.shape}")
+    m = _mask_of(attention_mask, ids.shape)
+    c = int_array(context_lengths, "context_lengths")
+    if c.shape != (ids.shape[0],):
+        raise ValueError(f"context_lengths has shape {c.shape}, expected ({ids.shape[0]},)")
+    real_len = m.sum(axis=1)
+    if ((c < 1) | (c > real_len)).any():
+        b = int(np.argmax((c < 1) | (c > real_len)))
+        raise ValueError(f"context_lengths[{b}] = {int(c[b])} must be in [1, {int(real_len[b])}] (the row's real "
+                         f"tokens; an empty context is an end-of-text token)")
+    if (m & (ids < 0)).any():
+        b, t = np.argwhere(m & (ids < 0))[0]
+        raise ValueError(f"input_ids[{b}, {t}] = {int(ids[b, t])} is not a token id (>= 0)")
+    targets = causal_targets(ids, m, ignore_index=-1)
+    first = np.argmax(m, axis=1)  # the row's first real token
+    pos = np.arange(ids.shape[1])[None, :]
+    scored = pos + 1 >= (first + c)[:, None]  # logits at t score token t + 1: the continuation's
+    return sequence_logprob(logits, targets, mask=scored, ignore_index=-1, normalize=normalize, lengths=lengths,
+                            return_is_greedy=True, num_threads=num_threads)
+
+
+def loglikelihood(logits: ArrayLike, input_ids: ArrayLike, context_lengths: ArrayLike, *,
+                  attention_mask: ArrayLike | None = None, num_threads: int | None = None) -> list[tuple[float, bool]]:
+    """score_continuations as lm-evaluation-harness's LM.loglikelihood returns it: one (log p, is_greedy)
+    per request."""
+    lp, greedy = score_continuations(logits, input_ids, context_lengths, attention_mask=attention_mask,
+                                     num_threads=num_threads)
+    return [(float(a), bool(b)) for a, b in zip(lp, greedy)]
+
+
 def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
            normalize: Literal["chars", "bytes"] | None = None) -> np.intp | NDArray[np.intp]:
     """The chosen choice per question: argmax of loglikelihoods (Q, C) (or (C,)), the first on ties
@@ -256,26 +343,43 @@ def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
     return np.argmax(ll, axis=-1)[()]
 
 
-def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None) -> NDArray[np.int64]:
-    """Windows to score a text of n_tokens with a model of context max_length, every token exactly once.
+def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None,
+                    prefix_token: bool = False) -> NDArray[np.int64]:
+    """Windows to score a text of n_tokens with a causal model of context max_length, every token once.
 
-    Returns (K, 3) int64 rows (start, end, score_from): feed tokens [start, end), score the predictions
-    for tokens [score_from, end); the tokens before score_from are context only. Windows begin at
-    multiples of stride (default max_length: disjoint windows, lm-evaluation-harness rolling
-    loglikelihood without overlap); with stride < max_length each window re-reads max_length - stride
-    tokens of context (Hugging Face's strided perplexity). The first token of the text is scored in the
-    first window like every other (as in Hugging Face's recipe; lm-evaluation-harness instead prepends an
-    end-of-text token as its context).
+    Returns (K, 6) int64 rows (input_start, input_end, logit_start, logit_end, target_start, target_end):
+    feed tokens[input_start:input_end] (at most max_length; position -1 is the prefix token), then
+    logits[logit_start:logit_end] of that window score tokens[target_start:target_end], the first logit
+    the first target, with no further shift. A window's logit j predicts the token after its input
+    token j, so a window scores up to max_length targets, the last one just past its input.
+
+    Which tokens are scored: with prefix_token=True the text is read after one prefix token (an
+    end-of-text or BOS id, fed at position -1) and every token is scored, the first one from the prefix
+    alone (lm-evaluation-harness's loglikelihood_rolling, which prepends its end-of-text token); without
+    it the first token has nothing before it and is not scored (n_tokens - 1 targets). Windows begin at
+    multiples of stride (default max_length: lm-evaluation-harness's windows, each input the
+    max_length tokens before its targets); with stride < max_length every target after the first window
+    sees at least max_length - stride tokens of context (Hugging Face's strided perplexity recipe).
+
+    Where they differ: Hugging Face's recipe feeds tokens[begin:end] with labels masked to the last
+    end - prev_end positions and lets the model shift them, so it never scores a window's first token:
+    the text's first token, and with stride == max_length the first token of every window (a target
+    lost per window, while its nll is still weighted by trg_len); fastlm's windows overlap by the one
+    token needed to score it. lm-evaluation-harness scores every token as fastlm does with
+    prefix_token=True and stride=max_length.
     """
     n_tokens = integer(n_tokens, "n_tokens", lambda v: v >= 0, ">= 0")
     max_length = integer(max_length, "max_length", lambda v: v >= 1, ">= 1")
     stride = max_length if stride is None else integer(stride, "stride", lambda v: 1 <= v <= max_length,
                                                         f"in [1, max_length = {max_length}]")
-    out, prev_end = [], 0
-    for begin in range(0, int(n_tokens), int(stride)):
-        end = min(begin + int(max_length), int(n_tokens))
-        out.append((begin, end, prev_end))
-        prev_end = end
-        if end == n_tokens:
-            break
-    return np.array(out, dtype=np.int64).reshape(-1, 3)
+    if not isinstance(prefix_token, (bool, np.bool_)):
+        raise TypeError(f"prefix_token must be a bool, got {prefix_token!r}")
+    p = int(prefix_token)
+    n = int(n_tokens) + p  # positions of the read stream: the prefix (when given), then the text
+    out, begin, first = [], 0, 1  # first: the next target
+    while first < n:
+        end = min(n, begin + int(max_length) + 1)  # targets [first, end); the input ends before the last
+        out.append((begin - p, end - 1 - p, first - begin - 1, end - begin - 1, first - p, end - p))
+        first = end
+        begin = min(begin + int(stride), first - 1)  # (the next input holds the token before its target)
+    return np.array(out, dtype=np.int64).reshape(-1, 6)

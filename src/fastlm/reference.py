@@ -765,17 +765,22 @@ def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
     return np.array(out).reshape(ll.shape[:-1])[()]
 
 
-def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None) -> NDArray[np.int64]:
-    """Windows begin at 0, stride, 2 stride, ...; each scores the tokens after the previous window's end."""
+def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None,
+                    prefix_token: bool = False) -> NDArray[np.int64]:
+    """Targets in chunks: chunk k ends max_length targets after its input's start, inputs start at k * stride
+    (pulled back to the token before the chunk's first target); coordinates of the text, prefix at -1."""
     stride = stride or max_length
-    out, prev_end, begin = [], 0, 0
-    while begin < n_tokens:
-        end = min(begin + max_length, n_tokens)
-        out.append((begin, end, prev_end))
-        if end == n_tokens:
-            break
-        prev_end, begin = end, begin + stride
-    return np.array(out, dtype=np.int64).reshape(-1, 3)
+    tokens = list(range(-1 if prefix_token else 0, n_tokens))  # what is read, in text positions
+    targets = tokens[1:]
+    out, done, k = [], 0, 0
+    while done < len(targets):
+        start = min(k * stride, done)  # index into tokens of the first input
+        stop = min(start + max_length, len(tokens) - 1)  # inputs tokens[start:stop] predict tokens[start+1:stop+1]
+        chunk = targets[done:stop]
+        lo = done - start  # logit of the first target: the input before it
+        out.append((tokens[start], tokens[stop - 1] + 1, lo, lo + len(chunk), chunk[0], chunk[-1] + 1))
+        done, k = stop, k + 1
+    return np.array(out, dtype=np.int64).reshape(-1, 6)
 
 
 def _bins(c, n_bins, strategy, closed):

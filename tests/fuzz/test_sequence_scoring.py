@@ -145,13 +145,15 @@ def windows_call(draw):
 @fuzz(40)
 @given(call=windows_call())
 def test_rolling_windows_match_reference(call):
-    """int64 (start, end, score_from) rows, the reference's; every token scored exactly once."""
+    """int64 (input, logit, target range) rows, the reference's; every token after the first scored exactly
+    once, the first too after a prefix token."""
     n, m, s = call
-    res = expect_ok(fastlm.rolling_windows, n, m, stride=s)
-    np.testing.assert_array_equal(res, ref.rolling_windows(n, m, stride=s))
-    assert res.dtype == np.int64 and res.shape[1] == 3
-    scored = np.concatenate([np.arange(f, e) for _, e, f in res] or [np.zeros(0, int)])
-    np.testing.assert_array_equal(scored, np.arange(n))
+    for prefix in (False, True):
+        res = expect_ok(fastlm.rolling_windows, n, m, stride=s, prefix_token=prefix)
+        np.testing.assert_array_equal(res, ref.rolling_windows(n, m, stride=s, prefix_token=prefix))
+        assert res.dtype == np.int64 and res.shape[1] == 6
+        scored = np.concatenate([np.arange(t0, t1) for *_, t0, t1 in res] or [np.zeros(0, int)])
+        np.testing.assert_array_equal(scored, np.arange(0 if prefix else min(n, 1), n))
 
 
 @fuzz(20)
