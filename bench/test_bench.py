@@ -172,14 +172,9 @@ def test_bench_hf_processors(benchmark, side):
     """One sampling step's processors (T 0.7, top-k 50, top-p 0.9) on (8, 128256) float32 scores."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("transformers")
-    from transformers import LogitsProcessorList
-    from transformers.generation import logits_process as lp
+    from fastlm import bench_hf
 
-    from fastlm import bench_hf, hf
-
-    o = bench_hf.OPTIONS
-    plist = hf.processors(**o) if side.startswith("fastlm") else LogitsProcessorList(
-        [lp.TemperatureLogitsWarper(o["temperature"]), lp.TopKLogitsWarper(o["top_k"]), lp.TopPLogitsWarper(o["top_p"])])
+    plist = bench_hf.processors_under_test() if side.startswith("fastlm") else bench_hf.hugging_face_warpers()
     x = torch.randn(8, 128256, generator=torch.Generator().manual_seed(0)) * 2
     ids = torch.zeros(8, 16, dtype=torch.long)
     benchmark.group = "Hugging Face processor step 8x128256"

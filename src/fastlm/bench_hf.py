@@ -7,23 +7,32 @@ from __future__ import annotations
 import time
 from typing import Any
 
-OPTIONS = {"temperature": 0.7, "top_k": 50, "top_p": 0.9}
+TEMPERATURE, TOP_K, TOP_P = 0.7, 50, 0.9
+
+
+def processors_under_test() -> Any:
+    from . import hf
+
+    return hf.processors(temperature=TEMPERATURE, top_k=TOP_K, top_p=TOP_P)
+
+
+def hugging_face_warpers() -> Any:
+    from transformers import LogitsProcessorList
+    from transformers.generation import logits_process as lp
+
+    return LogitsProcessorList([lp.TemperatureLogitsWarper(TEMPERATURE), lp.TopKLogitsWarper(TOP_K),
+                                lp.TopPLogitsWarper(TOP_P)])
 
 
 def run_processors(rows: int = 8, vocab: int = 128256, threads: int = 1, repeat: int = 20) -> dict[str, Any]:
     import torch
-    from transformers import LogitsProcessorList
-    from transformers.generation import logits_process as lp
 
-    from . import _config, hf
+    from . import _config
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(rows, vocab, generator=g) * 2
     ids = torch.randint(0, vocab, (rows, 16), generator=g)
-    sides = {"fastlm.hf.processors": hf.processors(**OPTIONS),
-             "Hugging Face warpers": LogitsProcessorList([lp.TemperatureLogitsWarper(OPTIONS["temperature"]),
-                                                          lp.TopKLogitsWarper(OPTIONS["top_k"]),
-                                                          lp.TopPLogitsWarper(OPTIONS["top_p"])])}
+    sides = {"fastlm.hf.processors": processors_under_test(), "Hugging Face warpers": hugging_face_warpers()}
     torch_threads, fastlm_threads = torch.get_num_threads(), _config.get_num_threads()
     torch.set_num_threads(threads)
     _config.set_num_threads(threads)

@@ -101,13 +101,15 @@ class _MassFilter(LogitsProcessor):
     param: str
     message: str
     kernel: Any  # fastlm's filter (logits, value, *, min_tokens_to_keep, filter_value, out)
+    value: float
     min_tokens_to_keep: int
     filter_value: float
 
     def __init__(self, value: float, filter_value: float = -math.inf, min_tokens_to_keep: int = 1) -> None:
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not self.ok(float(value)):
             raise ValueError(self.message.format(value))
-        setattr(self, self.param, float(value))
+        self.value = float(value)  # (also under Hugging Face's name)
+        setattr(self, self.param, self.value)
         self.min_tokens_to_keep = _keep(min_tokens_to_keep)
         self.filter_value = _fill(filter_value)
 
@@ -116,9 +118,8 @@ class _MassFilter(LogitsProcessor):
         raise NotImplementedError
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        value = getattr(self, self.param)
         return _filter_in_place(scores, lambda x, out: self.kernel(
-            x, value, min_tokens_to_keep=self.min_tokens_to_keep, filter_value=self.filter_value, out=out))
+            x, self.value, min_tokens_to_keep=self.min_tokens_to_keep, filter_value=self.filter_value, out=out))
 
 
 class TopPProcessor(_MassFilter):
@@ -187,7 +188,7 @@ class TopKTopPProcessor(LogitsProcessor):
     def __init__(self, top_k: int, top_p: float, temperature: float = 1.0, filter_value: float = -math.inf,
                  min_tokens_to_keep: int = 1) -> None:
         self.top_k = TopKProcessor(top_k).top_k
-        self.top_p = TopPProcessor(top_p).top_p
+        self.top_p = TopPProcessor(top_p).value
         self.temperature = TemperatureProcessor(temperature).temperature
         self.min_tokens_to_keep = _keep(min_tokens_to_keep)
         self.filter_value = _fill(filter_value)
