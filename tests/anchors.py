@@ -27,7 +27,10 @@ def module(name: str, how: str):
     """The module `name`, for a test module: skipped (failed under FASTLM_REQUIRE_ANCHORS=1) without it."""
     if importlib.util.find_spec(name.split(".")[0]) is None:
         missing(name, how, module_level=True)
-    return importlib.import_module(name)
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:  # installed, but a dependency of it is not
+        missing(f"{name} (import failed: {e})", how, module_level=True)
 
 
 def lmplz() -> str:

@@ -33,11 +33,12 @@ PKG = Path(fastlm.__file__).resolve().parent
 PUBLIC_MODULES = [fastlm, calibration, ngram, reference]
 
 # Settings for checking the package itself. Its optional third-party imports (scipy in the benchmarks,
-# matplotlib for the reliability diagram) may be absent or untyped where the tests run.
+# matplotlib for the reliability diagram, the adapters' frameworks) may be absent or untyped where the
+# tests run.
 MYPY_INI = """\
 [mypy]
 
-[mypy-scipy.*,torch.*,matplotlib.*]
+[mypy-scipy.*,torch.*,matplotlib.*,lm_eval.*,transformers.*,dask.*,distributed.*]
 ignore_missing_imports = True
 """
 

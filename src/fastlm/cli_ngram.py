@@ -149,17 +149,6 @@ def cmd_fit(args) -> int:
     return 0
 
 
-def _load(path: str):
-    """A fastlm model or an ARPA file (by its first bytes)."""
-    from . import ngram
-
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"FASTLM-NGRAM"):
-        return ngram.NgramLM.load(path)
-    return ngram.ArpaLM.from_arpa(path)
-
-
 def _scores(lm, args) -> Iterator[tuple[list[bytes], Any]]:
     """(lines, their SequenceScores) in batches: read here and scored in one C call per 100,000 lines, or
     scored on the Dask cluster of --workers / --scheduler."""
@@ -196,9 +185,9 @@ def _scores(lm, args) -> Iterator[tuple[list[bytes], Any]]:
 
 
 def cmd_eval(args) -> int:
-    from . import metrics
+    from . import metrics, ngram
 
-    lm = _load(args.model)
+    lm = ngram.load(args.model)
     if lm.vocab is None:
         raise ValueError(f"{args.model}: the model has no vocabulary to read text with")
     total, n, oov, nbytes, sent = 0.0, 0, 0, 0, 0
@@ -226,7 +215,7 @@ def cmd_eval(args) -> int:
 def cmd_generate(args) -> int:
     from . import ngram
 
-    lm = _load(args.model)
+    lm = ngram.load(args.model)
     if not isinstance(lm, ngram.NgramLM):
         raise ValueError(f"{args.model}: generate needs a fastlm model (fit one with --smoothing kn)")
     if lm.vocab is None:

@@ -348,10 +348,11 @@ def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None
     """Windows to score a text of n_tokens with a causal model of context max_length, every token once.
 
     Returns (K, 6) int64 rows (input_start, input_end, logit_start, logit_end, target_start, target_end):
-    feed tokens[input_start:input_end] (at most max_length; position -1 is the prefix token), then
-    logits[logit_start:logit_end] of that window score tokens[target_start:target_end], the first logit
-    the first target, with no further shift. A window's logit j predicts the token after its input
-    token j, so a window scores up to max_length targets, the last one just past its input.
+    feed tokens[input_start:input_end] (the max_length tokens before the window's last target, fewer at
+    the start; position -1 is the prefix token), then logits[logit_start:logit_end] of that window score
+    tokens[target_start:target_end], the first logit the first target, with no further shift. A
+    window's logit j predicts the token after its input token j, so a window scores up to max_length
+    targets, the last one just past its input.
 
     Which tokens are scored: with prefix_token=True the text is read after one prefix token (an
     end-of-text or BOS id, fed at position -1) and every token is scored, the first one from the prefix
@@ -378,8 +379,9 @@ def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None
     n = int(n_tokens) + p  # positions of the read stream: the prefix (when given), then the text
     out, begin, first = [], 0, 1  # first: the next target
     while first < n:
-        end = min(n, begin + int(max_length) + 1)  # targets [first, end); the input ends before the last
-        out.append((begin - p, end - 1 - p, first - begin - 1, end - begin - 1, first - p, end - p))
+        end = min(n, begin + int(max_length) + 1)  # targets [first, end)
+        lo = max(0, end - 1 - int(max_length))  # the input: the max_length tokens before the last target
+        out.append((lo - p, end - 1 - p, first - lo - 1, end - lo - 1, first - p, end - p))
         first = end
         begin = min(begin + int(stride), first - 1)  # (the next input holds the token before its target)
     return np.array(out, dtype=np.int64).reshape(-1, 6)

@@ -26,7 +26,7 @@ from ._config import resolve_threads
 from ._arrays import INT64_MAX, INT64_MIN, UINT64_MAX, integer, python_ints, real
 from .arpa import ArpaLM, Scoring, SequenceScores, TokenScores, gather, layout
 
-__all__ = ["count_ngrams", "NgramLM", "ArpaLM", "byte_tokens", "WordVocab", "ByteVocab", "SequenceScores",
+__all__ = ["count_ngrams", "NgramLM", "ArpaLM", "load", "byte_tokens", "WordVocab", "ByteVocab", "SequenceScores",
            "TokenScores", "BYTE_BOS", "BYTE_EOS", "BYTE_VOCAB", "MAX_ORDER"]
 
 BYTE_BOS, BYTE_EOS, BYTE_VOCAB = 256, 257, 258
@@ -699,6 +699,13 @@ def _joined(texts: Iterable[str | bytes]) -> tuple[bytes, NDArray[np.int64]]:
     off = np.zeros(len(data) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, data), np.int64, len(data)), out=off[1:])
     return b"".join(data), off
+
+
+def load(path: str | os.PathLike[str]) -> NgramLM | ArpaLM:
+    """A model file: NgramLM.load for a fastlm model, ArpaLM.from_arpa otherwise (by its first bytes)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    return NgramLM.load(path) if head.startswith(b"FASTLM-NGRAM") else ArpaLM.from_arpa(path)
 
 
 def _vocab_from_json(v: Any) -> Any:

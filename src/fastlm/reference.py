@@ -767,18 +767,20 @@ def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
 
 def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None,
                     prefix_token: bool = False) -> NDArray[np.int64]:
-    """Targets in chunks: chunk k ends max_length targets after its input's start, inputs start at k * stride
-    (pulled back to the token before the chunk's first target); coordinates of the text, prefix at -1."""
+    """Targets in chunks: chunk k ends max_length targets after k * stride (pulled back to the token before
+    the chunk's first target); its inputs are the max_length tokens before its last target; coordinates of
+    the text, prefix at -1."""
     stride = stride or max_length
     tokens = list(range(-1 if prefix_token else 0, n_tokens))  # what is read, in text positions
     targets = tokens[1:]
     out, done, k = [], 0, 0
     while done < len(targets):
-        start = min(k * stride, done)  # index into tokens of the first input
-        stop = min(start + max_length, len(tokens) - 1)  # inputs tokens[start:stop] predict tokens[start+1:stop+1]
+        start = min(k * stride, done)  # index into tokens of the first input of the chunk's stride grid
+        stop = min(start + max_length, len(tokens) - 1)  # the chunk: targets[done:stop]
         chunk = targets[done:stop]
-        lo = done - start  # logit of the first target: the input before it
-        out.append((tokens[start], tokens[stop - 1] + 1, lo, lo + len(chunk), chunk[0], chunk[-1] + 1))
+        first_in = max(0, stop - max_length)  # the inputs: the max_length tokens before the last target
+        lo = done - first_in  # logit of the first target: the input before it
+        out.append((tokens[first_in], tokens[stop - 1] + 1, lo, lo + len(chunk), chunk[0], chunk[-1] + 1))
         done, k = stop, k + 1
     return np.array(out, dtype=np.int64).reshape(-1, 6)
 
