@@ -203,16 +203,24 @@ def top_k_top_p_filter(logits: ArrayLike, k: ArrayLike, p: ArrayLike, *, tempera
     fill = _fill_value(filter_value)
     out = np.empty(a.shape, a.dtype) if out is None else check_out(out, a.shape, a.dtype)
     dtype = COMPUTE[a.dtype]
+    nt = resolve_threads(num_threads)
     if K.size and ((K <= 0) | (K >= a.shape[-1])).any():  # (the fused pass needs a top-k cut)
-        scaled = (a.astype(dtype) / T.astype(dtype).reshape(lead + (1,))).astype(a.dtype)
-        top_k_filter(scaled, K.reshape(lead), min_tokens_to_keep=keep, filter_value=fill, out=scaled,
-                     num_threads=num_threads)
-        return top_p_filter(scaled, P.reshape(lead), min_tokens_to_keep=keep, filter_value=fill, out=out,
-                            num_threads=num_threads)
+        t = T.reshape(lead + (1,))
+        xr = rows_in(a.astype(np.float64) / t, np.dtype(np.float64))  # the ranks in float64 (no overflow)
+        y = np.empty_like(xr)  # NaN where the filter removes a token
+        try:
+            _kernels.filter_rows("top_k", xr, y, K, math.nan, keep, nt)
+            removed = np.isnan(y)
+            _kernels.filter_rows("top_p", np.where(removed, -np.inf, xr), y, P, math.nan, keep, nt)
+        except _kernels.RowError as e:
+            raise _row_error(e, lead) from None
+        removed |= np.isnan(y)
+        np.copyto(out, np.where(removed.reshape(a.shape), dtype.type(fill), a.astype(dtype) / t.astype(dtype)),
+                  casting="unsafe")
+        return out
     xr = rows_in(a, dtype)
     try:
-        write_rows(out, xr, dtype,
-                   lambda y: _kernels.top_k_top_p_rows(xr, y, K, P, T, fill, keep, resolve_threads(num_threads)))
+        write_rows(out, xr, dtype, lambda y: _kernels.top_k_top_p_rows(xr, y, K, P, T, fill, keep, nt))
     except _kernels.RowError as e:
         raise _row_error(e, lead) from None
     return out

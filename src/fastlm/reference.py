@@ -295,12 +295,20 @@ def top_p_filter(logits: ArrayLike, p: ArrayLike, *, min_tokens_to_keep: int = 1
 
 def top_k_top_p_filter(logits: ArrayLike, k: ArrayLike, p: ArrayLike, *, temperature: ArrayLike = 1.0,
                        min_tokens_to_keep: int = 1, filter_value: float = -np.inf) -> NDArray[np.float64]:
-    """logits / temperature, then top_k_filter, then top_p_filter (ranks on the scaled logits)."""
-    x = np.asarray(logits, np.float64)
-    t = np.asarray(temperature, np.float64)
-    scaled = x / (t[..., None] if t.ndim else t)
-    return top_p_filter(top_k_filter(scaled, k, min_tokens_to_keep=min_tokens_to_keep, filter_value=filter_value),
-                        p, min_tokens_to_keep=min_tokens_to_keep, filter_value=filter_value)
+    """logits / temperature, then top-k's keep set, then top-p's among it (ranks on the scaled logits, in
+    float64); kept entries hold logits / temperature, the others filter_value."""
+    x, x2 = _rows(logits)
+    _check_rows(x2)
+    lead = x.shape[:-1]
+    ks, ps, ts = (_per_row(v, lead) for v in (k, p, temperature))
+    out = np.empty(x2.shape)
+    for i, row in enumerate(x2):
+        scaled = row / ts[i]
+        keep = _top_k_keep(scaled, max(int(ks[i]), min_tokens_to_keep) if ks[i] > 0 else 0)
+        rest = np.where(keep, scaled, -np.inf)
+        keep &= _top_p_keep(rest, _probs(rest), ps[i]) | _top_count(rest, min_tokens_to_keep)
+        out[i] = np.where(keep, scaled, filter_value)
+    return out.reshape(x.shape)
 
 
 def min_p_filter(logits: ArrayLike, min_p: ArrayLike, *, min_tokens_to_keep: int = 1,
@@ -763,6 +771,38 @@ def choose(loglikelihoods: ArrayLike, *, lengths: ArrayLike | None = None,
                 best = j
         out.append(best)
     return np.array(out).reshape(ll.shape[:-1])[()]
+
+
+def causal_targets(input_ids: ArrayLike, attention_mask: Any = None, *, ignore_index: int = -100) -> NDArray[np.int64]:
+    """Per position t: the next token when both t and t + 1 are real (mask 1), else ignore_index."""
+    ids = np.asarray(input_ids)
+    B, T = ids.shape
+    out = np.full((B, T), ignore_index, np.int64)
+    for b in range(B):
+        for t in range(T - 1):
+            real = attention_mask is None or (attention_mask[b][t] and attention_mask[b][t + 1])
+            if real:
+                out[b, t] = ids[b, t + 1]
+    return out
+
+
+def score_continuations(logits: ArrayLike, input_ids: ArrayLike, context_lengths: Any, *,
+                        attention_mask: Any = None) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Per row: the real tokens; for each continuation token j >= context_length, log_softmax of the logits
+    at the position of token j - 1 at token j, summed; is_greedy: each is its row's first argmax."""
+    x = np.asarray(logits, np.float64)
+    ids = np.asarray(input_ids)
+    lp, greedy = [], []
+    for b in range(ids.shape[0]):
+        pos = [t for t in range(ids.shape[1]) if attention_mask is None or attention_mask[b][t]]
+        total, ok = 0.0, True
+        for j in range(int(context_lengths[b]), len(pos)):
+            row = x[b, pos[j - 1]]
+            total += log_softmax(row)[ids[b, pos[j]]]
+            ok = ok and int(np.argmax(row)) == int(ids[b, pos[j]])
+        lp.append(total)
+        greedy.append(ok)
+    return np.array(lp), np.array(greedy)
 
 
 def rolling_windows(n_tokens: int, max_length: int, *, stride: int | None = None,

@@ -53,9 +53,10 @@ def test_public_api_is_covered():
                "entropy", "kl_divergence", "perplexity", "bits_per_token", "bits_per_byte", "byte_perplexity",
                "word_perplexity", "sequence_logprob", "choose", "rolling_windows", "calibration", "ngram",
                "set_num_threads", "get_num_threads", "show_config", "linear_cross_entropy",
-               "linear_cross_entropy_with_grad"}
+               "linear_cross_entropy_with_grad", "top_k_top_p_filter", "causal_targets", "score_continuations",
+               "loglikelihood"}
     assert set(fastlm.__all__) <= covered, set(fastlm.__all__) - covered
     assert set(calibration.__all__) <= {"expected_calibration_error", "reliability_bins", "calibration_from_logits",
                                         "fit_temperature", "plot_reliability_diagram"}
-    assert set(ngram.__all__) <= {"count_ngrams", "NgramLM", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS",
+    assert set(ngram.__all__) <= {"count_ngrams", "NgramLM", "load", "byte_tokens", "WordVocab", "BYTE_BOS", "BYTE_EOS",
                                   "BYTE_VOCAB", "ArpaLM", "SequenceScores", "TokenScores", "ByteVocab", "MAX_ORDER"}

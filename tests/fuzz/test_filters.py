@@ -164,3 +164,29 @@ def test_bad_rows_raise(fn, kind, data):
     """A row holding NaN, a row with no logit above -inf, rows of V = 0 (the reference raises too)."""
     c = data.draw(call(fn, spoil=kind))
     expect_error(getattr(fastlm, fn), c.x, c.param, **c.kwargs)
+
+
+@fuzz(80)
+@given(data=st.data())
+def test_top_k_top_p_matches_the_reference(data):
+    """top_k_top_p_filter keeps the reference's set (temperature, then top-k, then top-p), up to ties the
+    rounding decides (tied_in_reference); kept entries hold x / T; bad parameters raise."""
+    x, x64, dtype = data.draw(decoding_input(FLOATS, max_v=33))
+    lead = x.shape[:-1]
+    k, _ = data.draw(per_row(lead, list(range(-1, 12)) + [100], integer=True))
+    p, _ = data.draw(per_row(lead, [0.0, 0.1, 0.5, 0.9, 1.0]))
+    t = data.draw(st.sampled_from([0.25, 0.7, 1.0, 1.0, 3.0]))
+    mtk = data.draw(st.sampled_from([1, 1, 2, 3]))
+    two = [expect_ok(fastlm.top_k_top_p_filter, x, k, p, temperature=t, min_tokens_to_keep=mtk, filter_value=fill)
+           for fill in (-1e4, 1e4)]
+    kept = (two[0] == two[1]) | (np.isnan(two[0]) & np.isnan(two[1]))  # (a filtered entry takes the fill)
+    got = two[0]
+    if x.size == 0:
+        return
+    want = ref.top_k_top_p_filter(x64, k, p, temperature=t, min_tokens_to_keep=mtk, filter_value=np.nan)
+    bad = kept != ~np.isnan(want)
+    assert not bad.any() or tied_in_reference(x64 / t, bad)
+    np.testing.assert_array_equal(got[kept], (x.astype(np.float64 if dtype == np.float64 else np.float32)
+                                              / np.float32(t) if dtype != np.float64 else x / t)[kept].astype(dtype))
+    expect_errors(lambda bad_t: fastlm.top_k_top_p_filter(x, k, p, temperature=bad_t), [0.0, -1.0, np.inf, np.nan, "1"])
+    expect_errors(lambda bad_p: fastlm.top_k_top_p_filter(x, k, bad_p), [-0.1, 1.1, np.nan, "0.5", None])

@@ -164,3 +164,37 @@ def test_rolling_windows_bad_input_raises(call):
     expect_errors(lambda bad: fastlm.rolling_windows(bad, m, stride=s), BAD_NS)
     expect_errors(lambda bad: fastlm.rolling_windows(n, bad, stride=s), BAD_MS)
     expect_errors(lambda bad: fastlm.rolling_windows(n, m, stride=bad), [0, 1.5, m + 1] + [101] * (m < 101))
+
+
+@st.composite
+def causal_call(draw):
+    """A batch of (context + continuation) requests padded left or right: (x, ids, mask, contexts)."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    B, T, V = draw(st.integers(1, 4)), draw(st.integers(2, 9)), draw(st.integers(1, 7))
+    side = draw(st.sampled_from(["left", "right", "none"]))
+    lengths = rng.integers(2, T + 1, B) if side != "none" else np.full(B, T)
+    ids = rng.integers(0, V, (B, T))
+    mask = np.zeros((B, T), np.int64)
+    for b, n in enumerate(lengths):
+        mask[b, T - n:] = 1 if side == "left" else 0
+        mask[b, :n] = 1 if side != "left" else mask[b, :n]
+    ids = np.where(mask == 1, ids, 0)
+    contexts = np.array([rng.integers(1, n + 1) for n in lengths])
+    x = np.round(rng.normal(0, 2, (B, T, V)), 1)  # (ties: the first argmax)
+    return x, ids, (None if side == "none" else mask), contexts
+
+
+@fuzz(60)
+@given(call=causal_call())
+def test_causal_helpers_match_reference(call):
+    """causal_targets, score_continuations and loglikelihood against the reference's loops."""
+    x, ids, mask, contexts = call
+    np.testing.assert_array_equal(fastlm.causal_targets(ids, mask), ref.causal_targets(ids, mask))
+    lp, greedy = expect_ok(fastlm.score_continuations, x, ids, contexts, attention_mask=mask)
+    want_lp, want_greedy = ref.score_continuations(x, ids, contexts, attention_mask=mask)
+    np.testing.assert_allclose(lp, want_lp, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(greedy, want_greedy)
+    assert [g for _, g in fastlm.loglikelihood(x, ids, contexts, attention_mask=mask)] == want_greedy.tolist()
+    expect_errors(lambda bad: fastlm.score_continuations(x, ids, bad, attention_mask=mask),
+                  [np.zeros_like(contexts), contexts + ids.shape[1], contexts[:-1], [1.5] * len(contexts)])
+    expect_errors(lambda bad: fastlm.causal_targets(ids, bad), [np.full(ids.shape, 2), np.ones((1, 1)), "x"])
