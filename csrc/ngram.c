@@ -249,21 +249,6 @@ int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_
         head[r] = run[r] < run[r + 1] ? keys[run[r]] : UINT64_MAX;
     }
     int64_t m = 0;
-    if (nruns == 2) { /* two runs (NgramLM.update, binary trees): the heads in registers */
-        int64_t i = run[0], j = run[1];
-        const int64_t ie = run[1], je = run[2];
-        while (i < ie || j < je) {
-            const int from_b = i == ie || (j < je && keys[j] < keys[i]);
-            const int64_t x = from_b ? j++ : i++;
-            if (m == 0 || out_keys[m - 1] != keys[x]) {
-                out_keys[m] = keys[x];
-                out_counts[m++] = 0;
-            }
-            out_counts[m - 1] += counts[x];
-            rank[x] = m - 1;
-        }
-        return m;
-    }
     for (int64_t left = run[nruns] - run[0]; left > 0; left--) {
         int r = 0;
         for (int q = 1; q < nruns; q++) r = head[q] < head[r] ? q : r;

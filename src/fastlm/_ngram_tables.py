@@ -24,14 +24,6 @@ def bits_for(vocab: int) -> int:
     return max(1, int(vocab - 1).bit_length())
 
 
-def group_sum(keys: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted keys with repeats -> (distinct keys, summed counts)."""
-    if keys.size == 0:
-        return keys, counts[:0]
-    first = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
-    return keys[first], np.add.reduceat(counts, first)
-
-
 def pack(rows: np.ndarray, bits: int) -> np.ndarray:
     """(M, k) ids -> (M,) packed uint64 keys (k * bits <= 64)."""
     keys = np.zeros(rows.shape[0], np.uint64)
