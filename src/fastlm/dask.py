@@ -99,8 +99,9 @@ class WordCounts:
         if len(parts) == 1:
             return parts[0]
         table = _kernels.words_new()
-        text = b" ".join(p.data[p.off[i]:p.off[i + 1]] for p in parts for i in range(p.counts.size))
-        ids, _ = _kernels.words_encode(table, text, np.array([0, len(text)], np.int64), True, -1)
+        base = np.cumsum([0] + [len(p.data) for p in parts])
+        items = np.concatenate([p.off[:-1] + b for p, b in zip(parts, base)] + [base[-1:]])  # one word an item
+        ids, _ = _kernels.words_encode(table, b"".join(p.data for p in parts), items, True, -1)
         data, off, _ = _kernels.words_export(table)
         counts = np.bincount(ids, np.concatenate([p.counts for p in parts]).astype(np.float64),
                              minlength=off.size - 1).astype(np.int64)
