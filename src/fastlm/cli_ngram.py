@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from contextlib import contextmanager
 from typing import Any, Iterator
 
 import numpy as np
@@ -81,11 +82,13 @@ def _read(lines: Iterator[bytes], args) -> list[bytes]:
     return out
 
 
-def _cluster(args):
-    """A distributed.Client for --workers N (a LocalCluster of N one-thread processes) or --scheduler
-    ADDRESS, or None."""
+@contextmanager
+def _dask_client(args) -> Iterator[Any]:
+    """A distributed.Client for --workers N (a LocalCluster of N one-thread processes, closed with it) or
+    --scheduler ADDRESS, or None without either."""
     if not (args.workers or args.scheduler):
-        return None
+        yield None
+        return
     if args.workers is not None and args.workers < 1:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     if "-" in args.files:
@@ -95,20 +98,12 @@ def _cluster(args):
     except ImportError:
         raise ValueError("--workers/--scheduler need Dask: pip install fastlm[dask]") from None
     if args.scheduler:
-        return distributed.Client(args.scheduler, timeout=10)
-    cluster = distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                                       dashboard_address=None)
-    client = distributed.Client(cluster)
-    client._fastlm_cluster = cluster  # (closed with the client)
-    return client
-
-
-def _close(client) -> None:
-    if client is not None:
-        cluster = getattr(client, "_fastlm_cluster", None)
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        with distributed.Client(args.scheduler, timeout=10) as client:
+            yield client
+        return
+    with distributed.LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
 
 
 def cmd_fit(args) -> int:
@@ -118,13 +113,12 @@ def cmd_fit(args) -> int:
         raise ValueError("give -o/--output (fastlm model) or --arpa (ARPA file), or both")
     smoothing = SMOOTHING[args.smoothing]
     options = {"alpha": args.alpha, "discount_fallback": args.discount_fallback, "prune": args.prune}
-    client = _cluster(args)
-    try:
+    if (args.workers or args.scheduler) and args.unit != "words":
+        raise ValueError("--workers/--scheduler fit word models (--unit words)")
+    with _dask_client(args) as client:
         if client is not None:
             from . import dask as fdask
 
-            if args.unit != "words":
-                raise ValueError("--workers/--scheduler fit word models (--unit words)")
             lm = fdask.fit_distributed(args.files, args.order, smoothing=smoothing, min_count=args.min_count,
                                        client=client, progress=_show(args), **options)
         elif args.unit == "words":
@@ -134,8 +128,6 @@ def cmd_fit(args) -> int:
             lm = ngram.NgramLM(args.order, smoothing=smoothing, vocab_size=ngram.BYTE_VOCAB, bos_id=ngram.BYTE_BOS,
                                eos_id=ngram.BYTE_EOS, vocab=ngram.ByteVocab(), **options)
             lm.fit(_read(_lines(args.files), args))
-    finally:
-        _close(client)
     lm.metadata = {"unit": args.unit}
     if args.output:
         lm.save(args.output)
@@ -154,32 +146,34 @@ def _scores(lm, args) -> Iterator[tuple[list[bytes], Any]]:
     scored on the Dask cluster of --workers / --scheduler."""
     from . import ngram
 
-    client = _cluster(args)
-    if client is not None:
-        from . import dask as fdask
+    if (args.workers or args.scheduler) and not isinstance(lm.vocab, ngram.WordVocab):
+        raise ValueError("--workers/--scheduler score with word models")
+    with _dask_client(args) as client:
+        if client is not None:
+            from . import dask as fdask
 
-        try:
-            if not isinstance(lm.vocab, ngram.WordVocab):
-                raise ValueError("--workers/--scheduler score with word models")
             rows = fdask.compute(fdask.score_distributed(lm, args.files, client=client), client, _show(args))
-        finally:
-            _close(client)
+    if client is not None:
         lines = [r["text"].rstrip("\n").rstrip("\r").encode("utf-8") for r in rows]
         yield lines, ngram.SequenceScores(np.array([r["logprob"] for r in rows], np.float64),
                                           np.array([r["tokens"] for r in rows], np.int64),
                                           np.array([r["oov"] for r in rows], np.int64))
         return
     bar = _progress(_size(args.files), "scoring", "B", _show(args))
-    words = not isinstance(lm.vocab, ngram.ByteVocab)  # (text decoded as fit decodes it)
+    words = not isinstance(lm.vocab, ngram.ByteVocab)
+
+    def scored(batch: list[bytes]) -> Any:  # (word models read text decoded as fit decodes it)
+        return lm.score_batch([t.decode("utf-8", errors="replace") for t in batch] if words else batch)
+
     batch: list[bytes] = []
     for line in _lines(args.files):
         batch.append(line)
         if len(batch) == 100_000:
-            yield batch, lm.score_batch([t.decode("utf-8", errors="replace") for t in batch] if words else batch)
+            yield batch, scored(batch)
             if bar:
                 bar.update(sum(len(t) + 1 for t in batch))
             batch = []
-    yield batch, lm.score_batch([t.decode("utf-8", errors="replace") for t in batch] if words else batch)
+    yield batch, scored(batch)
     if bar:
         bar.close()
 
