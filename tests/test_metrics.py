@@ -333,7 +333,7 @@ def test_fit_temperature_options_checked(rng):
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_causal_helpers_match_a_hand_written_torch_computation(side):
+def test_causal_helpers_match_a_hand_written_torch_computation(simd, side):
     """causal_targets and score_continuations against torch, position by position, for left and right
     padding: the continuation's tokens j >= context_length of each unpadded request, each scored by the
     logits at the position of token j - 1."""
