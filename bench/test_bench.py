@@ -13,6 +13,7 @@ import tempfile
 import numpy as np
 import pytest
 
+import fastlm
 from fastlm import bench, bench_ngram, ngram
 
 SHAPES = bench.QUICK_SHAPES if os.environ.get("FASTLM_BENCH_QUICK") else bench.FULL_SHAPES
@@ -179,3 +180,25 @@ def test_bench_hf_processors(benchmark, side):
     ids = torch.zeros(8, 16, dtype=torch.long)
     benchmark.group = "Hugging Face processor step 8x128256"
     benchmark.pedantic(lambda y: plist(ids, y), setup=lambda: ((x.clone(),), {}), rounds=50)
+
+
+@pytest.mark.parametrize("side", ["fastlm.beam_search + CausalLMStep", "generate(num_beams=4)"])
+def test_bench_beam_search_cached(benchmark, side):
+    """Batched beam search (4 prompts x 4 beams, 16 new tokens, no EOS) with a KV cache on a tiny GPT-2 with
+    GPT-2's vocabulary, one thread; `fastlm bench` reports each side's own time per step outside the model."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from fastlm import bench_hf, hf
+
+    model = bench_hf.tiny_gpt2()
+    ids = torch.randint(0, model.config.vocab_size, (4, 16), generator=torch.Generator().manual_seed(1))
+    benchmark.group = "beam search 4x4 beams, 16 steps, tiny GPT-2"
+    with bench_hf.same_threads(1):
+        if side.startswith("fastlm"):
+            benchmark.pedantic(lambda: fastlm.beam_search(hf.CausalLMStep(model), ids.numpy(), num_beams=4,
+                                                          max_new_tokens=16), rounds=5, warmup_rounds=1)
+        else:
+            benchmark.pedantic(lambda: model.generate(ids, attention_mask=torch.ones_like(ids), num_beams=4,
+                                                      num_return_sequences=4, max_new_tokens=16, do_sample=False,
+                                                      pad_token_id=0, top_k=None, top_p=None, temperature=None),
+                               rounds=5, warmup_rounds=1)

@@ -178,12 +178,14 @@ typedef struct {
 int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d);
 int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d);
 
-/* One beam-search step: the k best (beam, token) pairs by score[b] + log_softmax(x[b])[v], best first,
- * ties to the lower (beam, token). Writes k entries of out_beam / out_token / out_score (k <= rows*cols). */
-int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
-                     int64_t *out_token, double *out_score, fl_decode *d);
-int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
-                     int64_t *out_token, double *out_score, fl_decode *d);
+/* One beam-search step over ngroups groups of rows (group: ngroups + 1 row offsets from 0 to rows; one
+ * prompt's beams each): per group the k best (beam, token) pairs by score[b] + log_softmax(x[b])[v], best
+ * first, ties to the lower (beam, token). Writes k entries per group (group g at g * k) of out_beam /
+ * out_token / out_score; past a group's rows * cols candidates: beam and token -1, score -inf. */
+int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, const int64_t *group, int64_t ngroups,
+                     int64_t k, int64_t *out_beam, int64_t *out_token, double *out_score, fl_decode *d);
+int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, const int64_t *group, int64_t ngroups,
+                     int64_t k, int64_t *out_beam, int64_t *out_token, double *out_score, fl_decode *d);
 
 /* ---------------------------------------------------------------------------------------------- */
 /* N-gram counting (ngram.c). Packed keys: a k-gram of ids < 2^bits is sum_i t_i << (bits (k-1-i)),
@@ -199,9 +201,19 @@ typedef struct {
     uint64_t key;
     int64_t index; /* -1: an empty slot */
 } fl_ngram_slot;
+/* One ascending run of a merge: n keys and their counts. A rank key's parent p is re-keyed on the fly to
+ * remap[p - base] (remap: nremap entries, the merged ranks of the run's order k-1; NULL for order 1, whose
+ * keys are ids). rank (n entries, or NULL) receives each entry's index in the merged output. */
+typedef struct {
+    const uint64_t *keys;
+    const int64_t *counts;
+    int64_t n;
+    const int64_t *remap;
+    int64_t nremap, base;
+    int64_t *rank;
+} fl_ngram_run;
 #define FL_NGRAM_MERGE_MAX 64
-int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_t *run, int nruns,
-                       uint64_t *out_keys, int64_t *out_counts, int64_t *rank);
+int64_t fl_ngram_merge(const fl_ngram_run *runs, int nruns, uint64_t *out_keys, int64_t *out_counts);
 void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots);
 void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out);
 

@@ -236,30 +236,51 @@ int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m
     return r + 1;
 }
 
-/* Merges nruns <= FL_NGRAM_MERGE_MAX ascending runs keys[run[r] .. run[r+1]) (with their counts) into the
- * distinct keys, ascending, and their summed counts; rank[i] = the output index of input entry i. Each step
- * takes the least of the runs' heads (a linear scan: the runs are few; an exhausted run's head is
- * UINT64_MAX, above every rank key, whose parent index is below 2^31). Returns the number of distinct keys. */
-int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_t *run, int nruns,
-                       uint64_t *out_keys, int64_t *out_counts, int64_t *rank) {
+/* The merge key of entry i of run u: its parent p re-keyed to remap[p - base] (remap NULL: the key as it
+ * is). 0 when p - base falls outside the remap. */
+static int run_key(const fl_ngram_run *u, int64_t i, uint64_t *key) {
+    const uint64_t k = u->keys[i];
+    if (!u->remap) {
+        *key = k;
+        return 1;
+    }
+    const int64_t p = (int64_t)(k >> 32) - u->base;
+    if (p < 0 || p >= u->nremap) return 0;
+    *key = (uint64_t)u->remap[p] << 32 | (k & 0xFFFFFFFFu);
+    return 1;
+}
+
+/* Merges nruns <= FL_NGRAM_MERGE_MAX ascending runs (each re-keyed on the fly, see fl_ngram_run) into the
+ * distinct keys, ascending, and their summed counts; run r's rank[i] = the output index of its entry i.
+ * Each step takes the least of the runs' heads (a linear scan: the runs are few; an exhausted run's head is
+ * UINT64_MAX). Returns the number of distinct keys, or -1 for a parent outside its remap or a key equal
+ * to UINT64_MAX (no table holds one: parents are below 2^31). */
+int64_t fl_ngram_merge(const fl_ngram_run *runs, int nruns, uint64_t *out_keys, int64_t *out_counts) {
     uint64_t head[FL_NGRAM_MERGE_MAX];
     int64_t pos[FL_NGRAM_MERGE_MAX];
+    if (nruns < 0 || nruns > FL_NGRAM_MERGE_MAX) return -1;
+    int64_t left = 0;
     for (int r = 0; r < nruns; r++) {
-        pos[r] = run[r];
-        head[r] = run[r] < run[r + 1] ? keys[run[r]] : UINT64_MAX;
+        pos[r] = 0;
+        left += runs[r].n;
+        head[r] = UINT64_MAX;
+        if (runs[r].n > 0 && !run_key(&runs[r], 0, &head[r])) return -1;
     }
     int64_t m = 0;
-    for (int64_t left = run[nruns] - run[0]; left > 0; left--) {
+    for (; left > 0; left--) {
         int r = 0;
         for (int q = 1; q < nruns; q++) r = head[q] < head[r] ? q : r;
+        const fl_ngram_run *u = &runs[r];
         const int64_t i = pos[r]++;
+        if (i >= u->n) return -1;
         if (m == 0 || out_keys[m - 1] != head[r]) {
             out_keys[m] = head[r];
             out_counts[m++] = 0;
         }
-        out_counts[m - 1] += counts[i];
-        rank[i] = m - 1;
-        head[r] = pos[r] < run[r + 1] ? keys[pos[r]] : UINT64_MAX;
+        out_counts[m - 1] += u->counts[i];
+        if (u->rank) u->rank[i] = m - 1;
+        head[r] = UINT64_MAX;
+        if (i + 1 < u->n && !run_key(u, i + 1, &head[r])) return -1;
     }
     return m;
 }

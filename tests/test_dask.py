@@ -55,10 +55,12 @@ def arpa_bytes(lm, path) -> bytes:
         return f.read()
 
 
+@pytest.mark.parametrize("tasks", [None, 1, 5])
 @pytest.mark.parametrize("layout", ["one", "three", "ragged"])
-def test_fit_equals_one_process(client, verses, layout, tmp_path):
+def test_fit_equals_one_process(client, verses, layout, tasks, tmp_path):
     """Every order's n-grams and counts, the vocabulary, the Kneser-Ney discounts and the ARPA file equal
-    the one-process fit, for several partitionings (empty, one-token and one-item partitions included)."""
+    the one-process fit, for several partitionings (empty, one-token and one-item partitions included),
+    counting tasks and first-id ranges (5 with 8 partitions: groups of unequal size, a merge tree)."""
     texts = verses[:1500] + ["", "   ", "lonely", "word"]
     if layout == "one":
         parts = [texts]
@@ -66,7 +68,7 @@ def test_fit_equals_one_process(client, verses, layout, tmp_path):
         parts = [texts[:500], texts[500:1000], texts[1000:]]
     else:
         parts = [[], texts[:1], texts[-1:], [], texts[1:700], texts[700:701], texts[701:-1], []]
-    got = fdask.fit_distributed(bag_of(parts), 4, client=client, split_every=3)
+    got = fdask.fit_distributed(bag_of(parts), 4, client=client, split_every=3, tasks=tasks)
     want = ng.NgramLM.for_words(texts, 4, smoothing="kneser-ney")
     assert got.vocab.words == want.vocab.words
     assert_same_counts(got, want)
@@ -117,6 +119,8 @@ def test_files_and_globs(client, verses, tmp_path):
         fdask.fit_distributed(42, 3, client=client)
     with pytest.raises(ValueError, match="split_every"):
         fdask.fit_distributed([str(tmp_path / "part0.txt")], 3, client=client, split_every=1)
+    with pytest.raises(ValueError, match="tasks must be"):
+        fdask.fit_distributed([str(tmp_path / "part0.txt")], 3, client=client, tasks=0)
 
 
 def test_vocab_equals_one_process(client, verses):

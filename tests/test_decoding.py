@@ -450,7 +450,7 @@ def test_beam_search_without_eos_and_small_beams(simd):
     assert scores == sorted(scores, reverse=True)
     with pytest.raises(ValueError, match="num_beams"):
         fastlm.beam_search(step, [0], num_beams=0, max_new_tokens=3)
-    with pytest.raises(ValueError, match="step_fn returned shape"):
+    with pytest.raises(ValueError, match=r"step_fn\(seqs\) returned shape"):
         fastlm.beam_search(lambda s: np.zeros((1, 3, 2)), [0], num_beams=2, max_new_tokens=2)
     with pytest.raises(ValueError, match="eos_id"):
         fastlm.beam_search(step, [0], num_beams=2, max_new_tokens=2, eos_id=V)
@@ -518,6 +518,92 @@ def test_beam_search_matches_reference(simd, num_beams, early_stopping):
         for (gs, gscore), (ws, wscore) in zip(got, want):
             np.testing.assert_array_equal(gs, ws)
             assert gscore == pytest.approx(wscore, rel=1e-9)
+
+
+class CachedToy:
+    """toy_model as a CachedStep: it rebuilds each row's sequence from start()'s padded prompts and each
+    step's (tokens, beam_idx), as a KV cache would be reordered, and scores it with toy_model."""
+
+    def __init__(self, V, seed):
+        self.step_fn, self.calls = toy_model(V, seed), []
+
+    def start(self, input_ids, attention_mask):
+        assert input_ids.dtype == attention_mask.dtype == np.int64 and input_ids.shape == attention_mask.shape
+        assert (input_ids[attention_mask == 0] == 0).all()
+        assert (np.diff(attention_mask, axis=1) >= 0).all()  # left padding
+        self.seqs = [row[m == 1] for row, m in zip(input_ids, attention_mask)]
+        self.calls.append(len(self.seqs))
+        return self._logits()
+
+    def step(self, tokens, beam_idx):
+        assert tokens.shape == beam_idx.shape and beam_idx.max() < len(self.seqs)
+        self.seqs = [np.append(self.seqs[b], t) for b, t in zip(beam_idx, tokens)]
+        self.calls.append(len(self.seqs))
+        return self._logits()
+
+    def _logits(self):
+        return np.concatenate([self.step_fn(s[None]) for s in self.seqs]) if self.seqs else np.zeros((0, 1))
+
+
+BATCH = [[4, 1], [3], [4, 1], [0, 5, 6, 2], [6, 6]]
+
+
+@pytest.mark.parametrize("early_stopping", [True, False, "never"])
+@pytest.mark.parametrize("num_beams", [1, 2, 4])
+def test_batched_beam_search_matches_reference_per_prompt(simd, num_beams, early_stopping):
+    """A batch (a list of ragged prompts, a 2-D array with left or right padding) gives per prompt what
+    the reference gives for that prompt alone, through the whole-sequence step and the cached step."""
+    V, seed = 7, 31
+    for lp in (1.0, -1.0, 2.0):
+        kw = {"num_beams": num_beams, "max_new_tokens": 5, "eos_id": 2, "length_penalty": lp,
+              "early_stopping": early_stopping}
+        want = [ref.beam_search(toy_model(V, seed), p, **kw) for p in BATCH]
+        L = max(map(len, BATCH))
+        right = np.array([p + [9] * (L - len(p)) for p in BATCH])
+        left = np.array([[9] * (L - len(p)) + p for p in BATCH])
+        mask_r = np.array([[1] * len(p) + [0] * (L - len(p)) for p in BATCH])
+        cached = CachedToy(V, seed)
+        got = {"list": fastlm.beam_search(toy_model(V, seed), BATCH, **kw),
+               "right": fastlm.beam_search(toy_model(V, seed), right, attention_mask=mask_r, **kw),
+               "left": fastlm.beam_search(toy_model(V, seed), left, attention_mask=mask_r[:, ::-1], **kw),
+               "cached": fastlm.beam_search(cached, BATCH, **kw)}
+        assert cached.calls[0] == len(BATCH) and max(cached.calls) <= len(BATCH) * num_beams
+        for form, results in got.items():
+            assert len(results) == len(BATCH), form
+            for res, w in zip(results, want):
+                assert len(res) == len(w), form
+                for (gs, gscore), (ws, wscore) in zip(res, w):
+                    np.testing.assert_array_equal(gs, ws, err_msg=form)
+                    assert gscore == pytest.approx(wscore, rel=1e-9), form
+
+
+def test_beam_search_batch_shapes_and_bad_input():
+    """A 2-D prompt array is a batch (one result per row), never one flattened prompt; bad masks, shapes and
+    models raise naming the argument."""
+    step = toy_model(5, 3)
+    one = fastlm.beam_search(step, [1, 2], num_beams=2, max_new_tokens=3)
+    two = fastlm.beam_search(step, np.array([[1, 2]]), num_beams=2, max_new_tokens=3)
+    assert len(two) == 1 and all((a[0] == b[0]).all() and a[1] == b[1] for a, b in zip(one, two[0]))
+    assert all(len(s) == 5 for s, _ in two[0])  # the prompt [1, 2], not [1, 2] flattened with others
+    batch = fastlm.beam_search(step, np.array([[1, 2], [3, 4]]), num_beams=2, max_new_tokens=3)
+    assert [r[0][0][:2].tolist() for r in batch] == [[1, 2], [3, 4]]
+    bad = {"attention_mask": dict(prompt_ids=np.ones((2, 3), int), attention_mask=[[1, 0, 1], [1, 1, 1]]),
+           "attention_mask ": dict(prompt_ids=np.ones((2, 3), int), attention_mask=[[1, 2, 1], [1, 1, 1]]),
+           "has shape": dict(prompt_ids=np.ones((2, 3), int), attention_mask=np.ones((2, 2), int)),
+           "prompt_ids must be": dict(prompt_ids=np.ones((2, 2, 2), int)),
+           "goes with a 2-D": dict(prompt_ids=[1, 2], attention_mask=[1, 1])}
+    for match, kw in bad.items():
+        with pytest.raises(ValueError, match=match.strip()):
+            fastlm.beam_search(step, num_beams=2, max_new_tokens=2, **kw)
+    with pytest.raises(TypeError, match="step_fn must be"):
+        fastlm.beam_search(42, [1], num_beams=2, max_new_tokens=2)
+
+    class Wrong(CachedToy):
+        def step(self, tokens, beam_idx):
+            return np.zeros((len(tokens) + 1, 7))
+
+    with pytest.raises(ValueError, match=r"step_fn.step\(tokens, beam_idx\) returned shape"):
+        fastlm.beam_search(Wrong(7, 0), [[1], [2]], num_beams=2, max_new_tokens=3)
 
 
 def test_subnormal_ranges_and_rounded_draws(simd):

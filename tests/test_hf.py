@@ -204,3 +204,57 @@ def test_top_p_boundary_is_exact_in_float64(gpt2):
             j = int(np.argmax((got[r] != want[r]).numpy()[order]))
             assert abs(cum[j] - p) < 1e-6 or abs(cum[j - 1] - p) < 1e-6
     assert math.isfinite(float(x.max()))
+
+
+BEAM_CASES = [(1, True)] + [(nb, es) for nb in (2, 3, 5, 8) for es in (True, False, "never")]
+
+
+@pytest.mark.parametrize("num_beams, early_stopping", BEAM_CASES)
+def test_batched_beam_search_equals_generate(gpt2, num_beams, early_stopping):
+    """fastlm.beam_search with CausalLMStep (the KV cache reordered per step) on a batch of ragged prompts
+    against generate(num_beams=...) on the same prompts left-padded: every returned sequence equal and the
+    scores equal to float32 accumulation, for length penalties -1, 0, 1, 2 and an EOS that ends beams
+    mid-search. (generate with one beam is greedy search, which a one-beam search with early_stopping=True
+    is.)"""
+    prompts = [[5, 17, 900, 3, 44], [7, 7, 1], [250, 12, 13, 14, 15, 16, 999]]
+    L, pad, new = max(map(len, prompts)), 0, 6
+    ids = torch.tensor([[pad] * (L - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in prompts])
+    kw = dict(attention_mask=mask, max_new_tokens=new, do_sample=False, pad_token_id=pad, top_k=None, top_p=None,
+              temperature=None)
+    plain = gpt2.generate(ids, num_beams=max(num_beams, 2), num_return_sequences=1, eos_token_id=None, **kw)
+    eos = int(plain[0, L + 2])  # a token the best beam of the first prompt takes at its third step
+    ended_early = 0
+    for lpen in (-1.0, 0.0, 1.0, 2.0):
+        out = gpt2.generate(ids, num_beams=num_beams, num_return_sequences=num_beams, eos_token_id=eos,
+                            length_penalty=lpen, early_stopping=early_stopping, return_dict_in_generate=True,
+                            output_scores=True, **kw)
+        got = fastlm.beam_search(fh.CausalLMStep(gpt2), prompts, num_beams=num_beams, max_new_tokens=new, eos_id=eos,
+                                 length_penalty=lpen, early_stopping=early_stopping)
+        for b, p in enumerate(prompts):
+            assert len(got[b]) == num_beams
+            for j, (seq, score) in enumerate(got[b]):
+                hf = out.sequences[b * num_beams + j, L - len(p):].numpy()
+                np.testing.assert_array_equal(hf[:seq.size], seq, err_msg=f"prompt {b}, beam {j}, lp {lpen}")
+                assert (hf[seq.size:] == (pad if num_beams == 1 else pad or eos)).all()  # (generate's fill)
+                if num_beams > 1:
+                    assert score == pytest.approx(float(out.sequences_scores[b * num_beams + j]), rel=2e-5, abs=2e-5)
+                ended_early += seq[-1] == eos and seq.size < len(p) + new
+    assert ended_early  # the EOS ended some beams before max_new_tokens
+
+
+def test_causal_lm_step_matches_the_model_without_cache(gpt2):
+    """The cached step's logits equal the model run on each beam's whole sequence (no padding), through
+    beam reorders that drop and repeat rows."""
+    step = fh.CausalLMStep(gpt2)
+    prompts = [[5, 17, 900], [7]]
+    seqs = [list(p) for p in prompts]
+    got = step.start(np.array([[5, 17, 900], [0, 0, 7]]), np.array([[1, 1, 1], [0, 0, 1]]))
+    for beam_idx, toks in (([1, 1, 0], [3, 4, 5]), ([2, 0], [8, 9]), ([0, 0, 1, 1], [1, 2, 3, 4])):
+        for r, s in enumerate(seqs):
+            with torch.no_grad():
+                want = gpt2(torch.tensor([s])).logits[0, -1].numpy()
+            np.testing.assert_allclose(got[r], want, rtol=1e-4, atol=1e-4)
+        seqs = [seqs[b] + [t] for b, t in zip(beam_idx, toks)]
+        got = step.step(np.array(toks), np.array(beam_idx))
+    assert step.model_seconds > 0

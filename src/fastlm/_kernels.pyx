@@ -107,8 +107,14 @@ cdef extern from "fastlm.h" nogil:
         uint64_t key
         int64_t index
     void fl_ngram_index(const uint64_t *keys, int64_t m, int log2cap, fl_ngram_slot *slots)
-    int64_t fl_ngram_merge(const uint64_t *keys, const int64_t *counts, const int64_t *run, int nruns,
-                           uint64_t *out_keys, int64_t *out_counts, int64_t *rank)
+    ctypedef struct fl_ngram_run:
+        const uint64_t *keys
+        const int64_t *counts
+        int64_t n
+        const int64_t *remap
+        int64_t nremap, base
+        int64_t *rank
+    int64_t fl_ngram_merge(const fl_ngram_run *runs, int nruns, uint64_t *out_keys, int64_t *out_counts)
     int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
                                  int64_t *rank, uint64_t *keys, uint64_t *tmp)
     void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out)
@@ -151,9 +157,11 @@ cdef extern from "fastlm.h" nogil:
     int fl_ngram_score(const fl_ngram_model *m, const uint32_t *tokens, const int64_t *starts, int64_t nseq,
                        int64_t skip, double *logp, int32_t *matched, uint8_t *unseen, double *seq_logp,
                        int64_t *seq_unseen, int num_threads)
-    int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
+    int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, const int64_t *group, int64_t ngroups,
+                         int64_t k, int64_t *out_beam,
                          int64_t *out_token, double *out_score, fl_decode *d)
-    int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, int64_t k, int64_t *out_beam,
+    int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, const int64_t *group, int64_t ngroups,
+                         int64_t k, int64_t *out_beam,
                          int64_t *out_token, double *out_score, fl_decode *d)
 
 SIMD_LEVELS = ("scalar", "avx2", "avx512", "neon")
@@ -447,16 +455,19 @@ def sample_rows(cnp.ndarray x, cnp.ndarray temperature, cnp.ndarray top_k, cnp.n
     _check_decode(st, &d)
 
 
-def beam_step(cnp.ndarray x, cnp.ndarray score, long long k):
-    """The k best (beam, token, score) of score[b] + log_softmax(x[b])[v], best first."""
+def beam_step(cnp.ndarray x, cnp.ndarray score, long long k, cnp.ndarray group):
+    """Per group of rows (group: row offsets from 0 to rows), the k best (beam, token, score) of
+    score[b] + log_softmax(x[b])[v], best first: (G, k) arrays, past a group's candidates -1, -1, -inf."""
     cdef fl_rows r = _rows(x, None, 1)
     cdef fl_decode d = _decode(1)
     cdef const double *sp = <const double *>_vec(score, r.rows, cnp.NPY_FLOAT64, "score")
-    if k < 0 or k > r.rows * r.cols:
-        raise ValueError(f"internal: k = {k}")
-    cdef cnp.ndarray beams = np.zeros(k, np.int64)
-    cdef cnp.ndarray tokens = np.zeros(k, np.int64)
-    cdef cnp.ndarray scores = np.zeros(k, np.float64)
+    cdef int64_t ngroups = group.shape[0] - 1
+    if k < 0 or ngroups < 0 or group[0] != 0 or group[ngroups] != r.rows or np.any(np.diff(group) < 0):
+        raise ValueError(f"internal: beam_step k = {k} or groups")
+    cdef const int64_t *gp = <const int64_t *>_data(group, cnp.NPY_INT64, "group")
+    cdef cnp.ndarray beams = np.zeros((ngroups, k), np.int64)
+    cdef cnp.ndarray tokens = np.zeros((ngroups, k), np.int64)
+    cdef cnp.ndarray scores = np.zeros((ngroups, k), np.float64)
     cdef int64_t *bp = <int64_t *>cnp.PyArray_DATA(beams)
     cdef int64_t *tp = <int64_t *>cnp.PyArray_DATA(tokens)
     cdef double *op = <double *>cnp.PyArray_DATA(scores)
@@ -465,9 +476,9 @@ def beam_step(cnp.ndarray x, cnp.ndarray score, long long k):
     cdef int st
     with nogil:
         if f32:
-            st = fl_beam_step_f32(<const float *>xp, &r, sp, k, bp, tp, op, &d)
+            st = fl_beam_step_f32(<const float *>xp, &r, sp, gp, ngroups, k, bp, tp, op, &d)
         else:
-            st = fl_beam_step_f64(<const double *>xp, &r, sp, k, bp, tp, op, &d)
+            st = fl_beam_step_f64(<const double *>xp, &r, sp, gp, ngroups, k, bp, tp, op, &d)
     _check_decode(st, &d)
     return beams, tokens, scores
 
@@ -557,24 +568,38 @@ def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
     return prefix[:r].copy(), total[:r].copy(), rank[:m]
 
 
-def ngram_merge(cnp.ndarray keys, cnp.ndarray counts, cnp.ndarray run):
-    """(distinct keys, summed counts, output index of each input entry) of ascending runs
-    keys[run[r]:run[r+1]] (run: nruns + 1 <= 65 offsets from 0 to len(keys))."""
-    cdef int64_t m = keys.shape[0]
-    cdef int nruns = run.shape[0] - 1
-    if counts.shape[0] != m or not 0 <= nruns <= 64 or run[0] != 0 or run[nruns] != m or np.any(np.diff(run) < 0):
+def ngram_merge(list keys, list counts, list remaps, list bases):
+    """(distinct keys, summed counts, per run the output index of each entry) of the ascending runs keys[r]
+    (at most 64), run r's parents re-keyed to remaps[r][parent - bases[r]] (remaps[r] None: order 1).
+    A parent outside its remap raises ValueError."""
+    cdef int nruns = len(keys)
+    if not len(counts) == len(remaps) == len(bases) == nruns or nruns > 64:
         raise ValueError("internal: ngram_merge arguments")
-    cdef cnp.ndarray out_keys = np.empty(max(m, 1), np.uint64)
-    cdef cnp.ndarray out_counts = np.empty(max(m, 1), np.int64)
-    cdef cnp.ndarray rank = np.empty(max(m, 1), np.int64)
-    cdef const uint64_t *kp = <const uint64_t *>_data(keys, cnp.NPY_UINT64, "keys")
-    cdef const int64_t *cp = <const int64_t *>_data(counts, cnp.NPY_INT64, "counts")
-    cdef const int64_t *rp = <const int64_t *>_data(run, cnp.NPY_INT64, "run")
-    cdef int64_t r
+    cdef fl_ngram_run runs[64]
+    cdef int64_t total = 0
+    cdef int r
+    ranks = [np.empty(a.shape[0], np.int64) for a in keys]
+    for r in range(nruns):
+        if counts[r].shape[0] != keys[r].shape[0]:
+            raise ValueError("internal: ngram_merge arguments")
+        runs[r].keys = <const uint64_t *>_data(keys[r], cnp.NPY_UINT64, "keys")
+        runs[r].counts = <const int64_t *>_data(counts[r], cnp.NPY_INT64, "counts")
+        runs[r].n = keys[r].shape[0]
+        runs[r].rank = <int64_t *>_data(ranks[r], cnp.NPY_INT64, "rank")
+        runs[r].remap = NULL if remaps[r] is None else <const int64_t *>_data(remaps[r], cnp.NPY_INT64, "remap")
+        runs[r].nremap = 0 if remaps[r] is None else remaps[r].shape[0]
+        runs[r].base = bases[r]
+        total += runs[r].n
+    cdef cnp.ndarray out_keys = np.empty(max(total, 1), np.uint64)
+    cdef cnp.ndarray out_counts = np.empty(max(total, 1), np.int64)
+    cdef int64_t m
     with nogil:
-        r = fl_ngram_merge(kp, cp, rp, nruns, <uint64_t *>cnp.PyArray_DATA(out_keys),
-                           <int64_t *>cnp.PyArray_DATA(out_counts), <int64_t *>cnp.PyArray_DATA(rank))
-    return out_keys[:r].copy(), out_counts[:r].copy(), rank[:m]
+        m = fl_ngram_merge(runs, nruns, <uint64_t *>cnp.PyArray_DATA(out_keys), <int64_t *>cnp.PyArray_DATA(out_counts))
+    if m < 0:
+        raise ValueError("count tables to merge are inconsistent: a key's parent is outside the order below")
+    out_keys.resize(m, refcheck=False)  # (shrinks in place)
+    out_counts.resize(m, refcheck=False)
+    return out_keys, out_counts, ranks
 
 
 cdef int _log2cap(int64_t m) except -1:

@@ -185,23 +185,66 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
 
 
 def merge(*parts: tuple[list[np.ndarray], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The union of count tables (keys, counts) of the same order, counts added. Per order, each table's
-    keys get their parent's merged rank (a monotone map: each table stays sorted), then one k-way merge of
-    the sorted runs (C, at most 64 at once); where each key lands gives the map of the next order."""
-    if len(parts) > 64:
-        return merge(*[merge(*parts[i:i + 64]) for i in range(0, len(parts), 64)])
-    n = len(parts[0][0])
+    """The union of count tables (keys, counts) of the same order, counts added (see merge_pieces)."""
+    return merge_pieces([(keys, counts, [0] * len(keys)) for keys, counts in parts])
+
+
+def merge_pieces(pieces: list[tuple[list[np.ndarray], list[np.ndarray], list[int]]]
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The union of count tables or of pieces of them (keys, counts, bases: order k's parents count from
+    bases[k - 1], see piece()), counts added. Per order, one k-way merge in C (at most 64 runs at once) in
+    which each run's parents are re-keyed to their merged ranks in the order below (a monotone map: the
+    runs stay sorted); where each entry lands is the map of the next order."""
+    if len(pieces) > 64:
+        merged = [merge_pieces(pieces[i:i + 64]) for i in range(0, len(pieces), 64)]
+        return merge_pieces([(k, c, [0] * len(k)) for k, c in merged])
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    remap: list[np.ndarray] = []  # per table: merged rank of each of its (k-1)-gram entries
-    for k in range(1, n + 1):
-        own = [t[0][k - 1] for t in parts]
-        if remap:
-            own = [(m[parent(kk)].astype(np.uint64) << S32) | (kk & LOW) for m, kk in zip(remap, own)]
-        run = np.zeros(len(own) + 1, np.int64)
-        np.cumsum([a.size for a in own], out=run[1:])
-        u, c, rank = _kernels.ngram_merge(np.concatenate(own), np.concatenate([t[1][k - 1] for t in parts]), run)
+    remap: list[Any] = [None] * len(pieces)
+    for k in range(len(pieces[0][0])):
+        u, c, remap = _kernels.ngram_merge([p[0][k] for p in pieces], [p[1][k] for p in pieces], remap,
+                                           [int(p[2][k]) for p in pieces])
         keys.append(u)
         counts.append(c)
-        remap = np.split(rank, run[1:-1])
+    return keys, counts
+
+
+def first_word_spans(keys: list[np.ndarray]) -> list[np.ndarray]:
+    """Per order k, where the entries of each order-1 entry's word start (len(keys[0]) + 1 offsets): the
+    tables are sorted by first word in every order, so each word's k-grams are one contiguous span."""
+    spans = [np.arange(keys[0].size + 1, dtype=np.int64)]
+    for kk in keys[1:]:
+        spans.append(np.searchsorted(kk, spans[-1].astype(np.uint64) << S32).astype(np.int64))
+    return spans
+
+
+def piece(keys: list[np.ndarray], counts: list[np.ndarray], lo: int, hi: int
+          ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    """The entries of the k-grams whose first id is in [lo, hi), as views, with per order the base its
+    parents count from (merge_pieces re-keys them)."""
+    a = int(np.searchsorted(keys[0], np.uint64(lo)))
+    b = int(np.searchsorted(keys[0], np.uint64(hi)))
+    pk, pc, bases = [], [], []
+    base = 0
+    for j, (kk, cc) in enumerate(zip(keys, counts)):
+        if j:
+            base, a, b = a, int(np.searchsorted(kk, np.uint64(a) << S32)), int(np.searchsorted(kk, np.uint64(b) << S32))
+        pk.append(kk[a:b])
+        pc.append(cc[a:b])
+        bases.append(base)
+    return pk, pc, bases
+
+
+def concat(shards: list[tuple[list[np.ndarray], list[np.ndarray]]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One table from tables of disjoint, ascending first-id ranges (merged pieces): order k's parents move
+    up by the sizes of the earlier shards' order k-1."""
+    keys: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
+    for k in range(len(shards[0][0])):
+        if k == 0:
+            keys.append(np.concatenate([s[0][0] for s in shards]))
+        else:
+            off = np.cumsum([0] + [s[0][k - 1].size for s in shards[:-1]]).astype(np.uint64)
+            keys.append(np.concatenate([s[0][k] + (o << S32) for s, o in zip(shards, off)]))
+        counts.append(np.concatenate([s[1][k] for s in shards]))
     return keys, counts

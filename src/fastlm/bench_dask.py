@@ -5,7 +5,6 @@ in their memory before the timed runs, so that neither side pays for reading it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
@@ -20,13 +19,28 @@ def zipf_part(seed: int, n_tokens: int, vocab: int) -> list[np.ndarray]:
     return np.array_split(ids, max(1, n_tokens // DOC))
 
 
+def _task_seconds(stream: list[dict[str, Any]]) -> dict[str, float]:
+    """Seconds of compute per task function and of transfers, summed over a task stream."""
+    from dask.utils import key_split
+
+    out: dict[str, float] = {}
+    for task in stream:
+        name = key_split(task["key"])
+        for ss in task["startstops"]:
+            what = name if ss["action"] == "compute" else ss["action"]
+            out[what] = out.get(what, 0.0) + ss["stop"] - ss["start"]
+    return out
+
+
 def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5, vocab: int = 50_000,
                     partitions: int = 8, repeat: int = 1) -> dict[str, Any]:
-    """Times (one process; the cluster) of counting and of scoring the same partitions, the bytes the
-    workers sent one another and the result's size, and the time one process spends merging the
-    partitions' tables."""
+    """Times (one process; the cluster) of counting and of scoring the same partitions: on the cluster
+    the counts merged on the workers (by first-id range) and the whole fit (the table joined on the
+    client), the compute seconds per task function and of transfers, the bytes the workers sent one
+    another and the result's size."""
     import dask.bag as db
     import distributed
+    from dask.base import persist
     from dask.delayed import delayed
 
     from . import _config, dask as fdask, ngram
@@ -40,9 +54,6 @@ def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5
         corpus = [[s for i in range(partitions) for s in zipf_part(i, part, vocab)]]
         r["one process"] = best_time(lambda: ngram.NgramLM(order).fit(corpus[0]), repeat)
         corpus.clear()
-        tables = [ngram.NgramLM(order).fit(zipf_part(i, part, vocab)) for i in range(partitions)]
-        r["merge in one process"] = best_time(lambda: fdask.merge_models(tables), repeat)
-        tables.clear()
         lm = ngram.NgramLM(order).fit(zipf_part(9_999, 2_000_000, vocab))  # (a model to score with)
         held = zipf_part(10_000, 8_000_000, vocab)
         r["score tokens"] = sum(s.size + 1 for s in held)
@@ -53,21 +64,28 @@ def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         bag = db.from_delayed([delayed(zipf_part)(i, part, vocab) for i in range(partitions)]).persist()
         distributed.wait(bag)
+        template = client.scatter(ngram.NgramLM(order, smoothing="add-alpha"), broadcast=True)
+
+        def merged_on_workers() -> None:
+            shards, top = fdask.count_shards(bag, template, workers, client=client)
+            got = persist(*shards, top)
+            distributed.wait(list(got))
+            del got
 
         def fit() -> None:
             r["result"] = fdask.fit_distributed(bag, order, smoothing="add-alpha", client=client)
 
-        sent0 = sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
-        r["cluster"] = best_time(fit, repeat)
-        r["shipped between workers"] = (sum(client.run(
-            lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values()) - sent0) / repeat
+        def sent() -> int:
+            return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
+
+        r["merged on the workers"] = best_time(merged_on_workers, repeat)
+        sent0 = sent()
+        calls = max(repeat, 1) + 1  # (best_time's warm-up included)
+        with distributed.get_task_stream(client) as ts:
+            r["cluster"] = best_time(fit, calls - 1)
+        r["shipped between workers"] = (sent() - sent0) / calls
+        r["task seconds"] = {k: v / calls for k, v in _task_seconds(ts.data).items()}
         r["result bytes"] = r.pop("result").nbytes()
-        template = client.scatter(ngram.NgramLM(order), broadcast=True)
-        t0 = time.perf_counter()  # (once: a persisted result would be reused)
-        counted = bag.map_partitions(fdask._count_partition, template).persist()
-        distributed.wait(counted)
-        r["count phase"] = time.perf_counter() - t0
-        del counted
         per = 2_000_000  # tokens per scoring partition (the per-task overhead of Dask is then negligible)
         held_bag = db.from_delayed([delayed(zipf_part)(10_000 + i, per, vocab) for i in range(4 * workers)])
         held_bag = held_bag.persist()
@@ -80,19 +98,22 @@ def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5
 
 
 def format_distributed_table(r: dict[str, Any]) -> str:
-    one, cl = r["one process"], r["cluster"]
-    rows = [f"| counting {r['tokens'] / 1e6:.0f} M Zipf ids, order {r['order']}, {r['partitions']} partitions | "
+    one, cl, mw = r["one process"], r["cluster"], r["merged on the workers"]
+    n, w = r["tokens"], r["workers"]
+    rows = [f"| counting {n / 1e6:.0f} M Zipf ids, order {r['order']}, {r['partitions']} partitions | "
             "s | M tokens/s | speed-up |", "|---|---|---|---|",
-            f"| one process, one thread | {one:.2f} | {r['tokens'] / one / 1e6:.2f} | 1.00x |",
-            f"| {r['workers']} worker processes, one thread each | {cl:.2f} | {r['tokens'] / cl / 1e6:.2f} | "
-            f"{one / cl:.2f}x |",
-            f"| of which: counting the partitions on the workers | {r['count phase']:.2f} | "
-            f"{r['tokens'] / r['count phase'] / 1e6:.2f} | {one / r['count phase']:.2f}x |",
-            f"| merging the {r['partitions']} tables (timed in one process) | {r['merge in one process']:.2f} | | |"]
-    rows.append(f"\nBytes shipped: {r['shipped between workers'] / 1e6:.0f} MB between workers, "
-                f"{r['result bytes'] / 1e6:.0f} MB of merged table to the client.")
+            f"| one process, one thread | {one:.2f} | {n / one / 1e6:.2f} | 1.00x |",
+            f"| {w} workers: counts merged on the workers (by first-id range) | {mw:.2f} | {n / mw / 1e6:.2f} | "
+            f"{one / mw:.2f}x |",
+            f"| {w} workers: the whole fit (the table joined on the client) | {cl:.2f} | {n / cl / 1e6:.2f} | "
+            f"{one / cl:.2f}x |"]
+    ts = r["task seconds"]
+    parts = ", ".join(f"{k.strip('_')} {v:.2f}" for k, v in sorted(ts.items(), key=lambda kv: -kv[1]) if v >= 0.01)
+    rows.append(f"\nIn the whole fit, seconds summed over the workers: {parts}. Bytes shipped: "
+                f"{r['shipped between workers'] / 1e6:.0f} MB between workers, {r['result bytes'] / 1e6:.0f} MB "
+                "of merged ranges to the client.")
     s1 = r["score tokens"] / r["score one process"]
-    s2 = r["score cluster tokens"] / r["score cluster"] / r["workers"]
+    s2 = r["score cluster tokens"] / r["score cluster"] / w
     rows.append(f"Scoring (add-alpha, a model of 2 M tokens, sent to the workers beforehand): one process {s1 / 1e6:.2f} M tokens/s; the cluster "
                 f"{s2 / 1e6:.2f} M tokens/s per worker ({s2 / s1:.2f}x the one-process rate per core).")
     return "\n".join(rows)

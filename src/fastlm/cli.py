@@ -110,6 +110,9 @@ def _bench_hf(args) -> None:
 
     print("\nHugging Face processors (fastlm.hf) against transformers' own:")
     print(bench_hf.format_processors_table(bench_hf.run_processors(threads=args.threads)))
+    print("\nBatched beam search with a KV cache on a tiny GPT-2, against generate(num_beams=...):")
+    print(bench_hf.format_beam_table(bench_hf.run_beam(new_tokens=8 if args.quick else 32,
+                                                       repeat=1 if args.quick else 5, threads=args.threads)))
 
 
 def _bench_dask(args) -> None:

@@ -1,11 +1,14 @@
 """Corpus-scale n-gram work on Dask (``pip install fastlm[dask]``): vocabulary, counting, Kneser-Ney
 estimation and document scoring over a ``dask.bag.Bag``, exact against one process.
 
-- Counting: every partition is counted in C into a count table (an NgramLM holding only arrays); the tables
-  are merged on the workers in a tree (``Bag.reduction``, ``split_every`` tables per merge) and the client
-  receives the one merged table. Kneser-Ney's statistics (adjusted counts, counts of counts, discounts)
-  are computed from it when the model is first used, so the model, its discounts and its ARPA file equal
-  those of ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one process, bit for bit.
+- Counting (csrc/README.md, "N-gram tables"): consecutive partitions are counted together in C, one task
+  per worker thread by default, into count tables (NgramLMs holding only arrays); every table is cut into
+  ranges of first ids (the same cuts for all, balanced on their entries), and each range is merged on the
+  workers in parallel (k-way merges in C, a tree when there are many tables); the client receives the
+  merged ranges and joins them. Kneser-Ney's statistics (adjusted counts, counts of counts, discounts)
+  are computed from the result when the model is first used, so the model, its discounts and its ARPA
+  file equal those of ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one process,
+  bit for bit.
 - Word models first build the vocabulary the same way (word counts per partition, merged, then
   ``min_count``), so every worker encodes with the ids one process would give.
 - Scoring ships the model once per worker (``client.scatter(..., broadcast=True)``) and scores each
@@ -53,16 +56,18 @@ def read_corpus(corpus: Any, blocksize: int | str | None = "64MiB") -> Any:
 
 
 def compute(collection: Any, client: Any = None, progress: bool = False) -> Any:
-    """The value of a Dask collection, on client (with Dask's progress bar on stderr when progress) or on
-    the current scheduler."""
+    """The value of a Dask collection (or the list of values of a list of them), on client (with Dask's
+    progress bar on stderr when progress) or on the current scheduler."""
     if client is None:
-        return collection.compute()
-    future = client.compute(collection)
+        from dask.base import compute as dask_compute
+
+        return list(dask_compute(*collection)) if isinstance(collection, list) else collection.compute()
+    futures = client.compute(collection)
     if progress:
         import distributed
 
-        distributed.progress(future)
-    return future.result()
+        distributed.progress(futures)
+    return client.gather(futures)
 
 
 def _ship(obj: Any, client: Any) -> Any:
@@ -129,10 +134,76 @@ def build_vocab_distributed(corpus: Any, *, min_count: int = 1, client: Any = No
 
 
 # ------------------------------------------------------------------------------------------ counting
-def _count_partition(items: Any, template: NgramLM) -> list[NgramLM]:
+def _count_group(template: NgramLM, *parts: Any) -> NgramLM:
+    """The count table of several partitions' items, counted in one go (one sort per order)."""
+    items = [x for p in parts for x in p]
     lm = template._like()
-    items = list(items)
-    return [lm.update(items) if items else lm]
+    return lm.update(items) if items else lm
+
+
+def _first_id_weights(lm: NgramLM) -> tuple[np.ndarray, np.ndarray]:
+    """(the table's first ids, how many entries of all orders begin with each)."""
+    spans = tables.first_word_spans(lm._keys)
+    return lm._keys[0], np.sum([np.diff(s) for s in spans], axis=0)
+
+
+def _cuts(shards: int, *weights: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """shards + 1 first-id bounds (0 and 2^32 at the ends) splitting the summed entries into near-equal
+    ranges (a range holds whole first ids, so one heavy id can leave a shard larger or others empty)."""
+    ids = np.concatenate([w[0] for w in weights]).astype(np.int64)
+    u, inv = np.unique(ids, return_inverse=True)
+    cum = np.cumsum(np.bincount(inv, np.concatenate([w[1] for w in weights]).astype(np.float64), u.size))
+    inner = np.searchsorted(cum, cum[-1] * np.arange(1, shards) / shards) + 1 if u.size else np.zeros(shards - 1, int)
+    bounds = np.append(u, u[-1] + 1 if u.size else 0)[np.minimum(inner, u.size)]
+    return np.concatenate([[0], bounds, [2**32]]).astype(np.int64)
+
+
+def _piece(lm: NgramLM, cuts: np.ndarray, s: int) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    return tables.piece(lm._keys, lm._counts, int(cuts[s]), int(cuts[s + 1]))
+
+
+def _merge_pieces(*pieces: tuple[list[np.ndarray], list[np.ndarray], list[int]]
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
+    keys, counts = tables.merge_pieces(list(pieces))
+    return keys, counts, [0] * len(keys)
+
+
+def _max_id(*lms: NgramLM) -> int:
+    return max(lm.max_id for lm in lms)
+
+
+def _by_worker(parts: list[Any], client: Any) -> list[Any]:
+    """The partitions, those already held in a worker's memory (a persisted bag) ordered by worker, so that
+    groups of consecutive ones are counted where their data is."""
+    if client is None:
+        return parts
+    held = client.who_has([p.key for p in parts])
+    return sorted(parts, key=lambda p: min(held.get(p.key) or ("",)))
+
+
+def count_shards(bag: Any, template: NgramLM, tasks: int, split_every: int = 8, client: Any = None
+                 ) -> tuple[list[Any], Any]:
+    """The counting graph (dask.delayed): the bag's partitions counted in `tasks` groups of consecutive
+    partitions (of partitions held on one worker, when client knows where they are), each table cut into `tasks` first-id ranges balanced on the entries of all groups, and each
+    range merged on the workers (a tree of split_every-way merges). Returns (one delayed per range: a
+    table whose order k-1 ranks count from 0; the largest id). tables.concat of the ranges in order is
+    the count table of the whole bag."""
+    from dask.delayed import delayed
+
+    parts = _by_worker(bag.to_delayed(), client)
+    g = max(1, min(tasks, len(parts)))
+    groups = [delayed(_count_group)(template, *parts[i * len(parts) // g:(i + 1) * len(parts) // g])
+              for i in range(g)]
+    cuts = delayed(_cuts)(tasks, *[delayed(_first_id_weights)(t) for t in groups])
+    shards = []
+    for s in range(tasks):
+        level = [delayed(_piece)(t, cuts, s) for t in groups]
+        while True:
+            level = [delayed(_merge_pieces)(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
+            if len(level) == 1:
+                break
+        shards.append(level[0])
+    return shards, delayed(_max_id)(*groups)
 
 
 def merge_models(models: Any) -> NgramLM:
@@ -157,19 +228,36 @@ def _first_item(bag: Any) -> Any:
     return got[0] if got else None
 
 
+def _threads(client: Any) -> int:
+    """The threads of client's workers (of the default client when None; else this machine's cores)."""
+    if client is None:
+        try:
+            from distributed import default_client
+
+            client = default_client()
+        except (ImportError, ValueError):
+            return os.cpu_count() or 1
+    return max(1, sum(client.nthreads().values()))
+
+
 def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", min_count: int = 1,
-                    vocab: WordVocab | None = None, client: Any = None, split_every: int = 8,
-                    blocksize: int | str | None = "64MiB", progress: bool = False, **options: Any) -> NgramLM:
+                    vocab: WordVocab | None = None, client: Any = None, tasks: int | None = None,
+                    split_every: int = 8, blocksize: int | str | None = "64MiB", progress: bool = False,
+                    **options: Any) -> NgramLM:
     """An NgramLM counted on Dask, equal to the one process fit (see the module docstring).
 
     corpus: a Bag of texts (one sentence or document per item) or of 1-D id arrays, or a path, glob or
     list of text files (one sentence per line). Texts make a word model exactly as ``NgramLM.for_words``
     (the vocabulary built over the corpus with min_count, unless `vocab` is given); id arrays make the
     model ``NgramLM(order, smoothing=..., **options).fit(items)`` makes. options: alpha,
-    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). split_every: tables
-    per merge of the reduction tree (>= 2). progress: Dask's progress bar on stderr (with a client)."""
-    if not isinstance(split_every, int) or isinstance(split_every, bool) or split_every < 2:
-        raise ValueError(f"split_every must be an integer >= 2, got {split_every!r}")
+    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). tasks: counting
+    tasks, each counting consecutive partitions in one go (held in its worker's memory together), and
+    first-id ranges merged in parallel (default: the cluster's threads). split_every: tables per merge
+    (2 to 64). progress: Dask's progress bar on stderr (with a client)."""
+    if not isinstance(split_every, int) or isinstance(split_every, bool) or not 2 <= split_every <= 64:
+        raise ValueError(f"split_every must be an integer in [2, 64], got {split_every!r}")
+    if tasks is not None and (not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 1):
+        raise ValueError(f"tasks must be a positive integer or None, got {tasks!r}")
     bag = read_corpus(corpus, blocksize)
     first = _first_item(bag) if vocab is None else ""
     if isinstance(first, (str, bytes)):
@@ -180,8 +268,12 @@ def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", m
                            unk_id=vocab.UNK, vocab=vocab, **options)
     else:
         template = NgramLM(order, smoothing=smoothing, **options)
-    counted = bag.map_partitions(_count_partition, _ship(template, client))
-    return compute(counted.reduction(merge_models, merge_models, split_every=split_every), client, progress)
+    shards, max_id = count_shards(bag, _ship(template, client), tasks or _threads(client), split_every, client)
+    *got, top = compute(shards + [max_id], client, progress)
+    out = template._like()
+    out._keys, out._counts = tables.concat([(k, c) for k, c, _ in got])
+    out.max_id = top
+    return out
 
 
 # ------------------------------------------------------------------------------------------- scoring

@@ -15,7 +15,7 @@ import math
 import numbers
 import os
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,7 +29,7 @@ from .softmax import log_softmax
 __all__ = [
     "top_k_filter", "top_p_filter", "min_p_filter", "typical_filter", "top_k_top_p_filter", "apply_penalties",
     "apply_logit_bias",
-    "mask_tokens", "cfg_mix", "greedy", "sample", "beam_search",
+    "mask_tokens", "cfg_mix", "greedy", "sample", "beam_search", "CachedStep",
 ]
 
 
@@ -430,22 +430,77 @@ class _Finished:
         return len(self.items) >= self.num_beams
 
 
-def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: ArrayLike, *, num_beams: int,
-                max_new_tokens: int, eos_id: int | None = None, length_penalty: float = 1.0,
-                early_stopping: bool | Literal["never"] = False) -> list[tuple[NDArray[np.int64], float]]:
-    """Beam search over a model given as step_fn(seqs: (B, L) int64) -> logits (B, V).
+class CachedStep(Protocol):
+    """A model stepped with a cache (beam_search's cached form): start() sees the prompts once, each
+    step() only the new tokens and where each row comes from."""
+
+    def start(self, input_ids: NDArray[np.int64], attention_mask: NDArray[np.int64]) -> ArrayLike:
+        """Next-token logits (B, V) of B prompts, left-padded with 0 to (B, L) (attention_mask: 1 on a
+        prompt's tokens)."""
+
+    def step(self, tokens: NDArray[np.int64], beam_idx: NDArray[np.int64]) -> ArrayLike:
+        """Next-token logits (R, V) of R beams: row r continues row beam_idx[r] of the previous call (reorder
+        the cache by it, as Hugging Face's cache.reorder_cache) with tokens[r] appended."""
+
+
+def _prompts(prompt_ids: Any, attention_mask: Any) -> tuple[list[NDArray[np.int64]], bool]:
+    """(the prompts, whether a batch was given): 1-D -> one prompt; 2-D -> one per row (the entries where
+    attention_mask is 1, one contiguous run per row); a list or tuple of 1-D sequences -> one each."""
+    if isinstance(prompt_ids, (list, tuple)) and prompt_ids and all(np.ndim(p) == 1 for p in prompt_ids):
+        if attention_mask is not None:
+            raise ValueError("attention_mask goes with a 2-D prompt_ids array, not a list of prompts")
+        return [int_array(p, f"prompt_ids[{i}]") for i, p in enumerate(prompt_ids)], True
+    a = int_array(prompt_ids, "prompt_ids")
+    if a.ndim == 1:
+        if attention_mask is not None:
+            raise ValueError("attention_mask goes with a 2-D prompt_ids array")
+        return [a], False
+    if a.ndim != 2:
+        raise ValueError(f"prompt_ids must be 1-D (one prompt), 2-D (a batch) or a list of 1-D prompts; got shape "
+                         f"{a.shape}")
+    if attention_mask is None:
+        return list(a), True
+    m = int_array(attention_mask, "attention_mask")
+    if m.shape != a.shape:
+        raise ValueError(f"attention_mask has shape {m.shape}; prompt_ids has {a.shape}")
+    if not np.isin(m, (0, 1)).all():
+        bad = np.argwhere(~np.isin(m, (0, 1)))[0]
+        raise ValueError(f"attention_mask{list(bad)} is {m[tuple(bad)]}; it must hold 0 and 1")
+    starts = np.diff(m, axis=1, prepend=0) == 1
+    if (starts.sum(axis=1) > 1).any():
+        row = int(np.argmax(starts.sum(axis=1) > 1))
+        raise ValueError(f"attention_mask[{row}] has padding between tokens; each row's 1s must be one run")
+    return [row[mr.astype(bool)] for row, mr in zip(a, m)], True
+
+
+def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike] | CachedStep, prompt_ids: ArrayLike, *,
+                num_beams: int, max_new_tokens: int, eos_id: int | None = None, length_penalty: float = 1.0,
+                early_stopping: bool | Literal["never"] = False, attention_mask: ArrayLike | None = None) -> Any:
+    """Beam search with Hugging Face's rules, for one prompt or a batch (csrc/README.md, "Decoding").
+
+    The model is either step_fn(seqs: (R, L) int64) -> logits (R, V), given every running beam's whole
+    sequence (prompt + generated) each step, the rows of a batch in one call per prompt length (no
+    padding), or a CachedStep (an object with start() and step(), e.g. fastlm.hf.CausalLMStep): start()
+    gets the prompts once, left-padded, and each step() only the new tokens and the reorder indices, so
+    a KV cache works.
+
+    prompt_ids: a 1-D array (one prompt: returns one result), a 2-D array (a batch; with attention_mask,
+    each row's prompt is where the mask is 1: left or right padding) or a list of 1-D prompts. A batch
+    returns a list with one result per prompt. Prompts are searched independently (Hugging Face's batch
+    semantics): a prompt that is done drops its rows from the next calls.
 
     Each step scores every running beam's continuations by running sum of log p plus
-    log_softmax(logits)[v] and takes the best 2 * num_beams (beam, token) pairs (a C kernel, ties to the
-    lower beam then token). A candidate ending in eos_id becomes a finished hypothesis if it ranks among
-    the first num_beams; the others continue, num_beams at most. A hypothesis scores
+    log_softmax(logits)[v] (float64) and takes per prompt the best 2 * num_beams (beam, token) pairs (a C
+    kernel, ties to the lower beam then token). A candidate ending in eos_id becomes a finished hypothesis
+    if it ranks among the first num_beams; the others continue, num_beams at most. A hypothesis scores
     sum of log p over its generated tokens / (generated length, EOS included, prompt excluded) ** length_penalty.
     early_stopping follows Hugging Face: True stops once num_beams hypotheses are finished; False also
-    needs that no running beam can still beat the worst of them (with the current length); "never" uses
-    the best attainable length (max_new_tokens when length_penalty > 0). At the end the running beams are
-    scored as hypotheses too.
+    needs that the best running beam (with the current length) cannot beat the worst of them; "never" uses
+    the best attainable length (max_new_tokens when length_penalty > 0). At max_new_tokens the running
+    beams are scored as hypotheses too. Hugging Face accumulates the sums in float32, fastlm in float64:
+    scores agree to float32 rounding, and a near tie can order differently.
 
-    Returns the num_beams best finished hypotheses, best first: a list of (ids, score), ids the full
+    A result is the num_beams best finished hypotheses, best first: a list of (ids, score), ids the full
     sequence (prompt, generated tokens, and the EOS when there is one) as int64.
     """
     num_beams = integer(num_beams, "num_beams", lambda v: v >= 1, ">= 1")
@@ -455,45 +510,114 @@ def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: A
     lp = real(length_penalty, "length_penalty", lambda v: True, "finite")
     if eos_id is not None:
         eos_id = integer(eos_id, "eos_id", lambda v: v >= 0, ">= 0")
-    prompt = int_array(prompt_ids, "prompt_ids").reshape(-1)
-    beams = [prompt]
-    sums = np.zeros(1)
-    finished = _Finished(int(num_beams))
-    V = None
-    for t in range(1, int(max_new_tokens) + 1):
-        seqs = np.stack(beams)
-        logits = float_array(step_fn(seqs), "step_fn(seqs)")
-        if logits.ndim != 2 or logits.shape[0] != len(beams) or (V is not None and logits.shape[1] != V):
-            raise ValueError(f"step_fn returned shape {logits.shape}; expected ({len(beams)}, V)")
-        V = logits.shape[1]
-        if eos_id is not None and not 0 <= eos_id < V:
-            raise ValueError(f"eos_id {eos_id} is outside [0, {V})")
-        k = min(2 * int(num_beams), logits.size)
-        try:
-            b_idx, tok, sc = _kernels.beam_step(rows_in(logits, COMPUTE[logits.dtype]), sums, k)
-        except _kernels.RowError as e:
-            raise _row_error(e, (len(beams),), "step_fn(seqs)") from None
-        new_beams, new_sums = [], []
-        for rank in range(k):
-            if sc[rank] == -np.inf:
-                break
-            seq = np.append(beams[b_idx[rank]], tok[rank])
-            if eos_id is not None and tok[rank] == eos_id:
-                if rank < num_beams:
-                    finished.add(seq, sc[rank] / t ** lp)
+    cached = hasattr(step_fn, "start") and hasattr(step_fn, "step")
+    if not cached and not callable(step_fn):
+        raise TypeError(f"step_fn must be a callable or an object with start() and step(), got "
+                        f"{type(step_fn).__name__}")
+    prompts, batch = _prompts(prompt_ids, attention_mask)
+    search = _BeamSearch(step_fn, cached, prompts, int(num_beams), int(max_new_tokens), eos_id, lp, early_stopping)
+    results = search.run()
+    return results if batch else results[0]
+
+
+class _BeamSearch:
+    """The state of a batched beam search: the running rows (R of them, grouped by prompt in order), their
+    generated tokens (R, t), running sums and prompts, and each prompt's finished hypotheses."""
+
+    def __init__(self, model, cached, prompts, num_beams, max_new, eos_id, lp, early_stopping):
+        self.model, self.cached, self.prompts = model, cached, prompts
+        self.nb, self.max_new, self.eos, self.lp, self.early = num_beams, max_new, eos_id, lp, early_stopping
+        self.finished = [_Finished(num_beams) for _ in prompts]
+        self.V = None
+
+    def logits(self, rows, gen, src, tok):
+        """The model's (R, V) logits for the running rows (checked)."""
+        R = rows.size
+        if self.cached:
+            if src is None:
+                L = max((p.size for p in self.prompts), default=0)
+                ids = np.zeros((len(self.prompts), L), np.int64)
+                mask = np.zeros((len(self.prompts), L), np.int64)
+                for i, p in enumerate(self.prompts):
+                    ids[i, L - p.size:], mask[i, L - p.size:] = p, 1
+                out = float_array(self.model.start(ids, mask), "step_fn.start(...)")
+                name = "step_fn.start(input_ids, attention_mask)"
             else:
-                new_beams.append(seq)
-                new_sums.append(sc[rank])
-            if len(new_beams) == num_beams:
+                out = float_array(self.model.step(tok, src), "step_fn.step(...)")
+                name = "step_fn.step(tokens, beam_idx)"
+        else:
+            name = "step_fn(seqs)"
+            lengths = np.array([self.prompts[p].size for p in rows])
+            parts = []
+            for n in np.unique(lengths):
+                sel = np.flatnonzero(lengths == n)
+                seqs = np.stack([np.concatenate([self.prompts[rows[r]], gen[r]]) for r in sel])
+                got = float_array(self.model(seqs), name)
+                if got.ndim != 2 or got.shape[0] != sel.size:
+                    raise ValueError(f"{name} returned shape {got.shape}; expected ({sel.size}, V)")
+                parts.append((sel, got))
+            if len(parts) == 1:
+                out = parts[0][1]
+            else:
+                out = np.empty((R, parts[0][1].shape[1]), np.result_type(*[g for _, g in parts]))
+                for sel, got in parts:
+                    if got.shape[1] != out.shape[1]:
+                        raise ValueError(f"{name} returned {got.shape[1]} columns for some rows and "
+                                         f"{out.shape[1]} for others")
+                    out[sel] = got
+        if out.ndim != 2 or out.shape[0] != R or (self.V is not None and out.shape[1] != self.V):
+            raise ValueError(f"{name} returned shape {out.shape}; expected ({R}, {self.V or 'V'})")
+        self.V = out.shape[1]
+        if self.eos is not None and not 0 <= self.eos < self.V:
+            raise ValueError(f"eos_id {self.eos} is outside [0, {self.V})")
+        return out, name
+
+    def run(self):
+        nb = self.nb
+        rows = np.arange(len(self.prompts))  # the prompt of each running row
+        gen = np.zeros((rows.size, 0), np.int64)
+        sums = np.zeros(rows.size)
+        src = tok = None
+        for t in range(1, self.max_new + 1):
+            if rows.size == 0:
                 break
-        best = sc[0] if k else -np.inf
-        beams, sums = new_beams, np.array(new_sums)
-        if not beams or _done(finished, best, t, lp, early_stopping, int(max_new_tokens)):
-            beams = []
-            break
-    for seq, s in zip(beams, sums):
-        finished.add(seq, s / int(max_new_tokens) ** lp)
-    return [(seq, float(score)) for score, _, seq in finished.items]
+            logits, name = self.logits(rows, gen, src, tok)
+            active, group = np.unique(rows, return_index=True)
+            group = np.append(group, rows.size).astype(np.int64)
+            k = 2 * nb
+            try:
+                b_idx, toks, sc = _kernels.beam_step(rows_in(logits, COMPUTE[logits.dtype]), sums, k, group)
+            except _kernels.RowError as e:
+                raise _row_error(e, (rows.size,), name) from None
+            keep_src, keep_tok, keep_sum = [], [], []
+            for g, p in enumerate(active):
+                kept, best = 0, -np.inf
+                for rank in range(k):
+                    s, b, v = sc[g, rank], b_idx[g, rank], toks[g, rank]
+                    if s == -np.inf:
+                        break
+                    if self.eos is not None and v == self.eos:
+                        if rank < nb:
+                            self.finished[p].add(np.concatenate([self.prompts[p], gen[b], [v]]), s / t ** self.lp)
+                    else:
+                        if kept == 0:
+                            best = s
+                        if t < self.max_new:
+                            keep_src.append(b)
+                            keep_tok.append(v)
+                            keep_sum.append(s)
+                        else:
+                            self.finished[p].add(np.concatenate([self.prompts[p], gen[b], [v]]), s / t ** self.lp)
+                        kept += 1
+                    if kept == nb:
+                        break
+                if t < self.max_new and kept and _done(self.finished[p], best, t, self.lp, self.early, self.max_new):
+                    del keep_src[len(keep_src) - kept:], keep_tok[len(keep_tok) - kept:], keep_sum[len(keep_sum) - kept:]
+            src = np.array(keep_src, np.int64)
+            tok = np.array(keep_tok, np.int64)
+            rows, sums = rows[src], np.array(keep_sum)
+            gen = np.concatenate([gen[src], tok[:, None]], axis=1)
+        return [[(seq, float(score)) for score, _, seq in f.items] for f in self.finished]
 
 
 def _done(finished, best_sum, t, lp, early_stopping, max_new):

@@ -20,6 +20,9 @@ warpers off (``top_k=0, top_p=1.0, temperature=1.0``), or with ``sample=True`` a
 to draw with fastlm's sampler: ``SampleProcessor`` leaves only the drawn token finite, so greedy
 selection returns it. Its draw for batch row r at a step depends only on (seed, the sequence length,
 r, the row's scores): reproducible across runs, batch compositions and thread counts.
+
+``CausalLMStep(model)`` runs a causal LM under ``fastlm.beam_search`` with its KV cache (the prompts once,
+then one token per beam and step).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from transformers import LogitsProcessor
 from . import decoding
 
 __all__ = ["TopKProcessor", "TopPProcessor", "TopKTopPProcessor", "MinPProcessor", "TypicalProcessor", "TemperatureProcessor",
-           "RepetitionPenaltyProcessor", "LogitBiasProcessor", "SampleProcessor", "processors"]
+           "RepetitionPenaltyProcessor", "LogitBiasProcessor", "SampleProcessor", "processors", "CausalLMStep"]
 
 
 def _check_scores(scores: Any) -> None:
@@ -353,3 +356,49 @@ def processors(*, temperature: float | None = None, top_k: int | None = None, to
         out.append(TypicalProcessor(typical_p, min_tokens_to_keep=min_tokens_to_keep))
     return LogitsProcessorList(out)
 
+
+
+class CausalLMStep:
+    """A transformers causal LM as ``fastlm.beam_search``'s cached step (fastlm.decoding.CachedStep).
+
+    start() runs the left-padded prompts once, with position ids counted over the attention mask as
+    ``generate`` counts them (padding at 0), and keeps the model's cache; step() reorders the cache and
+    the mask by beam_idx (``cache.reorder_cache``, as ``generate``'s beam search does) and runs only the
+    new token of each beam. Returns the last position's logits as float32 NumPy arrays. ``model_seconds``
+    accumulates the time spent inside the model's forward (the rest of a search is fastlm's own)."""
+
+    def __init__(self, model: Any) -> None:
+        import inspect
+
+        self.model = model
+        # the cache's argument and output name: "cache" in recent transformers, "past_key_values" before
+        self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.cache: Any = None
+        self.mask: torch.Tensor | None = None
+        self.model_seconds = 0.0
+
+    def _forward(self, **kw: Any) -> np.ndarray:
+        import time
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = self.model(use_cache=True, **kw)
+        self.model_seconds += time.perf_counter() - t0
+        self.cache = getattr(out, self._cache_name)
+        return out.logits[:, -1].to(torch.float32).numpy()
+
+    def start(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.mask = torch.from_numpy(np.ascontiguousarray(attention_mask, np.int64))
+        pos = (self.mask.cumsum(-1) - 1).masked_fill(self.mask == 0, 0)
+        return self._forward(input_ids=torch.from_numpy(np.ascontiguousarray(input_ids, np.int64)),
+                             attention_mask=self.mask, position_ids=pos)
+
+    def step(self, tokens: np.ndarray, beam_idx: np.ndarray) -> np.ndarray:
+        if self.mask is None:
+            raise RuntimeError("CausalLMStep.step() before start()")
+        idx = torch.from_numpy(np.ascontiguousarray(beam_idx, np.int64))
+        self.cache.reorder_cache(idx)
+        self.mask = torch.cat([self.mask[idx], torch.ones((idx.numel(), 1), dtype=self.mask.dtype)], dim=1)
+        pos = self.mask.sum(-1, keepdim=True) - 1
+        return self._forward(input_ids=torch.from_numpy(np.ascontiguousarray(tokens, np.int64))[:, None],
+                             attention_mask=self.mask, position_ids=pos, **{self._cache_name: self.cache})

@@ -445,7 +445,9 @@ def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: A
     """Beam search written the plain way: every step sorts all (beam, token) continuations by running
     score (ties to the lower beam, then token) and keeps the best 2 * num_beams. Same rules as
     fastlm.beam_search (Hugging Face's, with the EOS counted in the generated length)."""
-    prompt = [int(t) for t in np.asarray(prompt_ids).reshape(-1)]
+    if np.ndim(prompt_ids) != 1:
+        raise ValueError("one prompt (1-D) at a time")
+    prompt = [int(t) for t in np.asarray(prompt_ids)]
     beams, sums = [prompt], [0.0]
     finished: list[tuple[float, int, list[int]]] = []  # (score, order, seq)
 
@@ -454,7 +456,6 @@ def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: A
         finished.sort(key=lambda f: (-f[0], f[1]))
         del finished[num_beams:]
 
-    done = False
     for t in range(1, max_new_tokens + 1):
         logits = np.asarray(step_fn(np.array(beams, dtype=np.int64)), dtype=np.float64)
         cands = []
@@ -475,18 +476,17 @@ def beam_search(step_fn: Callable[[NDArray[np.int64]], ArrayLike], prompt_ids: A
                 ns.append(s)
             if len(nb) == num_beams:
                 break
-        beams, sums = nb, ns
-        if len(finished) >= num_beams:
-            if early_stopping is True:
-                done = True
-            else:
-                length = max_new_tokens if early_stopping == "never" and length_penalty > 0 else t
-                done = finished[-1][0] >= cands[0][0] / length ** length_penalty
-        if done or not beams:
-            beams = []
+        if t == max_new_tokens:  # the running beams end here
+            for seq, s in zip(nb, ns):
+                add(seq, s / t ** length_penalty)
             break
-    for seq, s in zip(beams, sums):
-        add(seq, s / max_new_tokens ** length_penalty)
+        beams, sums = nb, ns
+        if not beams:
+            break
+        if len(finished) >= num_beams:  # Hugging Face's test: the best running beam against the worst finished
+            length = max_new_tokens if early_stopping == "never" and length_penalty > 0 else t
+            if early_stopping is True or finished[-1][0] >= ns[0] / length ** length_penalty:
+                break
     return [(np.array(seq, dtype=np.int64), float(score)) for score, _, seq in finished]
 
 
