@@ -187,6 +187,15 @@ int fl_beam_step_f32(const float *x, const fl_rows *r, const double *score, cons
 int fl_beam_step_f64(const double *x, const fl_rows *r, const double *score, const int64_t *group, int64_t ngroups,
                      int64_t k, int64_t *out_beam, int64_t *out_token, double *out_score, fl_decode *d);
 
+/* Per-row statistics for diagnostics (diagnose.c): counts of NaN, +inf and -inf entries, and the min,
+ * max and float64 sum of the finite ones (min +inf, max -inf when a row has none). */
+typedef struct {
+    int64_t nan, posinf, neginf;
+    double min, max, sum;
+} fl_row_stats;
+int fl_row_stats_f32(const float *x, const fl_rows *r, fl_row_stats *out);
+int fl_row_stats_f64(const double *x, const fl_rows *r, fl_row_stats *out);
+
 /* ---------------------------------------------------------------------------------------------- */
 /* N-gram counting (ngram.c). Packed keys: a k-gram of ids < 2^bits is sum_i t_i << (bits (k-1-i)),
  * k * bits <= 64, so that keys sort lexicographically and a context is key >> bits. Rank keys (any

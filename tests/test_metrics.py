@@ -274,12 +274,31 @@ def test_fit_temperature(simd, rng):
 
 
 def test_plot_reliability_diagram(rng):
+    """Bars at the bins' real edges (quantile bins too) with the accuracies, gap bars to the mean
+    confidences, empty bins marked, a counts panel, and n / ECE / bins / strategy in the title."""
     pytest.importorskip("matplotlib")
-    c = rng.random(300)
-    fig = cal.plot_reliability_diagram(c, rng.random(300) < c, n_bins=10)
-    ax = fig.axes[0]
-    assert "ECE" in ax.get_title() and ax.get_xlabel() == "confidence"
-    assert len(ax.patches) == 10
+    c = np.concatenate([rng.random(300) * 0.3, 0.7 + rng.random(200) * 0.3])  # nothing in (0.3, 0.7)
+    k = rng.random(500) < c
+    for strategy in ("uniform", "quantile"):
+        b = cal.reliability_bins(c, k, n_bins=10, strategy=strategy)
+        fig = cal.plot_reliability_diagram(c, k, n_bins=10, strategy=strategy)
+        ax, counts = fig.axes
+        title = ax.get_title()
+        ece = cal.expected_calibration_error(c, k, n_bins=10, strategy=strategy)
+        assert f"ECE {ece:.4f}" in title and "n = 500" in title and f"10 {strategy} bins" in title
+        live = b["count"] > 0
+        bars = ax.patches[:int(live.sum())]
+        np.testing.assert_allclose([p.get_x() for p in bars], b["lower"][live])
+        np.testing.assert_allclose([p.get_width() for p in bars], (b["upper"] - b["lower"])[live])
+        np.testing.assert_allclose([p.get_height() for p in bars], b["accuracy"][live])
+        gaps = ax.patches[int(live.sum()):2 * int(live.sum())]
+        np.testing.assert_allclose([p.get_height() for p in gaps], (b["confidence"] - b["accuracy"])[live])
+        np.testing.assert_allclose([p.get_height() for p in counts.patches], b["count"])
+        marked = [ln for ln in ax.get_lines() if ln.get_label() == "empty bin"]
+        assert (len(marked) == 1) == (not live.all())
+        if marked:
+            np.testing.assert_allclose(marked[0].get_xdata(), ((b["lower"] + b["upper"]) / 2)[~live])
+    assert not cal.reliability_bins(c, k, n_bins=10)["count"][3:7].any()  # (the uniform bins have empties)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -99,6 +99,11 @@ cdef extern from "fastlm.h" nogil:
     int fl_greedy_f64(const double *x, const fl_rows *r, int64_t *ids, fl_decode *d)
     int fl_sample_f32(const float *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
     int fl_sample_f64(const double *x, const fl_rows *r, const fl_sample_params *sp, int64_t *ids, fl_decode *d)
+    ctypedef struct fl_row_stats:
+        int64_t nan, posinf, neginf
+        double min, max, sum
+    int fl_row_stats_f32(const float *x, const fl_rows *r, fl_row_stats *out)
+    int fl_row_stats_f64(const double *x, const fl_rows *r, fl_row_stats *out)
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                    uint64_t *keys, uint64_t *tmp)
     int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
@@ -234,6 +239,31 @@ cdef int _check(int status) except -1:
     if status == FL_ERR_ARG:
         raise ValueError("invalid argument passed to a fastlm kernel")
     return 0
+
+
+ROW_STATS = np.dtype([("nan", np.int64), ("posinf", np.int64), ("neginf", np.int64), ("min", np.float64),
+                      ("max", np.float64), ("sum", np.float64)])
+
+
+def row_stats(cnp.ndarray x):
+    """Per row of a 2-D float32/float64 array: a ROW_STATS record (NaN, +inf, -inf counts; min, max and
+    float64 sum of the finite entries)."""
+    cdef fl_rows r = _rows(x, None, 1)
+    if x.dtype.num == cnp.NPY_UINT16:
+        raise TypeError("internal: row_stats takes float32 or float64")
+    cdef cnp.ndarray out = np.empty(r.rows, ROW_STATS)
+    cdef int st
+    cdef bint f32 = x.dtype.num == cnp.NPY_FLOAT32
+    cdef void *xp = cnp.PyArray_DATA(x)
+    cdef fl_row_stats *op = <fl_row_stats *>cnp.PyArray_DATA(out)
+    with nogil:
+        if f32:
+            st = fl_row_stats_f32(<const float *>xp, &r, op)
+        else:
+            st = fl_row_stats_f64(<const double *>xp, &r, op)
+    if st != 0:
+        raise ValueError(f"internal: row_stats status {st}")
+    return out
 
 
 def logsumexp_rows(cnp.ndarray x, double inv_t, cnp.ndarray out, int num_threads):
@@ -568,24 +598,24 @@ def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
     return prefix[:r].copy(), total[:r].copy(), rank[:m]
 
 
-def ngram_merge(list keys, list counts, list remaps, list bases):
-    """(distinct keys, summed counts, per run the output index of each entry) of the ascending runs keys[r]
-    (at most 64), run r's parents re-keyed to remaps[r][parent - bases[r]] (remaps[r] None: order 1).
-    A parent outside its remap raises ValueError."""
+def ngram_merge(list keys, list counts, list remaps, list bases, bint want_rank=True):
+    """(distinct keys, summed counts, per run the output index of each entry, or Nones without want_rank)
+    of the ascending runs keys[r] (at most 64), run r's parents re-keyed to remaps[r][parent - bases[r]]
+    (remaps[r] None: order 1). A parent outside its remap raises ValueError."""
     cdef int nruns = len(keys)
     if not len(counts) == len(remaps) == len(bases) == nruns or nruns > 64:
         raise ValueError("internal: ngram_merge arguments")
     cdef fl_ngram_run runs[64]
     cdef int64_t total = 0
     cdef int r
-    ranks = [np.empty(a.shape[0], np.int64) for a in keys]
+    ranks = [np.empty(a.shape[0], np.int64) if want_rank else None for a in keys]
     for r in range(nruns):
         if counts[r].shape[0] != keys[r].shape[0]:
             raise ValueError("internal: ngram_merge arguments")
         runs[r].keys = <const uint64_t *>_data(keys[r], cnp.NPY_UINT64, "keys")
         runs[r].counts = <const int64_t *>_data(counts[r], cnp.NPY_INT64, "counts")
         runs[r].n = keys[r].shape[0]
-        runs[r].rank = <int64_t *>_data(ranks[r], cnp.NPY_INT64, "rank")
+        runs[r].rank = <int64_t *>_data(ranks[r], cnp.NPY_INT64, "rank") if want_rank else NULL
         runs[r].remap = NULL if remaps[r] is None else <const int64_t *>_data(remaps[r], cnp.NPY_INT64, "remap")
         runs[r].nremap = 0 if remaps[r] is None else remaps[r].shape[0]
         runs[r].base = bases[r]

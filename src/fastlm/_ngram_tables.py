@@ -201,9 +201,10 @@ def merge_pieces(pieces: list[tuple[list[np.ndarray], list[np.ndarray], list[int
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     remap: list[Any] = [None] * len(pieces)
-    for k in range(len(pieces[0][0])):
+    n = len(pieces[0][0])
+    for k in range(n):
         u, c, remap = _kernels.ngram_merge([p[0][k] for p in pieces], [p[1][k] for p in pieces], remap,
-                                           [int(p[2][k]) for p in pieces])
+                                           [int(p[2][k]) for p in pieces], k < n - 1)
         keys.append(u)
         counts.append(c)
     return keys, counts

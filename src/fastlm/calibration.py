@@ -215,24 +215,42 @@ def plot_reliability_diagram(confidences: ArrayLike, correct: ArrayLike, *, n_bi
                              strategy: Literal["uniform", "quantile"] = "uniform",
                              closed: Literal["right", "left"] = "right",
                              ax: Axes | None = None) -> Figure | SubFigure:
-    """A reliability diagram (accuracy per confidence bin against the diagonal, with the ECE in the
-    title) as a matplotlib Figure. Needs matplotlib (pip install "fastlm[plot]")."""
+    """A reliability diagram as a matplotlib Figure: per bin (drawn at its real edges, quantile bins
+    too) the accuracy as a bar, the gap to the bin's mean confidence as a hatched bar (below the
+    diagonal: overconfident), empty bins shaded and marked; under it the count of each bin; the ECE, n,
+    the bins and the strategy in the title. ax: draw into this Axes (the counts in an inset along its
+    bottom) instead of a new figure. Needs matplotlib (pip install "fastlm[plot]")."""
     try:
         from matplotlib.figure import Figure
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError('plot_reliability_diagram needs matplotlib: pip install "fastlm[plot]"') from e
     b = reliability_bins(confidences, correct, n_bins=n_bins, strategy=strategy, closed=closed)
     ece = _ece_from_bins(b, "l1")
-    fig = Figure() if ax is None else ax.figure  # no pyplot: no global state, no display backend
-    ax = fig.add_subplot(1, 1, 1) if ax is None else ax
+    fig: Figure | SubFigure
+    if ax is None:  # no pyplot: no global state, no display backend
+        fig = Figure(figsize=(6, 6))
+        ax, counts_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    else:
+        fig = ax.figure
+        counts_ax = ax.inset_axes((0.0, 0.0, 1.0, 0.18), sharex=ax)
+        counts_ax.patch.set_alpha(0.0)
     live = b["count"] > 0
-    ax.bar(b["lower"][live], b["accuracy"][live], width=(b["upper"] - b["lower"])[live], align="edge",
-           edgecolor="black", label="accuracy")
+    lo, width = b["lower"], b["upper"] - b["lower"]
+    ax.bar(lo[live], b["accuracy"][live], width=width[live], align="edge", edgecolor="black", label="accuracy")
+    ax.bar(lo[live], (b["confidence"] - b["accuracy"])[live], bottom=b["accuracy"][live], width=width[live],
+           align="edge", color="none", edgecolor="red", hatch="//", label="gap to mean confidence")
+    for x0, w in zip(lo[~live], width[~live]):
+        ax.axvspan(x0, x0 + w, color="0.9", zorder=0)
+    if (~live).any():
+        ax.plot(lo[~live] + width[~live] / 2, np.full((~live).sum(), 0.02), "x", color="gray", label="empty bin")
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"Reliability diagram (ECE {ece:.4f})")
-    ax.legend(loc="upper left")
+    n = int(b["count"].sum())
+    ax.set_title(f"Reliability diagram: ECE {ece:.4f}, n = {n}, {lo.size} {strategy} bins")
+    ax.legend(loc="upper left", fontsize="small")
+    counts_ax.bar(lo, b["count"], width=width, align="edge", edgecolor="black", color="0.6")
+    counts_ax.set_ylabel("count")
+    counts_ax.set_xlabel("confidence")
     return fig

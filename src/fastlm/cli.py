@@ -7,6 +7,7 @@ import argparse
 import os
 import platform
 import sys
+from typing import Literal
 
 
 def _cpu_model() -> str:
@@ -128,6 +129,34 @@ def _bench_dask(args) -> None:
     print(bench_dask.format_distributed_table(bench_dask.run_distributed(n, workers=2)))
 
 
+def cmd_diagnose(args) -> int:
+    import numpy as np
+
+    from . import diagnostics
+
+    with np.load(args.file) as f:
+        arrays = {k: f[k] for k in f.files}
+    every: tuple[Literal["logits", "log_probs", "probs"], ...] = ("logits", "log_probs", "probs")
+    kinds = [k for k in every if k in arrays]
+    if not kinds:
+        raise ValueError(f"{args.file} holds {sorted(arrays)}; it needs logits, log_probs or probs")
+    targets = arrays.get("targets")
+    reports = []
+    for kind in kinds:
+        x = arrays[kind]
+        t = targets if targets is not None and targets.shape == x.shape[:-1] else None
+        if t is not None and not ((t == args.ignore_index) | ((t >= 0) & (t < x.shape[-1]))).all():
+            t = None  # (targets outside the vocabulary: check_training_batch reports them)
+        reports.append(diagnostics.check_distribution(x, kind=kind, targets=t, ignore_index=args.ignore_index))
+    if "logits" in arrays and "input_ids" in arrays and targets is not None:
+        reports.append(diagnostics.check_training_batch(
+            arrays["logits"], arrays["input_ids"], targets, arrays.get("attention_mask"), ignore_index=args.ignore_index,
+            pad_id=args.pad_id, eos_id=args.eos_id, label_smoothing=args.label_smoothing, loss=args.loss,
+            at_init=args.at_init))
+    print("\n".join(str(r) for r in reports))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def main(argv=None) -> int:
     import fastlm
 
@@ -147,6 +176,18 @@ def main(argv=None) -> int:
     p.add_argument("--no-numpy", action="store_true", help="skip the (slow) NumPy reference timings")
     p.add_argument("--simd", choices=["scalar", "avx2", "avx512", "neon"], help="force a SIMD level")
     p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("diagnose", help="check arrays saved with numpy.savez (logits or log_probs or probs; "
+                       "input_ids, targets, attention_mask) and print what is wrong; exit status 1 when "
+                       "anything is", formatter_class=fmt)
+    p.add_argument("file", help="an .npz file")
+    p.add_argument("--ignore-index", type=int, default=-100, help="the targets' ignored value")
+    p.add_argument("--pad-id", type=int, default=None, help="the padding token id")
+    p.add_argument("--eos-id", type=int, default=None, help="the EOS token id")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="the training's label smoothing")
+    p.add_argument("--loss", type=float, default=None, help="the loss the training code reported for this batch")
+    p.add_argument("--at-init", action="store_true", help="the model is untrained: check the loss against log V")
+    p.set_defaults(fn=cmd_diagnose)
 
     from .cli_ngram import add_parsers
 

@@ -141,13 +141,13 @@ def _count_group(template: NgramLM, *parts: Any) -> NgramLM:
     return lm.update(items) if items else lm
 
 
-def _first_id_weights(lm: NgramLM) -> tuple[np.ndarray, np.ndarray]:
-    """(the table's first ids, how many entries of all orders begin with each)."""
+def _first_id_weights(lm: NgramLM) -> tuple[np.ndarray, np.ndarray, int]:
+    """(the table's first ids, how many entries of all orders begin with each, its largest id)."""
     spans = tables.first_word_spans(lm._keys)
-    return lm._keys[0], np.sum([np.diff(s) for s in spans], axis=0)
+    return lm._keys[0], np.sum([np.diff(s) for s in spans], axis=0), lm.max_id
 
 
-def _cuts(shards: int, *weights: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _cuts(shards: int, *weights: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
     """shards + 1 first-id bounds (0 and 2^32 at the ends) splitting the summed entries into near-equal
     ranges (a range holds whole first ids, so one heavy id can leave a shard larger or others empty)."""
     ids = np.concatenate([w[0] for w in weights]).astype(np.int64)
@@ -168,16 +168,20 @@ def _merge_pieces(*pieces: tuple[list[np.ndarray], list[np.ndarray], list[int]]
     return keys, counts, [0] * len(keys)
 
 
-def _max_id(*lms: NgramLM) -> int:
-    return max(lm.max_id for lm in lms)
+def _max_id(*weights: tuple[np.ndarray, np.ndarray, int]) -> int:
+    return max(w[2] for w in weights)
 
 
-def _by_worker(parts: list[Any], client: Any) -> list[Any]:
-    """The partitions, those already held in a worker's memory (a persisted bag) ordered by worker, so that
-    groups of consecutive ones are counted where their data is."""
-    if client is None:
+def _by_worker(bag: Any, client: Any) -> list[Any]:
+    """The bag's partitions (delayed), those already held in a worker's memory (a persisted bag) ordered by
+    worker, so that groups of consecutive ones are counted where their data is."""
+    from distributed import futures_of
+
+    parts = bag.to_delayed()
+    futures = futures_of(bag) if client is not None else []
+    if not futures:
         return parts
-    held = client.who_has([p.key for p in parts])
+    held = client.who_has(futures)
     return sorted(parts, key=lambda p: min(held.get(p.key) or ("",)))
 
 
@@ -190,11 +194,12 @@ def count_shards(bag: Any, template: NgramLM, tasks: int, split_every: int = 8, 
     the count table of the whole bag."""
     from dask.delayed import delayed
 
-    parts = _by_worker(bag.to_delayed(), client)
+    parts = _by_worker(bag, client)
     g = max(1, min(tasks, len(parts)))
     groups = [delayed(_count_group)(template, *parts[i * len(parts) // g:(i + 1) * len(parts) // g])
               for i in range(g)]
-    cuts = delayed(_cuts)(tasks, *[delayed(_first_id_weights)(t) for t in groups])
+    weights = [delayed(_first_id_weights)(t) for t in groups]
+    cuts = delayed(_cuts)(tasks, *weights)
     shards = []
     for s in range(tasks):
         level = [delayed(_piece)(t, cuts, s) for t in groups]
@@ -203,7 +208,7 @@ def count_shards(bag: Any, template: NgramLM, tasks: int, split_every: int = 8, 
             if len(level) == 1:
                 break
         shards.append(level[0])
-    return shards, delayed(_max_id)(*groups)
+    return shards, delayed(_max_id)(*weights)
 
 
 def merge_models(models: Any) -> NgramLM:

@@ -922,3 +922,25 @@ def linear_cross_entropy_with_grad(hidden: ArrayLike, weight: ArrayLike, targets
 
 def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, targets: ArrayLike, **options: Any):
     return linear_cross_entropy_with_grad(hidden, weight, targets, **options)[0]
+
+
+# ---------------------------------------------------------------------------------------- diagnostics
+def row_stats(x: ArrayLike) -> dict[str, NDArray[Any]]:
+    """Per row of (..., V): counts of NaN, +inf and -inf entries; min, max and sum of the finite ones
+    (min +inf, max -inf, sum 0 without any), float64 (fastlm.diagnostics' C pass)."""
+    a = np.asarray(x, dtype=np.float64)
+    fin = np.isfinite(a)
+    return {"nan": np.isnan(a).sum(-1), "posinf": (a == np.inf).sum(-1), "neginf": (a == -np.inf).sum(-1),
+            "min": np.where(fin, a, np.inf).min(-1), "max": np.where(fin, a, -np.inf).max(-1),
+            "sum": np.where(fin, a, 0.0).sum(-1)}
+
+
+def js_divergence(p_logits: ArrayLike, q_logits: ArrayLike) -> NDArray[np.float64]:
+    """Jensen-Shannon divergence (nats) of softmax(p) and softmax(q) along the last axis, written as
+    entropy(m) - (entropy(p) + entropy(q)) / 2 with m their mean."""
+    p, q = softmax(p_logits), softmax(q_logits)
+
+    def h(d):
+        return -np.sum(np.where(d > 0, d * np.log(np.where(d > 0, d, 1.0)), 0.0), axis=-1)
+
+    return h((p + q) / 2) - (h(p) + h(q)) / 2
