@@ -199,11 +199,12 @@ int fl_row_stats_f64(const double *x, const fl_rows *r, fl_row_stats *out);
 /* ---------------------------------------------------------------------------------------------- */
 /* N-gram counting (ngram.c). Packed keys: a k-gram of ids < 2^bits is sum_i t_i << (bits (k-1-i)),
  * k * bits <= 64, so that keys sort lexicographically and a context is key >> bits. Rank keys (any
- * order): a k-gram is (rank of its (k-1)-prefix) << 32 | its last id. */
+ * order): a k-gram is (rank of its (k-1)-prefix) << 32 | its last id. Both can count only the k-grams
+ * whose first id is in a range (a range of first ids is a self-contained piece of every order). */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                               uint64_t *keys, uint64_t *tmp);
-int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
-                             uint64_t *keys, uint64_t *tmp);
+                               uint64_t lo, uint64_t hi, uint64_t *keys, uint64_t *tmp);
+int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, uint32_t *live,
+                             int64_t *nlive, uint32_t *rank, uint64_t *keys, uint64_t *tmp, uint32_t *idx);
 int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
                           int64_t *prefix_count, uint64_t *rank);
 typedef struct {
@@ -211,14 +212,14 @@ typedef struct {
     int64_t index; /* -1: an empty slot */
 } fl_ngram_slot;
 /* One ascending run of a merge: n keys and their counts. A rank key's parent p is re-keyed on the fly to
- * remap[p - base] (remap: nremap entries, the merged ranks of the run's order k-1; NULL for order 1, whose
- * keys are ids). rank (n entries, or NULL) receives each entry's index in the merged output. */
+ * remap[p] (remap: nremap entries, the merged ranks of the run's order k-1; NULL for order 1, whose keys
+ * are ids). rank (n entries, or NULL) receives each entry's index in the merged output. */
 typedef struct {
     const uint64_t *keys;
     const int64_t *counts;
     int64_t n;
     const int64_t *remap;
-    int64_t nremap, base;
+    int64_t nremap;
     int64_t *rank;
 } fl_ngram_run;
 #define FL_NGRAM_MERGE_MAX 64

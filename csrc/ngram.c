@@ -6,7 +6,8 @@
  * sorted by a radix sort (one most-significant 8-bit split, then byte-wise LSD passes inside each
  * bucket) and run-length encoded; small key spaces are counted directly.
  * Rank keys (any order): a k-gram is (rank of its (k-1)-prefix among the sorted (k-1)-grams) << 32 | its
- * last id; order k is counted from the ranks of order k-1 at every window start (fl_ngram_count_ranks).
+ * last id; order k is counted from the ranks of order k-1 at every window start still in the count
+ * (fl_ngram_count_ranks).
  * Lookup: an open-addressing hash index (multiplicative hash, linear probing) over sorted keys, each slot
  * holding the entry's index and its key, probed in batches with the next slots prefetched.
  */
@@ -15,14 +16,14 @@
 #include <string.h>
 #include "ngram.h"
 
-/* keys of the k-grams of every sequence (tokens[starts[s] .. starts[s+1])). Returns the number written
- * to keys. */
+/* keys of the k-grams of every sequence (tokens[starts[s] .. starts[s+1])) whose first id is in [lo, hi).
+ * Returns the number written to keys. */
 static int64_t fl_ngram_keys(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                             uint64_t *keys) {
+                             uint64_t lo, uint64_t hi, uint64_t *keys) {
     int64_t m = 0;
     for (int64_t s = 0; s < nseq; s++) {
-        const int64_t lo = starts[s], hi = starts[s + 1];
-        for (int64_t i = lo; i + k <= hi; i++) {
+        for (int64_t i = starts[s]; i + k <= starts[s + 1]; i++) {
+            if (tokens[i] < lo || tokens[i] >= hi) continue;
             uint64_t key = 0;
             for (int j = 0; j < k; j++) key = (key << bits) | tokens[i + j];
             keys[m++] = key;
@@ -147,12 +148,12 @@ void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *quer
     }
 }
 
-/* The distinct k-grams of every sequence (as fl_ngram_keys) and their counts. keys and tmp are scratch
+/* The distinct k-grams of every sequence whose first id is in [lo, hi) (as fl_ngram_keys) and their counts. keys and tmp are scratch
  * of starts[nseq] entries each; on return keys[0..m) hold the distinct keys, ascending, and
  * ((int64_t *)tmp)[0..m) their counts. Returns m, or an error of fl_ngram_count. Ids must be < 2^bits. */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                               uint64_t *keys, uint64_t *tmp) {
-    const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, keys);
+                               uint64_t lo, uint64_t hi, uint64_t *keys, uint64_t *tmp) {
+    const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, lo, hi, keys);
     return fl_ngram_count(keys, nk, k * bits, tmp, keys, (int64_t *)tmp);
 }
 
@@ -178,42 +179,39 @@ static void sort_pairs(uint64_t *k, uint32_t *p, uint64_t *k2, uint32_t *p2, int
     }
 }
 
-/* Order k by ranks. rank[i] (i < starts[nseq]) holds on entry the rank of the (k-1)-gram starting at i
- * (0 for every i when k = 1; -1 where none fits in its sequence), and on return that of the k-gram
- * starting at i (-1 where none). keys/tmp: scratch of starts[nseq] entries each; on return keys[0..m)
- * hold the distinct keys rank << 32 | last id, ascending, and ((int64_t *)tmp)[0..m) their counts.
- * Returns m, -1 without memory, -2 when positions or ranks do not fit in 32 bits. */
-int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int64_t *rank,
-                             uint64_t *keys, uint64_t *tmp) {
-    const int64_t total = starts[nseq];
-    if (total > (int64_t)UINT32_MAX) return -2;
-    uint32_t *pos = malloc(2 * (size_t)(total ? total : 1) * sizeof *pos);
-    if (!pos) return -1;
-    int64_t n = 0;
-    for (int64_t s = 0; s < nseq; s++)
-        for (int64_t i = starts[s]; i < starts[s + 1]; i++) {
-            if (i + k > starts[s + 1] || rank[i] < 0) {
-                rank[i] = -1;
-                continue;
-            }
-            if (rank[i] > (int64_t)UINT32_MAX) {
-                free(pos);
-                return -2;
-            }
-            keys[n] = (uint64_t)rank[i] << 32 | tokens[i + k - 1];
-            pos[n++] = (uint32_t)i;
-        }
-    sort_pairs(keys, pos, tmp, pos + total, n);
+/* Order k by ranks, over the live windows: live[0..*nlive) are ascending positions whose (k-1)-gram was
+ * counted (for k = 1: the positions whose id is in the range counted), rank[j] the rank of that (k-1)-gram
+ * (0 for k = 1). Windows that do not fit order k in their sequence leave; on return live, rank and *nlive
+ * hold the rest with the ranks of their k-grams. keys, tmp and idx (twice as long): scratch of *nlive entries;
+ * keys[0..m) then hold the distinct keys rank << 32 | last id, ascending, and ((int64_t *)tmp)[0..m)
+ * their counts. Returns m, or -2 when positions or ranks do not fit in 32 bits. */
+int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, uint32_t *live,
+                             int64_t *nlive, uint32_t *rank, uint64_t *keys, uint64_t *tmp, uint32_t *idx) {
+    if (starts[nseq] > (int64_t)UINT32_MAX) return -2;
+    const int64_t cap = *nlive;
+    int64_t n = 0, s = 0;
+    for (int64_t j = 0; j < cap; j++) {
+        const int64_t i = live[j];
+        while (starts[s + 1] <= i) s++;
+        if (i + k > starts[s + 1]) continue;
+        live[n] = (uint32_t)i;
+        rank[n] = rank[j];
+        keys[n] = (uint64_t)rank[j] << 32 | tokens[i + k - 1];
+        idx[n] = (uint32_t)n;
+        n++;
+    }
+    *nlive = n;
+    sort_pairs(keys, idx, tmp, idx + cap, n);
     int64_t m = 0, *counts = (int64_t *)tmp;
     for (int64_t i = 0; i < n;) { /* each distinct key written at or before its first occurrence */
+        if (m > (int64_t)UINT32_MAX) return -2;
         int64_t j = i;
         const uint64_t key = keys[i];
-        for (; j < n && keys[j] == key; j++) rank[pos[j]] = m;
+        for (; j < n && keys[j] == key; j++) rank[idx[j]] = (uint32_t)m;
         keys[m] = key;
         counts[m++] = j - i;
         i = j;
     }
-    free(pos);
     return m;
 }
 
@@ -236,16 +234,16 @@ int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m
     return r + 1;
 }
 
-/* The merge key of entry i of run u: its parent p re-keyed to remap[p - base] (remap NULL: the key as it
- * is). 0 when p - base falls outside the remap. */
+/* The merge key of entry i of run u: its parent p re-keyed to remap[p] (remap NULL: the key as it is).
+ * 0 when p falls outside the remap. */
 static int run_key(const fl_ngram_run *u, int64_t i, uint64_t *key) {
     const uint64_t k = u->keys[i];
     if (!u->remap) {
         *key = k;
         return 1;
     }
-    const int64_t p = (int64_t)(k >> 32) - u->base;
-    if (p < 0 || p >= u->nremap) return 0;
+    const int64_t p = (int64_t)(k >> 32);
+    if (p >= u->nremap) return 0;
     *key = (uint64_t)u->remap[p] << 32 | (k & 0xFFFFFFFFu);
     return 1;
 }

@@ -55,12 +55,13 @@ def arpa_bytes(lm, path) -> bytes:
         return f.read()
 
 
-@pytest.mark.parametrize("tasks", [None, 1, 5])
+@pytest.mark.parametrize("tasks, group_tokens", [(None, 2**27), (1, 2**27), (5, 2**27), (2, 3000), (5, 4000)])
 @pytest.mark.parametrize("layout", ["one", "three", "ragged"])
-def test_fit_equals_one_process(client, verses, layout, tasks, tmp_path):
+def test_fit_equals_one_process(client, verses, layout, tasks, group_tokens, tmp_path):
     """Every order's n-grams and counts, the vocabulary, the Kneser-Ney discounts and the ARPA file equal
     the one-process fit, for several partitionings (empty, one-token and one-item partitions included),
-    counting tasks and first-id ranges (5 with 8 partitions: groups of unequal size, a merge tree)."""
+    numbers of first-id ranges, and groups of partitions (a group per partition or several, their tables
+    merged in a tree)."""
     texts = verses[:1500] + ["", "   ", "lonely", "word"]
     if layout == "one":
         parts = [texts]
@@ -68,7 +69,7 @@ def test_fit_equals_one_process(client, verses, layout, tasks, tmp_path):
         parts = [texts[:500], texts[500:1000], texts[1000:]]
     else:
         parts = [[], texts[:1], texts[-1:], [], texts[1:700], texts[700:701], texts[701:-1], []]
-    got = fdask.fit_distributed(bag_of(parts), 4, client=client, split_every=3, tasks=tasks)
+    got = fdask.fit_distributed(bag_of(parts), 4, client=client, split_every=3, tasks=tasks, group_tokens=group_tokens)
     want = ng.NgramLM.for_words(texts, 4, smoothing="kneser-ney")
     assert got.vocab.words == want.vocab.words
     assert_same_counts(got, want)
@@ -96,9 +97,11 @@ def test_fit_token_arrays(client):
     seqs = [np.where(s % 5 == 0, 2**32 - 1 - s, s) for s in seqs] + [np.array([7])]
     for opts in ({"smoothing": "add-alpha"}, {"smoothing": "kneser-ney", "bos_id": 2**32 - 2, "eos_id": 2**32 - 3,
                                               "discount_fallback": True}):
-        got = fdask.fit_distributed(bag_of([seqs[:1], [], seqs[1:120], seqs[120:]]), 3, client=client, **opts)
         want = ng.NgramLM(3, **opts).fit(seqs)
-        assert_same_counts(got, want)
+        for group_tokens in (2**27, 500):
+            got = fdask.fit_distributed(bag_of([seqs[:1], [], seqs[1:120], seqs[120:]]), 3, client=client,
+                                        group_tokens=group_tokens, **opts)
+            assert_same_counts(got, want)
 
 
 def test_files_and_globs(client, verses, tmp_path):
@@ -121,6 +124,9 @@ def test_files_and_globs(client, verses, tmp_path):
         fdask.fit_distributed([str(tmp_path / "part0.txt")], 3, client=client, split_every=1)
     with pytest.raises(ValueError, match="tasks must be"):
         fdask.fit_distributed([str(tmp_path / "part0.txt")], 3, client=client, tasks=0)
+    for bad in (0, 2**32, 1.5, True):
+        with pytest.raises(ValueError, match=r"group_tokens must be .* got " + repr(bad).replace(".", r"\.")):
+            fdask.fit_distributed([str(tmp_path / "part0.txt")], 3, client=client, group_tokens=bad)
 
 
 def test_vocab_equals_one_process(client, verses):

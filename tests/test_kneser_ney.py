@@ -448,9 +448,23 @@ def test_scoring_threads_give_identical_results():
             np.testing.assert_array_equal(a, b)
 
 
+def unpickle_misaligned(obj):
+    """obj through pickle protocol 5 with its buffers out of band, each received at an odd offset of one
+    byte stream (as a transport that packs frames together can deliver them)."""
+    import pickle
+
+    buffers = []
+    data = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    raw = [bytes(b.raw()) for b in buffers]
+    stream = memoryview(b"x" + b"".join(raw))
+    at = np.cumsum([1] + [len(r) for r in raw])
+    return pickle.loads(data, buffers=[stream[a:a + len(r)] for a, r in zip(at, raw)])
+
+
 def test_models_pickle_as_arrays():
     """Count models, Kneser-Ney models, ARPA models and vocabularies pickle (for process pools and Dask)
-    as their arrays: the payload is about the arrays' size, and the copy scores as the original."""
+    as their arrays: the payload is about the arrays' size, and the copy scores as the original (also
+    from buffers at odd offsets: the arrays are aligned again before the kernels read them)."""
     import pickle
 
     texts = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog"] * 20 + ["a bird"]
@@ -459,16 +473,18 @@ def test_models_pickle_as_arrays():
         before = lm.score_batch(texts[:5])  # the hash indexes, the estimate and the C word table exist
         data = pickle.dumps(lm, protocol=5)
         assert len(data) < 4 * lm.nbytes() + 4096
-        back = pickle.loads(data)
-        np.testing.assert_array_equal(back.score_batch(texts[:5]).logprob, before.logprob)
-        for k in (1, 2, 3):
-            for x, y in zip(back.counts(k), lm.counts(k)):
-                np.testing.assert_array_equal(x, y)
+        for back in (pickle.loads(data), unpickle_misaligned(lm)):
+            np.testing.assert_array_equal(back.score_batch(texts[:5]).logprob, before.logprob)
+            twice = back + unpickle_misaligned(lm)
+            for k in (1, 2, 3):
+                for x, y, z in zip(back.counts(k), lm.counts(k), twice.counts(k)):
+                    np.testing.assert_array_equal(x, y)
+                    np.testing.assert_array_equal(z, y * (1 if z.dtype.kind == "u" else 2))
     original = ng.NgramLM.for_words(texts, 3, smoothing="kneser-ney", discount_fallback=True).backoff_model()
     held = ["the cat sat", "a zebra and a dog"]
     want = original.full_scores(held)
-    got = pickle.loads(pickle.dumps(original, protocol=5)).full_scores(held)
-    for x, y in zip(got, want):
-        np.testing.assert_array_equal(x, y)
+    for back in (pickle.loads(pickle.dumps(original, protocol=5)), unpickle_misaligned(original)):
+        for x, y in zip(back.full_scores(held), want):
+            np.testing.assert_array_equal(x, y)
     v = pickle.loads(pickle.dumps(lm.vocab))
     np.testing.assert_array_equal(v.encode("the zebra sat"), lm.vocab.encode("the zebra sat"))

@@ -89,28 +89,37 @@ def test_distributions_sum_to_one_and_totals(rng):
         assert plain.counts(k)[1].sum() == sum(max(len(s) - k + 1, 0) for s in seqs)
 
 
-def test_merge_of_first_id_ranges(rng):
-    """The tables cut into first-id ranges (one heavy id, empty ranges, cuts past every id), the pieces of
-    each range merged and the ranges joined give the counts of all sequences (the reference's)."""
+@pytest.mark.parametrize("wide", [False, True])
+def test_counting_by_first_id_ranges(rng, wide):
+    """Each first-id range counted on its own (one heavy id, empty ranges, cuts past every id; packed and
+    rank keys), a range's tables of several parts merged, and the ranges joined in order give the counts
+    of all sequences (the reference's)."""
     from fastlm import _ngram_tables as tables
 
     parts = [corpus(rng, n=30, V=12) + [[0] * 9] for _ in range(4)]
-    lms = [ng.NgramLM(4).fit(p) for p in parts]
-    want = ref.NgramLM(4).fit([s for p in parts for s in p])
-    for cuts in ([0, 2**32], [0, 1, 2**32], [0, 0, 5, 5, 11, 30, 2**32], [0, 3, 4, 2**32]):
+    lm = ng.NgramLM(4, bos_id=12, eos_id=13)
+    laid = [lm._lay_out(*lm._gather(p)) for p in parts]
+    want = ref.NgramLM(4, bos_id=12, eos_id=13).fit([s for p in parts for s in p])
+    for cuts in ([0, 2**32], [0, 1, 2**32], [0, 0, 5, 5, 11, 30, 2**32], [0, 3, 4, 13, 2**32]):
         ranges = []
         for lo, hi in zip(cuts[:-1], cuts[1:]):
-            ranges.append(tables.merge_pieces([tables.piece(m._keys, m._counts, lo, hi) for m in lms]))
-        got = ng.NgramLM(4)
+            pieces = []
+            for tokens, starts, _ in laid:
+                keys, counts = tables.count(tokens, starts, 4, 4, wide=wide, first=(lo, hi))
+                assert ((keys[0] >= lo) & (keys[0] < hi)).all()  # order 1's keys are the ids
+                for k in range(4):
+                    counts[k][tables.last(keys[k]) == 12] = 0
+                pieces.append((keys, counts))
+            ranges.append(tables.merge(*pieces))
+        got = ng.NgramLM(4, bos_id=12, eos_id=13)
         got._keys, got._counts = tables.concat(ranges)
-        got.max_id = 11
         for k in (1, 2, 3, 4):
             for x, y in zip(got.counts(k), want.counts(k)):
                 np.testing.assert_array_equal(x, y)
-    bad = tables.piece(lms[0]._keys, lms[0]._counts, 3, 7)
-    bad[2][1] = 0  # parents no longer counted from the range's start: outside the order below
+    keys, counts = tables.count(*laid[0][:2], 4, 4, wide=wide, first=(3, 7))
+    keys[2][0] += np.uint64(keys[1].size) << np.uint64(32)  # a parent past the order below
     with pytest.raises(ValueError, match="inconsistent"):
-        tables.merge_pieces([bad])
+        tables.merge((keys, counts))
 
 
 def test_merge_update_and_vocabulary_growth(rng):

@@ -105,7 +105,7 @@ cdef extern from "fastlm.h" nogil:
     int fl_row_stats_f32(const float *x, const fl_rows *r, fl_row_stats *out)
     int fl_row_stats_f64(const double *x, const fl_rows *r, fl_row_stats *out)
     int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
-                                   uint64_t *keys, uint64_t *tmp)
+                                   uint64_t lo, uint64_t hi, uint64_t *keys, uint64_t *tmp)
     int64_t fl_ngram_prefixes(const uint64_t *keys, const int64_t *counts, int64_t m, int bits, uint64_t *prefix,
                               int64_t *prefix_count, uint64_t *rank)
     ctypedef struct fl_ngram_slot:
@@ -117,11 +117,12 @@ cdef extern from "fastlm.h" nogil:
         const int64_t *counts
         int64_t n
         const int64_t *remap
-        int64_t nremap, base
+        int64_t nremap
         int64_t *rank
     int64_t fl_ngram_merge(const fl_ngram_run *runs, int nruns, uint64_t *out_keys, int64_t *out_counts)
     int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
-                                 int64_t *rank, uint64_t *keys, uint64_t *tmp)
+                                 uint32_t *live, int64_t *nlive, uint32_t *rank, uint64_t *keys, uint64_t *tmp,
+                                 uint32_t *idx)
     void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *queries, int64_t nq, int64_t *out)
     ctypedef struct fl_ngram_entry:
         uint64_t key
@@ -516,8 +517,8 @@ def beam_step(cnp.ndarray x, cnp.ndarray score, long long k, cnp.ndarray group):
 # ------------------------------------------------------------------------------------------------ n-grams
 
 cdef void *_data(cnp.ndarray a, int typenum, str name) except NULL:
-    if a.ndim != 1 or a.dtype.num != typenum or not a.flags.c_contiguous:
-        raise ValueError(f"internal: {name} must be a contiguous 1-D array of type {typenum}")
+    if a.ndim != 1 or a.dtype.num != typenum or not a.flags.c_contiguous or not a.flags.aligned:
+        raise ValueError(f"internal: {name} must be an aligned contiguous 1-D array of type {typenum}")
     return cnp.PyArray_DATA(a) if a.shape[0] else <void *>1
 
 
@@ -528,8 +529,8 @@ cdef int64_t _nseq(cnp.ndarray tokens, cnp.ndarray starts) except -1:
     return nseq
 
 
-def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits):
-    """(distinct packed keys ascending, counts) of the k-grams inside each sequence."""
+def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits, uint64_t lo=0, uint64_t hi=4294967296):
+    """(distinct packed keys ascending, counts) of the k-grams inside each sequence whose first id is in [lo, hi)."""
     cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
     cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
     cdef int64_t nseq = _nseq(tokens, starts)
@@ -544,7 +545,7 @@ def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits)
     cdef int64_t m
     try:
         with nogil:
-            m = fl_ngram_count_windows(tp, sp, nseq, k, bits, kp, mp)
+            m = fl_ngram_count_windows(tp, sp, nseq, k, bits, lo, hi, kp, mp)
         if m == -2:
             raise ValueError("internal: an n-gram key has bits above the key width")
         if m < 0:
@@ -559,26 +560,27 @@ def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits)
     return u, c
 
 
-def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray rank):
-    """(distinct rank keys ascending, counts) of order k; rank (int64 per token) holds the ranks of order k - 1
-    at every window start on entry (zeros for k = 1) and those of order k on return (-1: no window)."""
+def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray live, cnp.ndarray rank,
+                      cnp.ndarray scratch, int64_t nlive):
+    """(distinct rank keys ascending, counts, live windows left) of order k. live[:nlive] (uint32 positions,
+    ascending) are the windows whose (k-1)-gram was counted, rank[:nlive] (uint32) its rank (for k = 1:
+    the positions counted, zeros); on return the first (live windows left) hold those fitting order k, with
+    the ranks of their k-grams. scratch: uint64, 3 per live window (kept for all orders)."""
     cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
     cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
-    cdef int64_t *rp = <int64_t *>_data(rank, cnp.NPY_INT64, "rank")
-    cdef int64_t nseq = _nseq(tokens, starts)
-    if rank.shape[0] != tokens.shape[0] or k < 1 or not rank.flags.writeable:
+    cdef uint32_t *lp = <uint32_t *>_data(live, cnp.NPY_UINT32, "live")
+    cdef uint32_t *rp = <uint32_t *>_data(rank, cnp.NPY_UINT32, "rank")
+    cdef uint64_t *kp = <uint64_t *>_data(scratch, cnp.NPY_UINT64, "scratch")
+    cdef int64_t nseq = _nseq(tokens, starts), m, n0 = nlive
+    if (k < 1 or not 0 <= nlive <= min(live.shape[0], rank.shape[0], scratch.shape[0] // 3)
+            or not live.flags.writeable or not rank.flags.writeable or not scratch.flags.writeable
+            or (nlive and (int(live[0]) < 0 or int(live[nlive - 1]) >= tokens.shape[0]))):
         raise ValueError("internal: ngram_count_ranks arguments")
-    cdef int64_t n = max(tokens.shape[0], 1), m
-    cdef cnp.ndarray keys = np.empty(n, np.uint64)
-    cdef cnp.ndarray tmp = np.empty(n, np.uint64)
     with nogil:
-        m = fl_ngram_count_ranks(tp, sp, nseq, k, rp, <uint64_t *>cnp.PyArray_DATA(keys),
-                                 <uint64_t *>cnp.PyArray_DATA(tmp))
+        m = fl_ngram_count_ranks(tp, sp, nseq, k, lp, &nlive, rp, kp, kp + nlive, <uint32_t *>(kp + 2 * nlive))
     if m == -2:
         raise ValueError("more than 2^32 tokens or distinct n-grams of one order: rank keys hold 32-bit ranks")
-    if m < 0:
-        raise MemoryError("fastlm: n-gram counting")
-    return keys[:m].copy(), tmp[:m].view(np.int64).copy()
+    return scratch[:m].copy(), scratch[n0:n0 + m].view(np.int64).copy(), nlive
 
 
 def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
@@ -598,12 +600,12 @@ def ngram_prefixes(cnp.ndarray keys, cnp.ndarray counts, int bits):
     return prefix[:r].copy(), total[:r].copy(), rank[:m]
 
 
-def ngram_merge(list keys, list counts, list remaps, list bases, bint want_rank=True):
+def ngram_merge(list keys, list counts, list remaps, bint want_rank=True):
     """(distinct keys, summed counts, per run the output index of each entry, or Nones without want_rank)
-    of the ascending runs keys[r] (at most 64), run r's parents re-keyed to remaps[r][parent - bases[r]]
-    (remaps[r] None: order 1). A parent outside its remap raises ValueError."""
+    of the ascending runs keys[r] (at most 64), run r's parents re-keyed to remaps[r][parent] (remaps[r]
+    None: order 1). A parent outside its remap raises ValueError."""
     cdef int nruns = len(keys)
-    if not len(counts) == len(remaps) == len(bases) == nruns or nruns > 64:
+    if not len(counts) == len(remaps) == nruns or nruns > 64:
         raise ValueError("internal: ngram_merge arguments")
     cdef fl_ngram_run runs[64]
     cdef int64_t total = 0
@@ -618,7 +620,6 @@ def ngram_merge(list keys, list counts, list remaps, list bases, bint want_rank=
         runs[r].rank = <int64_t *>_data(ranks[r], cnp.NPY_INT64, "rank") if want_rank else NULL
         runs[r].remap = NULL if remaps[r] is None else <const int64_t *>_data(remaps[r], cnp.NPY_INT64, "remap")
         runs[r].nremap = 0 if remaps[r] is None else remaps[r].shape[0]
-        runs[r].base = bases[r]
         total += runs[r].n
     cdef cnp.ndarray out_keys = np.empty(max(total, 1), np.uint64)
     cdef cnp.ndarray out_counts = np.empty(max(total, 1), np.int64)

@@ -20,6 +20,21 @@ LOW = np.uint64(0xFFFFFFFF)
 S32 = np.uint64(32)
 
 
+def aligned(x: Any) -> Any:
+    """x with every array (also in a list) aligned to its type (arrays unpickled from a byte stream, as
+    Dask's, can sit at any offset; the kernels read them as C types)."""
+    if isinstance(x, np.ndarray):
+        return x if x.flags.aligned else x.copy()
+    if isinstance(x, list):
+        return [aligned(v) for v in x]
+    return x
+
+
+def aligned_state(obj: Any, state: dict[str, Any]) -> None:
+    """__setstate__ of the models: their pickled attributes, arrays aligned."""
+    obj.__dict__.update({k: aligned(v) for k, v in state.items()})
+
+
 def bits_for(vocab: int) -> int:
     return max(1, int(vocab - 1).bit_length())
 
@@ -140,18 +155,27 @@ def build(rows: list[np.ndarray], values: list[np.ndarray], fill: Any) -> tuple[
     return keys, vals
 
 
-def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: bool | None = None
-          ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: bool | None = None,
+          first: tuple[int, int] = (0, 2**32)) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Rank tables (keys, counts) of orders 1..order over the windows inside each sequence (uint32 tokens
-    split at starts). Packed keys when order * bits <= 64 (wide=None), else counting by ranks."""
+    split at starts) whose first id is in [first[0], first[1]): the range's piece of the whole table, its
+    parents counting from 0 (merge() merges such pieces, concat() joins them). Packed keys when
+    order * bits <= 64 (wide=None), else counting by ranks."""
     if wide is None:
         wide = order * bits > 64
+    lo, hi = first
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
     if wide:
-        rank = np.zeros(tokens.size, np.int64)
+        if (lo, hi) == (0, 2**32):
+            live = np.arange(tokens.size, dtype=np.uint32)
+        else:
+            live = np.flatnonzero((tokens >= lo) & (tokens < hi)).astype(np.uint32)
+        rank = np.zeros(live.size, np.uint32)
+        scratch = np.empty(3 * live.size, np.uint64)  # (memory touched once for all orders)
+        n = live.size
         for k in range(1, order + 1):
-            u, c = _kernels.ngram_count_ranks(tokens, starts, k, rank)
+            u, c, n = _kernels.ngram_count_ranks(tokens, starts, k, live, rank, scratch, n)
             keys.append(u)
             counts.append(c)
         return keys, counts
@@ -159,11 +183,12 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
     # the parent of every key of order k + 1 is the run of its prefix, moved past the inserted last windows
     packed: list[Any] = [None] * order
     ranked: list[Any] = [None] * order
-    packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, order, bits)
+    packed[order - 1] = _kernels.ngram_count_windows(tokens, starts, order, bits, lo, hi)
     lengths = np.diff(starts)
     for k in range(order - 1, 0, -1):
         pk, pc, ranked[k] = _kernels.ngram_prefixes(packed[k][0], packed[k][1], bits)
         ends = starts[1:][lengths >= k]
+        ends = ends[(tokens[ends - k] >= lo) & (tokens[ends - k] < hi)]
         if ends.size:  # few (one per sequence): added in place, new keys inserted
             lk, lc = np.unique(pack(np.stack([tokens[ends - k + j] for j in range(k)], axis=1), bits),
                                return_counts=True)
@@ -185,67 +210,37 @@ def count(tokens: np.ndarray, starts: np.ndarray, order: int, bits: int, wide: b
 
 
 def merge(*parts: tuple[list[np.ndarray], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The union of count tables (keys, counts) of the same order, counts added (see merge_pieces)."""
-    return merge_pieces([(keys, counts, [0] * len(keys)) for keys, counts in parts])
-
-
-def merge_pieces(pieces: list[tuple[list[np.ndarray], list[np.ndarray], list[int]]]
-                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The union of count tables or of pieces of them (keys, counts, bases: order k's parents count from
-    bases[k - 1], see piece()), counts added. Per order, one k-way merge in C (at most 64 runs at once) in
-    which each run's parents are re-keyed to their merged ranks in the order below (a monotone map: the
-    runs stay sorted); where each entry lands is the map of the next order."""
-    if len(pieces) > 64:
-        merged = [merge_pieces(pieces[i:i + 64]) for i in range(0, len(pieces), 64)]
-        return merge_pieces([(k, c, [0] * len(k)) for k, c in merged])
+    """The union of count tables (keys, counts) of the same order, or of the same first-id range of them
+    (count(..., first=)), counts added. Per order, one k-way merge in C (at most 64 runs at once) in which
+    each run's parents are re-keyed to their merged ranks in the order below (a monotone map: the runs stay
+    sorted); where each entry lands is the map of the next order."""
+    if len(parts) > 64:
+        return merge(*[merge(*parts[i:i + 64]) for i in range(0, len(parts), 64)])
+    parts = tuple((aligned(keys), aligned(counts)) for keys, counts in parts)
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
-    remap: list[Any] = [None] * len(pieces)
-    n = len(pieces[0][0])
+    remap: list[Any] = [None] * len(parts)
+    n = len(parts[0][0])
     for k in range(n):
-        u, c, remap = _kernels.ngram_merge([p[0][k] for p in pieces], [p[1][k] for p in pieces], remap,
-                                           [int(p[2][k]) for p in pieces], k < n - 1)
+        u, c, remap = _kernels.ngram_merge([p[0][k] for p in parts], [p[1][k] for p in parts], remap, k < n - 1)
         keys.append(u)
         counts.append(c)
     return keys, counts
 
 
-def first_word_spans(keys: list[np.ndarray]) -> list[np.ndarray]:
-    """Per order k, where the entries of each order-1 entry's word start (len(keys[0]) + 1 offsets): the
-    tables are sorted by first word in every order, so each word's k-grams are one contiguous span."""
-    spans = [np.arange(keys[0].size + 1, dtype=np.int64)]
-    for kk in keys[1:]:
-        spans.append(np.searchsorted(kk, spans[-1].astype(np.uint64) << S32).astype(np.int64))
-    return spans
-
-
-def piece(keys: list[np.ndarray], counts: list[np.ndarray], lo: int, hi: int
-          ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    """The entries of the k-grams whose first id is in [lo, hi), as views, with per order the base its
-    parents count from (merge_pieces re-keys them)."""
-    a = int(np.searchsorted(keys[0], np.uint64(lo)))
-    b = int(np.searchsorted(keys[0], np.uint64(hi)))
-    pk, pc, bases = [], [], []
-    base = 0
-    for j, (kk, cc) in enumerate(zip(keys, counts)):
-        if j:
-            base, a, b = a, int(np.searchsorted(kk, np.uint64(a) << S32)), int(np.searchsorted(kk, np.uint64(b) << S32))
-        pk.append(kk[a:b])
-        pc.append(cc[a:b])
-        bases.append(base)
-    return pk, pc, bases
-
-
 def concat(shards: list[tuple[list[np.ndarray], list[np.ndarray]]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """One table from tables of disjoint, ascending first-id ranges (merged pieces): order k's parents move
-    up by the sizes of the earlier shards' order k-1."""
+    """One table from tables of disjoint, ascending first-id ranges (counted or merged pieces): order k's
+    parents move up by the sizes of the earlier shards' order k-1 (added as they are copied)."""
     keys: list[np.ndarray] = []
     counts: list[np.ndarray] = []
+    below = [0] * len(shards)  # per shard, where its order k-1 starts in the joined table
     for k in range(len(shards[0][0])):
-        if k == 0:
-            keys.append(np.concatenate([s[0][0] for s in shards]))
-        else:
-            off = np.cumsum([0] + [s[0][k - 1].size for s in shards[:-1]]).astype(np.uint64)
-            keys.append(np.concatenate([s[0][k] + (o << S32) for s, o in zip(shards, off)]))
-        counts.append(np.concatenate([s[1][k] for s in shards]))
+        at = np.cumsum([0] + [s[0][k].size for s in shards])
+        kk, cc = np.empty(at[-1], np.uint64), np.empty(at[-1], np.int64)
+        for j, s in enumerate(shards):
+            np.add(s[0][k], np.uint64(below[j]) << S32, out=kk[at[j]:at[j + 1]])
+            cc[at[j]:at[j + 1]] = s[1][k]
+        below = list(at[:-1])
+        keys.append(kk)
+        counts.append(cc)
     return keys, counts

@@ -21,7 +21,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from ._config import resolve_threads
-from ._ngram_tables import Duplicate, build, ids_of
+from ._ngram_tables import Duplicate, aligned_state, build, ids_of
 
 __all__ = ["ArpaLM", "SequenceScores", "TokenScores"]
 
@@ -270,6 +270,9 @@ class ArpaLM(Scoring):
         state = dict(self.__dict__)
         state["_args"] = None
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        aligned_state(self, state)
 
     # --------------------------------------------------------------- Scoring hooks
     def _padding(self):

@@ -35,9 +35,9 @@ def _task_seconds(stream: list[dict[str, Any]]) -> dict[str, float]:
 def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5, vocab: int = 50_000,
                     partitions: int = 8, repeat: int = 1) -> dict[str, Any]:
     """Times (one process; the cluster) of counting and of scoring the same partitions: on the cluster
-    the counts merged on the workers (by first-id range) and the whole fit (the table joined on the
-    client), the compute seconds per task function and of transfers, the bytes the workers sent one
-    another and the result's size."""
+    the count tables made and held on the workers (by first-id range) and the whole fit (the ranges
+    joined on the client), the compute seconds per task function and of transfers, the bytes the workers
+    sent one another and the result's size."""
     import dask.bag as db
     import distributed
     from dask.base import persist
@@ -66,9 +66,9 @@ def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5
         distributed.wait(bag)
         template = client.scatter(ngram.NgramLM(order, smoothing="add-alpha"), broadcast=True)
 
-        def merged_on_workers() -> None:
-            shards, top = fdask.count_shards(bag, template, workers, client=client)
-            got = persist(*shards, top)
+        def on_workers() -> None:
+            shards, _ = fdask.count_shards(bag, template, workers, client=client)
+            got = persist(*shards)
             distributed.wait(list(got))
             del got
 
@@ -78,12 +78,12 @@ def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5
         def sent() -> int:
             return sum(client.run(lambda dask_worker: dask_worker.transfer_outgoing_bytes_total).values())
 
-        r["merged on the workers"] = best_time(merged_on_workers, repeat)
-        sent0 = sent()
         calls = max(repeat, 1) + 1  # (best_time's warm-up included)
+        sent0 = sent()
+        r["on the workers"] = best_time(on_workers, calls - 1)
+        r["shipped between workers"] = (sent() - sent0) / calls
         with distributed.get_task_stream(client) as ts:
             r["cluster"] = best_time(fit, calls - 1)
-        r["shipped between workers"] = (sent() - sent0) / calls
         r["task seconds"] = {k: v / calls for k, v in _task_seconds(ts.data).items()}
         r["result bytes"] = r.pop("result").nbytes()
         per = 2_000_000  # tokens per scoring partition (the per-task overhead of Dask is then negligible)
@@ -98,20 +98,20 @@ def run_distributed(n_tokens: int = 50_000_000, workers: int = 2, order: int = 5
 
 
 def format_distributed_table(r: dict[str, Any]) -> str:
-    one, cl, mw = r["one process"], r["cluster"], r["merged on the workers"]
+    one, cl, mw = r["one process"], r["cluster"], r["on the workers"]
     n, w = r["tokens"], r["workers"]
     rows = [f"| counting {n / 1e6:.0f} M Zipf ids, order {r['order']}, {r['partitions']} partitions | "
             "s | M tokens/s | speed-up |", "|---|---|---|---|",
             f"| one process, one thread | {one:.2f} | {n / one / 1e6:.2f} | 1.00x |",
-            f"| {w} workers: counts merged on the workers (by first-id range) | {mw:.2f} | {n / mw / 1e6:.2f} | "
-            f"{one / mw:.2f}x |",
-            f"| {w} workers: the whole fit (the table joined on the client) | {cl:.2f} | {n / cl / 1e6:.2f} | "
+            f"| {w} workers: the count tables, made and held on the workers (a first-id range each) | {mw:.2f} | "
+            f"{n / mw / 1e6:.2f} | {one / mw:.2f}x |",
+            f"| {w} workers: the whole fit (the ranges joined on the client) | {cl:.2f} | {n / cl / 1e6:.2f} | "
             f"{one / cl:.2f}x |"]
     ts = r["task seconds"]
     parts = ", ".join(f"{k.strip('_')} {v:.2f}" for k, v in sorted(ts.items(), key=lambda kv: -kv[1]) if v >= 0.01)
     rows.append(f"\nIn the whole fit, seconds summed over the workers: {parts}. Bytes shipped: "
-                f"{r['shipped between workers'] / 1e6:.0f} MB between workers, {r['result bytes'] / 1e6:.0f} MB "
-                "of merged ranges to the client.")
+                f"{r['shipped between workers'] / 1e6:.0f} MB between workers (the partitions laid out for "
+                f"counting, to the ranges' workers), {r['result bytes'] / 1e6:.0f} MB of count tables to the client.")
     s1 = r["score tokens"] / r["score one process"]
     s2 = r["score cluster tokens"] / r["score cluster"] / w
     rows.append(f"Scoring (add-alpha, a model of 2 M tokens, sent to the workers beforehand): one process {s1 / 1e6:.2f} M tokens/s; the cluster "

@@ -1,14 +1,16 @@
 """Corpus-scale n-gram work on Dask (``pip install fastlm[dask]``): vocabulary, counting, Kneser-Ney
 estimation and document scoring over a ``dask.bag.Bag``, exact against one process.
 
-- Counting (csrc/README.md, "N-gram tables"): consecutive partitions are counted together in C, one task
-  per worker thread by default, into count tables (NgramLMs holding only arrays); every table is cut into
-  ranges of first ids (the same cuts for all, balanced on their entries), and each range is merged on the
-  workers in parallel (k-way merges in C, a tree when there are many tables); the client receives the
-  merged ranges and joins them. Kneser-Ney's statistics (adjusted counts, counts of counts, discounts)
-  are computed from the result when the model is first used, so the model, its discounts and its ARPA
-  file equal those of ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one process,
-  bit for bit.
+- Counting (csrc/README.md, "N-gram tables", "First-id ranges"): every partition is laid out for
+  counting where it is (ids with the padding, kept on the workers) and the windows each first id starts
+  are summed; the first ids are cut into ranges of near-equal windows, one per worker thread by default.
+  Each range is counted in C on a worker of its own over all the partitions (4 bytes per token cross the
+  network, not count tables), one sort per order; a corpus larger than group_tokens is counted in groups
+  of partitions whose tables of a range are merged on that range's worker (k-way merges in C, a tree).
+  The client joins the ranges in order. Kneser-Ney's statistics (adjusted counts, counts of counts,
+  discounts) are computed from the result when the model is first used, so the model, its discounts and
+  its ARPA file equal those of ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one
+  process, bit for bit.
 - Word models first build the vocabulary the same way (word counts per partition, merged, then
   ``min_count``), so every worker encodes with the ids one process would give.
 - Scoring ships the model once per worker (``client.scatter(..., broadcast=True)``) and scores each
@@ -134,81 +136,105 @@ def build_vocab_distributed(corpus: Any, *, min_count: int = 1, client: Any = No
 
 
 # ------------------------------------------------------------------------------------------ counting
-def _count_group(template: NgramLM, *parts: Any) -> NgramLM:
-    """The count table of several partitions' items, counted in one go (one sort per order)."""
-    items = [x for p in parts for x in p]
-    lm = template._like()
-    return lm.update(items) if items else lm
+def _lay_out(template: NgramLM, part: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """A partition's items as counting reads them (NgramLM._lay_out): uint32 ids with the padding, the
+    sequence starts, the largest id."""
+    return template._lay_out(*template._gather(list(part)))
 
 
-def _first_id_weights(lm: NgramLM) -> tuple[np.ndarray, np.ndarray, int]:
-    """(the table's first ids, how many entries of all orders begin with each, its largest id)."""
-    spans = tables.first_word_spans(lm._keys)
-    return lm._keys[0], np.sum([np.diff(s) for s in spans], axis=0), lm.max_id
+def _weights(laid: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
+    """(the first ids of a layout's windows, how many windows each starts, the largest id, [its tokens])."""
+    tokens = laid[0]
+    if tokens.size and int(tokens.max()) < 1 << 22:
+        c = np.bincount(tokens)
+        ids = np.flatnonzero(c)
+        return ids, c[ids], laid[2], [tokens.size]
+    ids, counts = np.unique(tokens, return_counts=True)
+    return ids, counts, laid[2], [tokens.size]
 
 
-def _cuts(shards: int, *weights: tuple[np.ndarray, np.ndarray, int]) -> np.ndarray:
-    """shards + 1 first-id bounds (0 and 2^32 at the ends) splitting the summed entries into near-equal
-    ranges (a range holds whole first ids, so one heavy id can leave a shard larger or others empty)."""
-    ids = np.concatenate([w[0] for w in weights]).astype(np.int64)
-    u, inv = np.unique(ids, return_inverse=True)
-    cum = np.cumsum(np.bincount(inv, np.concatenate([w[1] for w in weights]).astype(np.float64), u.size))
-    inner = np.searchsorted(cum, cum[-1] * np.arange(1, shards) / shards) + 1 if u.size else np.zeros(shards - 1, int)
-    bounds = np.append(u, u[-1] + 1 if u.size else 0)[np.minimum(inner, u.size)]
+def _sum_weights(*ws: tuple[np.ndarray, np.ndarray, int, list[int]]) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
+    """_weights of several layouts together (the sizes in order)."""
+    ids, inv = np.unique(np.concatenate([w[0] for w in ws]).astype(np.int64), return_inverse=True)
+    counts = np.bincount(inv, np.concatenate([w[1] for w in ws]).astype(np.float64), ids.size).astype(np.int64)
+    return ids, counts, max(w[2] for w in ws), [n for w in ws for n in w[3]]
+
+
+def _cuts(ranges: int, ids: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ranges + 1 first-id bounds (0 and 2^32 at the ends) splitting the windows into near-equal ranges
+    (a range holds whole first ids, so one heavy id can leave a range larger or others empty)."""
+    cum = np.cumsum(counts)
+    inner = np.searchsorted(cum, cum[-1] * np.arange(1, ranges) / ranges) + 1 if ids.size else np.zeros(ranges - 1, int)
+    bounds = np.append(ids, ids[-1] + 1 if ids.size else 0)[np.minimum(inner, ids.size)]
     return np.concatenate([[0], bounds, [2**32]]).astype(np.int64)
 
 
-def _piece(lm: NgramLM, cuts: np.ndarray, s: int) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    return tables.piece(lm._keys, lm._counts, int(cuts[s]), int(cuts[s + 1]))
+def _count_range(template: NgramLM, lo: int, hi: int, *laid: tuple[np.ndarray, np.ndarray, int]
+                 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The count tables of the k-grams whose first id is in [lo, hi) over several layouts, counted in one
+    go (one sort per order): a piece of the whole table (parents counting from 0)."""
+    tokens = np.concatenate([t for t, _, _ in laid])
+    off = np.cumsum([0] + [t.size for t, _, _ in laid])
+    starts = np.concatenate([s[:-1] + o for (_, s, _), o in zip(laid, off)] + [off[-1:]]).astype(np.int64)
+    return template._count_laid_out(tokens, starts, max(m for _, _, m in laid), (lo, hi))
 
 
-def _merge_pieces(*pieces: tuple[list[np.ndarray], list[np.ndarray], list[int]]
-                  ) -> tuple[list[np.ndarray], list[np.ndarray], list[int]]:
-    keys, counts = tables.merge_pieces(list(pieces))
-    return keys, counts, [0] * len(keys)
+def _persist(objs: list[Any], client: Any) -> list[Any]:
+    from dask.base import persist
+
+    return client.persist(objs) if client is not None else list(persist(*objs))
 
 
-def _max_id(*weights: tuple[np.ndarray, np.ndarray, int]) -> int:
-    return max(w[2] for w in weights)
+def _slots(client: Any) -> list[str]:
+    """The workers' addresses, one per thread, interleaved (worker 1, worker 2, ..., worker 1, ...)."""
+    nthreads = client.nthreads() if client is not None else {}
+    return [w for t in range(max(nthreads.values(), default=0)) for w in sorted(nthreads) if nthreads[w] > t]
 
 
-def _by_worker(bag: Any, client: Any) -> list[Any]:
-    """The bag's partitions (delayed), those already held in a worker's memory (a persisted bag) ordered by
-    worker, so that groups of consecutive ones are counted where their data is."""
-    from distributed import futures_of
-
-    parts = bag.to_delayed()
-    futures = futures_of(bag) if client is not None else []
-    if not futures:
-        return parts
-    held = client.who_has(futures)
-    return sorted(parts, key=lambda p: min(held.get(p.key) or ("",)))
-
-
-def count_shards(bag: Any, template: NgramLM, tasks: int, split_every: int = 8, client: Any = None
-                 ) -> tuple[list[Any], Any]:
-    """The counting graph (dask.delayed): the bag's partitions counted in `tasks` groups of consecutive
-    partitions (of partitions held on one worker, when client knows where they are), each table cut into `tasks` first-id ranges balanced on the entries of all groups, and each
-    range merged on the workers (a tree of split_every-way merges). Returns (one delayed per range: a
-    table whose order k-1 ranks count from 0; the largest id). tables.concat of the ranges in order is
-    the count table of the whole bag."""
+def count_shards(bag: Any, template: NgramLM, ranges: int, *, group_tokens: int = 2**27, split_every: int = 8,
+                 client: Any = None, progress: bool = False) -> tuple[list[Any], int]:
+    """Counting in two steps. First every partition is laid out for counting on the workers (kept there)
+    and the windows per first id are summed; the first ids are cut into `ranges` ranges of near-equal
+    windows. Then the counting graph (dask.delayed): each range counts its k-grams over consecutive
+    layouts of at most group_tokens tokens (a group) in one go, task (group g, range r) on worker thread
+    g * ranges + r (modulo the threads: with a range per thread, all of a range's groups on one worker),
+    and a range's groups are merged on range r's thread (a tree of split_every-way merges). Returns (one
+    delayed per range: a table whose order k-1 ranks count from 0; the largest id); tables.concat of the
+    ranges in order is the count table of the whole bag."""
+    from dask.base import annotate
     from dask.delayed import delayed
 
-    parts = _by_worker(bag, client)
-    g = max(1, min(tasks, len(parts)))
-    groups = [delayed(_count_group)(template, *parts[i * len(parts) // g:(i + 1) * len(parts) // g])
-              for i in range(g)]
-    weights = [delayed(_first_id_weights)(t) for t in groups]
-    cuts = delayed(_cuts)(tasks, *weights)
+    laid = _persist([delayed(_lay_out)(template, p) for p in bag.to_delayed()], client)
+    level = [delayed(_weights)(x) for x in laid]
+    while len(level) > 1:
+        level = [delayed(_sum_weights)(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
+    ids, counts, max_id, sizes = compute(level[0], client, progress)
+    groups: list[list[Any]] = [[]]
+    total = 0
+    for x, n in zip(laid, sizes):
+        if groups[-1] and total + n > group_tokens:
+            groups.append([])
+            total = 0
+        groups[-1].append(x)
+        total += n
+    cuts = np.unique(_cuts(ranges, ids, counts))  # (an empty range would repeat another's tasks)
+    ranges = cuts.size - 1
+    slots = _slots(client)
     shards = []
-    for s in range(tasks):
-        level = [delayed(_piece)(t, cuts, s) for t in groups]
-        while True:
-            level = [delayed(_merge_pieces)(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
-            if len(level) == 1:
-                break
+
+    def on(slot: int) -> Any:
+        return annotate(**{"workers": [slots[slot % len(slots)]], "allow_other_workers": True} if slots else {})
+
+    for r in range(ranges):
+        level = []
+        for g, parts in enumerate(groups):
+            with on(g * ranges + r):
+                level.append(delayed(_count_range)(template, int(cuts[r]), int(cuts[r + 1]), *parts))
+        with on(r):
+            while len(level) > 1:
+                level = [delayed(tables.merge)(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
         shards.append(level[0])
-    return shards, delayed(_max_id)(*weights)
+    return shards, max_id
 
 
 def merge_models(models: Any) -> NgramLM:
@@ -233,37 +259,44 @@ def _first_item(bag: Any) -> Any:
     return got[0] if got else None
 
 
-def _threads(client: Any) -> int:
-    """The threads of client's workers (of the default client when None; else this machine's cores)."""
-    if client is None:
-        try:
-            from distributed import default_client
+def _client(client: Any) -> Any:
+    """client, else the default client when there is one, else None (Dask's local scheduler)."""
+    if client is not None:
+        return client
+    try:
+        from distributed import default_client
 
-            client = default_client()
-        except (ImportError, ValueError):
-            return os.cpu_count() or 1
-    return max(1, sum(client.nthreads().values()))
+        return default_client()
+    except (ImportError, ValueError):
+        return None
 
 
 def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", min_count: int = 1,
                     vocab: WordVocab | None = None, client: Any = None, tasks: int | None = None,
-                    split_every: int = 8, blocksize: int | str | None = "64MiB", progress: bool = False,
-                    **options: Any) -> NgramLM:
+                    group_tokens: int = 2**27, split_every: int = 8, blocksize: int | str | None = "64MiB",
+                    progress: bool = False, **options: Any) -> NgramLM:
     """An NgramLM counted on Dask, equal to the one process fit (see the module docstring).
 
     corpus: a Bag of texts (one sentence or document per item) or of 1-D id arrays, or a path, glob or
     list of text files (one sentence per line). Texts make a word model exactly as ``NgramLM.for_words``
     (the vocabulary built over the corpus with min_count, unless `vocab` is given); id arrays make the
     model ``NgramLM(order, smoothing=..., **options).fit(items)`` makes. options: alpha,
-    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). tasks: counting
-    tasks, each counting consecutive partitions in one go (held in its worker's memory together), and
-    first-id ranges merged in parallel (default: the cluster's threads). split_every: tables per merge
-    (2 to 64). progress: Dask's progress bar on stderr (with a client)."""
+    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). tasks: first-id
+    ranges, counted in parallel (default: the cluster's threads). Every range reads every token, 4 bytes
+    each over the network; with fewer ranges than threads, the groups of a range are counted on several
+    workers and their tables merged on one (about 16 bytes per table entry over the network instead),
+    which costs less network past about 8 workers. group_tokens: the most tokens one counting task reads
+    (more make groups of partitions whose tables are merged; a task holds about 8 bytes per token of its
+    group, 32 per window of its range and 16 per entry of its table). split_every: tables per merge (2 to 64). progress: Dask's progress
+    bar on stderr (with a client)."""
     if not isinstance(split_every, int) or isinstance(split_every, bool) or not 2 <= split_every <= 64:
         raise ValueError(f"split_every must be an integer in [2, 64], got {split_every!r}")
     if tasks is not None and (not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 1):
         raise ValueError(f"tasks must be a positive integer or None, got {tasks!r}")
+    if not isinstance(group_tokens, int) or isinstance(group_tokens, bool) or not 1 <= group_tokens < 2**32:
+        raise ValueError(f"group_tokens must be an integer in [1, 2^32), got {group_tokens!r}")
     bag = read_corpus(corpus, blocksize)
+    client = _client(client)
     first = _first_item(bag) if vocab is None else ""
     if isinstance(first, (str, bytes)):
         if vocab is None:
@@ -273,11 +306,13 @@ def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", m
                            unk_id=vocab.UNK, vocab=vocab, **options)
     else:
         template = NgramLM(order, smoothing=smoothing, **options)
-    shards, max_id = count_shards(bag, _ship(template, client), tasks or _threads(client), split_every, client)
-    *got, top = compute(shards + [max_id], client, progress)
+    ranges = tasks or (max(1, sum(client.nthreads().values())) if client is not None else os.cpu_count() or 1)
+    shards, max_id = count_shards(bag, _ship(template, client), ranges, group_tokens=group_tokens,
+                                  split_every=split_every, client=client, progress=progress)
+    got = compute(shards, client, progress)
     out = template._like()
-    out._keys, out._counts = tables.concat([(k, c) for k, c, _ in got])
-    out.max_id = top
+    out._keys, out._counts = tables.concat(got)
+    out.max_id = max_id
     return out
 
 

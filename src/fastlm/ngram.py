@@ -175,6 +175,9 @@ class NgramLM(Scoring):
         state["_cache"] = {}
         return state
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        tables.aligned_state(self, state)
+
     @classmethod
     def for_words(cls, texts: Iterable[str], order: int, *, min_count: int = 1, **options: Any) -> NgramLM:
         """A model of whitespace words fitted on texts (one sentence or document per item): the vocabulary
@@ -208,19 +211,33 @@ class NgramLM(Scoring):
         if isinstance(sequences, (str, bytes)) or (
                 isinstance(sequences, np.ndarray) and sequences.ndim == 1 and sequences.dtype.kind in "iu"):
             raise TypeError("sequences must be an iterable of sequences (wrap a single sequence in a list)")
-        limit = ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given
-        flat, lengths = gather(sequences, self.vocab, lambda a, name: _check_range(a, limit, name))
-        return self._count(flat, lengths)
+        return self._count(*self._gather(sequences))
 
-    def _count(self, flat: np.ndarray, lengths: np.ndarray) -> NgramLM:
-        """Add the counts of checked sequences (all ids, length of each)."""
+    def _gather(self, sequences: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(all ids, length of each sequence) of sequences, checked against vocab_size."""
+        limit = ID_LIMIT if self.vocab_size_given is None else self.vocab_size_given
+        return gather(sequences, self.vocab, lambda a, name: _check_range(a, limit, name))
+
+    def _lay_out(self, flat: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """Checked sequences as counting reads them: (uint32 ids with each sequence's BOS padding and EOS,
+        where each padded sequence starts, the largest id of the model and the sequences)."""
         pad = [self.bos_id] * (self.order - 1) if self.bos_id is not None else []
         tokens, starts = layout(flat, lengths, pad, self.eos_id)
-        max_id = max(self.max_id, int(flat.max()) if flat.size else -1)
-        keys, counts = tables.count(tokens, starts, self.order, tables.bits_for(max(max_id + 1, 2)))
+        return tokens, starts, max(self.max_id, int(flat.max()) if flat.size else -1)
+
+    def _count_laid_out(self, tokens: np.ndarray, starts: np.ndarray, max_id: int, first: tuple[int, int] = (0, 2**32)
+                        ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """The count tables of a layout's k-grams whose first id is in [first[0], first[1]) (tables.count)."""
+        keys, counts = tables.count(tokens, starts, self.order, tables.bits_for(max(max_id + 1, 2)), first=first)
         if self.bos_id is not None:  # k-grams ending in BOS stay as prefixes, with count 0
             for k in range(self.order):
                 counts[k][tables.last(keys[k]) == self.bos_id] = 0
+        return keys, counts
+
+    def _count(self, flat: np.ndarray, lengths: np.ndarray) -> NgramLM:
+        """Add the counts of checked sequences (all ids, length of each)."""
+        tokens, starts, max_id = self._lay_out(flat, lengths)
+        keys, counts = self._count_laid_out(tokens, starts, max_id)
         self.max_id = max_id
         if self._keys[0].size:
             keys, counts = tables.merge((self._keys, self._counts), (keys, counts))
