@@ -137,9 +137,10 @@ def build_vocab_distributed(corpus: Any, *, min_count: int = 1, client: Any = No
 
 # ------------------------------------------------------------------------------------------ counting
 def _lay_out(template: NgramLM, part: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    """A partition's items as counting reads them (NgramLM._lay_out): uint32 ids with the padding, the
-    sequence starts, the largest id."""
-    return template._lay_out(*template._gather(list(part)))
+    """A partition's items as counting reads them (NgramLM._lay_out): ids with the padding (uint16 when
+    they fit: they travel to every range's worker), the sequence starts, the largest id."""
+    tokens, starts, max_id = template._lay_out(*template._gather(list(part)))
+    return (tokens.astype(np.uint16) if max_id < 1 << 16 else tokens), starts, max_id
 
 
 def _weights(laid: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
@@ -173,7 +174,7 @@ def _count_range(template: NgramLM, lo: int, hi: int, *laid: tuple[np.ndarray, n
                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The count tables of the k-grams whose first id is in [lo, hi) over several layouts, counted in one
     go (one sort per order): a piece of the whole table (parents counting from 0)."""
-    tokens = np.concatenate([t for t, _, _ in laid])
+    tokens = np.concatenate([t for t, _, _ in laid], dtype=np.uint32)
     off = np.cumsum([0] + [t.size for t, _, _ in laid])
     starts = np.concatenate([s[:-1] + o for (_, s, _), o in zip(laid, off)] + [off[-1:]]).astype(np.int64)
     return template._count_laid_out(tokens, starts, max(m for _, _, m in laid), (lo, hi))
