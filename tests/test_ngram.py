@@ -92,8 +92,8 @@ def test_distributions_sum_to_one_and_totals(rng):
 @pytest.mark.parametrize("wide", [False, True])
 def test_counting_by_first_id_ranges(rng, wide):
     """Each first-id range counted on its own (one heavy id, empty ranges, cuts past every id; packed and
-    rank keys), a range's tables of several parts merged, and the ranges joined in order give the counts
-    of all sequences (the reference's)."""
+    rank keys), a range's tables of several parts merged, and the ranges narrowed and joined in order give
+    the counts of all sequences (the reference's); narrowing keeps counts and ids past its small types."""
     from fastlm import _ngram_tables as tables
 
     parts = [corpus(rng, n=30, V=12) + [[0] * 9] for _ in range(4)]
@@ -112,10 +112,15 @@ def test_counting_by_first_id_ranges(rng, wide):
                 pieces.append((keys, counts))
             ranges.append(tables.merge(*pieces))
         got = ng.NgramLM(4, bos_id=12, eos_id=13)
-        got._keys, got._counts = tables.concat(ranges)
+        got._keys, got._counts = tables.concat([tables.narrow(r) for r in ranges])
         for k in (1, 2, 3, 4):
             for x, y in zip(got.counts(k), want.counts(k)):
                 np.testing.assert_array_equal(x, y)
+    wide_table = ([np.array([5, 70_000], np.uint64), np.array([7, 1 << 32 | 2**32 - 1], np.uint64)],
+                  [np.array([2**40, 3]), np.array([255, 256])])  # (counts and ids past the narrow types)
+    for x, y in zip(tables.concat([tables.narrow(wide_table)]), wide_table):
+        for a, b in zip(x, y):
+            np.testing.assert_array_equal(a, b)
     keys, counts = tables.count(*laid[0][:2], 4, 4, wide=wide, first=(3, 7))
     keys[2][0] += np.uint64(keys[1].size) << np.uint64(32)  # a parent past the order below
     with pytest.raises(ValueError, match="inconsistent"):

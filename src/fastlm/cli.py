@@ -126,7 +126,7 @@ def _bench_dask(args) -> None:
 
     n = 2_000_000 if args.quick else 50_000_000
     print("\nN-grams on Dask: a local cluster of 2 worker processes (one thread each) against one process:")
-    print(bench_dask.format_distributed_table(bench_dask.run_distributed(n, workers=2)))
+    print(bench_dask.format_distributed_table(bench_dask.run_distributed(n, workers=2, repeat=args.repeat)))
 
 
 def cmd_diagnose(args) -> int:
