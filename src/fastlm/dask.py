@@ -4,14 +4,14 @@ estimation and document scoring over a ``dask.bag.Bag``, exact against one proce
 - Counting (csrc/README.md, "N-gram tables", "First-id ranges"): every partition is laid out for
   counting where it is (ids with the padding, kept on the workers) and the windows each first id starts
   are summed; the first ids are cut into ranges of near-equal windows, one per worker thread by default.
-  Each range is counted in C on a worker of its own over all the partitions (4 bytes per token cross the
-  network, not count tables), one sort per order; a corpus larger than group_tokens is counted in groups
-  of partitions whose tables of a range are merged on that range's worker (k-way merges in C, a tree).
-  The client receives the ranges in their narrowest arrays (tables.narrow: uint32 parents, uint16 ids,
-  small counts; about half the bytes) and joins them in order. Kneser-Ney's statistics (adjusted counts, counts of counts,
-  discounts) are computed from the result when the model is first used, so the model, its discounts and
-  its ARPA file equal those of ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one
-  process, bit for bit.
+  Each range is counted in C on a worker of its own over all the partitions (the ids cross the network,
+  2 bytes per token when they fit in uint16, else 4, not count tables), one sort per order; a corpus
+  larger than group_tokens is counted in groups of partitions whose tables of a range are merged on that
+  range's worker (k-way merges in C, a tree). The client receives the ranges in their narrowest arrays
+  (tables.narrow: uint32 parents, uint16 ids, small counts; about half the bytes) and joins them in
+  order. Kneser-Ney's statistics (adjusted counts, counts of counts, discounts) are computed from the
+  result when the model is first used, so the model, its discounts and its ARPA file equal those of
+  ``NgramLM.for_words`` / ``NgramLM.fit`` on the concatenated corpus in one process, bit for bit.
 - Word models first build the vocabulary the same way (word counts per partition, merged, then
   ``min_count``), so every worker encodes with the ids one process would give.
 - Scoring ships the model once per worker (``client.scatter(..., broadcast=True)``) and scores each
@@ -283,14 +283,14 @@ def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", m
     list of text files (one sentence per line). Texts make a word model exactly as ``NgramLM.for_words``
     (the vocabulary built over the corpus with min_count, unless `vocab` is given); id arrays make the
     model ``NgramLM(order, smoothing=..., **options).fit(items)`` makes. options: alpha,
-    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). tasks: first-id
-    ranges, counted in parallel (default: the cluster's threads). Every range reads every token, 4 bytes
-    each over the network; with fewer ranges than threads, the groups of a range are counted on several
-    workers and their tables merged on one (about 16 bytes per table entry over the network instead),
-    which costs less network past about 8 workers. group_tokens: the most tokens one counting task reads
-    (more make groups of partitions whose tables are merged; a task holds about 8 bytes per token of its
-    group, 32 per window of its range and 16 per entry of its table). split_every: tables per merge (2 to 64). progress: Dask's progress
-    bar on stderr (with a client)."""
+    discount_fallback, prune (and for id arrays vocab_size, bos_id, eos_id, unk_id). tasks: first-id ranges,
+    counted in parallel (default: the cluster's threads). Every range reads every token, 2 or 4 bytes each
+    over the network; with fewer ranges than threads, the groups of a range are counted on several workers and
+    their tables merged on one (about 16 bytes per table entry over the network instead), which costs less
+    network past about 8 workers. group_tokens: the most tokens one counting task reads (more make groups of
+    partitions whose tables are merged; a task holds about 8 bytes per token of its group, 32 per window of
+    its range and 16 per entry of its table). split_every: tables per merge (2 to 64). progress: Dask's
+    progress bar on stderr (with a client)."""
     if not isinstance(split_every, int) or isinstance(split_every, bool) or not 2 <= split_every <= 64:
         raise ValueError(f"split_every must be an integer in [2, 64], got {split_every!r}")
     if tasks is not None and (not isinstance(tasks, int) or isinstance(tasks, bool) or tasks < 1):
