@@ -148,9 +148,10 @@ void fl_ngram_find(int log2cap, const fl_ngram_slot *slots, const uint64_t *quer
     }
 }
 
-/* The distinct k-grams of every sequence whose first id is in [lo, hi) (as fl_ngram_keys) and their counts. keys and tmp are scratch
- * of starts[nseq] entries each; on return keys[0..m) hold the distinct keys, ascending, and
- * ((int64_t *)tmp)[0..m) their counts. Returns m, or an error of fl_ngram_count. Ids must be < 2^bits. */
+/* The distinct k-grams of every sequence whose first id is in [lo, hi) (as fl_ngram_keys) and their
+ * counts. keys and tmp are scratch of starts[nseq] entries each; on return keys[0..m) hold the distinct
+ * keys, ascending, and ((int64_t *)tmp)[0..m) their counts. Returns m, or an error of fl_ngram_count.
+ * Ids must be < 2^bits. */
 int64_t fl_ngram_count_windows(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, int bits,
                                uint64_t lo, uint64_t hi, uint64_t *keys, uint64_t *tmp) {
     const int64_t nk = fl_ngram_keys(tokens, starts, nseq, k, bits, lo, hi, keys);
@@ -182,11 +183,12 @@ static void sort_pairs(uint64_t *k, uint32_t *p, uint64_t *k2, uint32_t *p2, int
 /* Order k by ranks, over the live windows: live[0..*nlive) are ascending positions whose (k-1)-gram was
  * counted (for k = 1: the positions whose id is in the range counted), rank[j] the rank of that (k-1)-gram
  * (0 for k = 1). Windows that do not fit order k in their sequence leave; on return live, rank and *nlive
- * hold the rest with the ranks of their k-grams. keys, tmp and idx (twice as long): scratch of *nlive entries;
- * keys[0..m) then hold the distinct keys rank << 32 | last id, ascending, and ((int64_t *)tmp)[0..m)
- * their counts. Returns m, or -2 when positions or ranks do not fit in 32 bits. */
-int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k, uint32_t *live,
-                             int64_t *nlive, uint32_t *rank, uint64_t *keys, uint64_t *tmp, uint32_t *idx) {
+ * hold the rest with the ranks of their k-grams. keys, tmp and idx (twice as long): scratch of *nlive
+ * entries; keys[0..m) then hold the distinct keys rank << 32 | last id, ascending, and
+ * ((int64_t *)tmp)[0..m) their counts. Returns m, or -2 when positions or ranks do not fit in 32 bits. */
+int64_t fl_ngram_count_ranks(const uint32_t *tokens, const int64_t *starts, int64_t nseq, int k,
+                             uint32_t *live, int64_t *nlive, uint32_t *rank, uint64_t *keys, uint64_t *tmp,
+                             uint32_t *idx) {
     if (starts[nseq] > (int64_t)UINT32_MAX) return -2;
     const int64_t cap = *nlive;
     int64_t n = 0, s = 0;

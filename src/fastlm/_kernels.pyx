@@ -529,8 +529,10 @@ cdef int64_t _nseq(cnp.ndarray tokens, cnp.ndarray starts) except -1:
     return nseq
 
 
-def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits, uint64_t lo=0, uint64_t hi=4294967296):
-    """(distinct packed keys ascending, counts) of the k-grams inside each sequence whose first id is in [lo, hi)."""
+def ngram_count_windows(cnp.ndarray tokens, cnp.ndarray starts, int k, int bits, uint64_t lo=0,
+                        uint64_t hi=4294967296):
+    """(distinct packed keys ascending, counts) of the k-grams inside each sequence whose first id is in
+    [lo, hi)."""
     cdef const uint32_t *tp = <const uint32_t *>_data(tokens, cnp.NPY_UINT32, "tokens")
     cdef const int64_t *sp = <const int64_t *>_data(starts, cnp.NPY_INT64, "starts")
     cdef int64_t nseq = _nseq(tokens, starts)
@@ -574,7 +576,7 @@ def ngram_count_ranks(cnp.ndarray tokens, cnp.ndarray starts, int k, cnp.ndarray
     cdef int64_t nseq = _nseq(tokens, starts), m, n0 = nlive
     if (k < 1 or not 0 <= nlive <= min(live.shape[0], rank.shape[0], scratch.shape[0] // 3)
             or not live.flags.writeable or not rank.flags.writeable or not scratch.flags.writeable
-            or (nlive and (int(live[0]) < 0 or int(live[nlive - 1]) >= tokens.shape[0]))):
+            or (nlive and int(live[nlive - 1]) >= tokens.shape[0])):
         raise ValueError("internal: ngram_count_ranks arguments")
     with nogil:
         m = fl_ngram_count_ranks(tp, sp, nseq, k, lp, &nlive, rp, kp, kp + nlive, <uint32_t *>(kp + 2 * nlive))

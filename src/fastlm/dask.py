@@ -147,7 +147,7 @@ def _lay_out(template: NgramLM, part: Any) -> tuple[np.ndarray, np.ndarray, int]
 def _weights(laid: tuple[np.ndarray, np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, int, list[int]]:
     """(the first ids of a layout's windows, how many windows each starts, the largest id, [its tokens])."""
     tokens = laid[0]
-    if tokens.size and int(tokens.max()) < 1 << 22:
+    if laid[2] < 1 << 22:  # (the largest id bounds the padding ids too)
         c = np.bincount(tokens)
         ids = np.flatnonzero(c)
         return ids, c[ids], laid[2], [tokens.size]
@@ -297,6 +297,8 @@ def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", m
         raise ValueError(f"tasks must be a positive integer or None, got {tasks!r}")
     if not isinstance(group_tokens, int) or isinstance(group_tokens, bool) or not 1 <= group_tokens < 2**32:
         raise ValueError(f"group_tokens must be an integer in [1, 2^32), got {group_tokens!r}")
+    from dask.delayed import delayed
+
     bag = read_corpus(corpus, blocksize)
     client = _client(client)
     first = _first_item(bag) if vocab is None else ""
@@ -311,8 +313,6 @@ def fit_distributed(corpus: Any, order: int, *, smoothing: str = "kneser-ney", m
     ranges = tasks or (max(1, sum(client.nthreads().values())) if client is not None else os.cpu_count() or 1)
     shards, max_id = count_shards(bag, _ship(template, client), ranges, group_tokens=group_tokens,
                                   split_every=split_every, client=client, progress=progress)
-    from dask.delayed import delayed
-
     got = compute([delayed(tables.narrow)(s) for s in shards], client, progress)  # (about half the bytes)
     out = template._like()
     out._keys, out._counts = tables.concat(got)
